@@ -1,0 +1,67 @@
+//! Memory readings from `/proc`, for the per-process cost and peak RSS metrics.
+//!
+//! A benchmark that cannot read them has nothing to report, so a reading that fails
+//! panics with the file it came from.
+
+use std::mem::MaybeUninit;
+
+/// Bytes resident now: the second field of `/proc/self/statm` (pages) times the page size.
+pub fn resident_bytes() -> u64 {
+    let statm = read("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or_else(|| panic!("/proc/self/statm: no resident field in {statm:?}"));
+    pages * page_size()
+}
+
+/// Peak resident bytes of this process so far: `VmHWM` in `/proc/self/status`.
+pub fn peak_resident_bytes() -> u64 {
+    let status = read("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("/proc/self/status: no VmHWM line"));
+    kib * 1024
+}
+
+/// The kernel's limit on memory mappings per process, which caps how many guarded
+/// stacks can exist at once. `None` where `/proc/sys/vm/max_map_count` is unreadable.
+pub fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Writes to every byte of `vec`'s spare capacity so its pages are resident before an
+/// RSS baseline is taken; pushing into it later then charges nothing to what is pushed.
+pub fn fault_in<T>(vec: &mut Vec<T>) {
+    for slot in vec.spare_capacity_mut() {
+        *slot = MaybeUninit::zeroed();
+    }
+    std::hint::black_box(vec);
+}
+
+/// The page size, from the auxiliary vector the kernel gave this process (`AT_PAGESZ`).
+fn page_size() -> u64 {
+    /// `AT_PAGESZ` in `<elf.h>`.
+    const AT_PAGESZ: u64 = 6;
+    let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
+    auxv.chunks_exact(16)
+        .find_map(|entry| {
+            let (key, value) = entry.split_at(8);
+            let key = u64::from_ne_bytes(key.try_into().ok()?);
+            let value = u64::from_ne_bytes(value.try_into().ok()?);
+            (key == AT_PAGESZ).then_some(value)
+        })
+        // Every Linux target fibra runs on has 4 KiB pages unless it says otherwise.
+        .unwrap_or(4096)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

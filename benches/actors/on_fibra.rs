@@ -1,0 +1,337 @@
+//! The workloads on fibra, on a default runtime (one worker per core).
+//!
+//! Processes that wait for messages between bursts of work (the echo, ring members,
+//! skynet nodes, idle processes) are handler processes, so they hold no stack while
+//! idle. Processes that run a loop from start to end (a pinger, a fan-in sender or
+//! receiver, each workload's driver) are free-running.
+
+use std::time::{Duration, Instant};
+
+use fibra::prelude::*;
+
+use super::{
+    fan_in_message, memory, ring_successor, skynet_child, FanInCheck, MillionIdleOutcome,
+    RingOutcome, SkynetOutcome, SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS,
+    MILLION_IDLE_PROCESSES, PING_PONG_ROUND_TRIPS, RING_HOPS, RING_PROCESSES, SKYNET_DEPTH,
+    SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, WARM_UP,
+};
+
+/// Runs `driver` as a free-running process with mailbox type `M` on a fresh default
+/// runtime, waits for it and returns its result; the runtime is shut down after.
+fn run<M, T, F>(driver: F) -> T
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut FnContext<M>) -> T + Send + 'static,
+{
+    let runtime = Runtime::builder()
+        .build()
+        .expect("building a fibra runtime");
+    let output = runtime.block_on(move |cx: &mut FnContext<()>| {
+        cx.spawn_fn(driver)
+            .join()
+            .expect("the driver process failed")
+    });
+    runtime.shutdown();
+    output
+}
+
+const GONE: &str = "a process exited while the workload was running";
+
+/// Sends every message back to `peer`, until it gets [`Echo::STOP`].
+struct Echo {
+    /// Where the balls go back to.
+    peer: Pid<u64>,
+}
+
+impl Echo {
+    /// The message that ends the echo.
+    const STOP: u64 = u64::MAX;
+}
+
+impl Process for Echo {
+    type Message = u64;
+
+    fn handle(&mut self, ball: u64, cx: &mut Context<Self>) {
+        if ball == Echo::STOP {
+            cx.stop();
+        } else {
+            self.peer.send(ball).expect(GONE);
+        }
+    }
+}
+
+pub fn ping_pong() -> Duration {
+    run(|cx: &mut FnContext<u64>| {
+        let echo = cx.spawn(Echo { peer: cx.pid() });
+        let volley = |cx: &mut FnContext<u64>, round_trips: u64| {
+            for ball in 0..round_trips {
+                echo.send(ball).expect(GONE);
+                assert_eq!(cx.receive(), ball, "wrong ball back");
+            }
+        };
+        volley(cx, WARM_UP);
+        let start = Instant::now();
+        volley(cx, PING_PONG_ROUND_TRIPS);
+        let elapsed = start.elapsed();
+        echo.send(Echo::STOP).expect(GONE);
+        elapsed
+    })
+}
+
+/// A ring member. The first member is spawned by the driver; each member spawns the
+/// next in `started`, and the last one closes the ring back to the first.
+struct RingMember {
+    /// Position in the ring.
+    index: usize,
+    /// The first member, or `None` in the first member itself.
+    first: Option<Pid<u64>>,
+    /// The member the token goes to next; set in `started`.
+    next: Option<Pid<u64>>,
+    /// The driver, told the member's index when the token runs out of hops here.
+    done: Pid<usize>,
+}
+
+impl Process for RingMember {
+    type Message = u64;
+
+    fn started(&mut self, cx: &mut Context<Self>) {
+        let first = self.first.clone().unwrap_or_else(|| cx.pid());
+        let successor = ring_successor(self.index);
+        self.next = Some(if successor == 0 {
+            first
+        } else {
+            cx.spawn(RingMember {
+                index: successor,
+                first: Some(first),
+                next: None,
+                done: self.done.clone(),
+            })
+        });
+    }
+
+    fn handle(&mut self, hops: u64, _cx: &mut Context<Self>) {
+        if hops == 0 {
+            self.done.send(self.index).expect(GONE);
+        } else {
+            let next = self.next.as_ref().expect("message before `started`");
+            next.send(hops - 1).expect(GONE);
+        }
+    }
+}
+
+pub fn ring() -> RingOutcome {
+    run(|cx: &mut FnContext<usize>| {
+        let first = cx.spawn(RingMember {
+            index: 0,
+            first: None,
+            next: None,
+            done: cx.pid(),
+        });
+
+        // Besides warming up, the first laps wait for the ring to be built.
+        first.send(WARM_UP).expect(GONE);
+        let last = cx.receive();
+        assert_eq!(
+            last as u64,
+            WARM_UP % RING_PROCESSES as u64,
+            "warm-up lap lost"
+        );
+
+        let start = Instant::now();
+        first.send(RING_HOPS).expect(GONE);
+        let last = cx.receive();
+        RingOutcome {
+            elapsed: start.elapsed(),
+            last,
+        }
+    })
+}
+
+/// A skynet node. A leaf sends its number to its parent in `started` and stops; an
+/// inner node spawns its children in `started`, adds up their replies and sends the
+/// sum up after the last one.
+struct SkynetNode {
+    /// Depth in the tree; the leaves are at `SKYNET_DEPTH`.
+    level: u32,
+    /// The node's number, unique within its level.
+    number: u64,
+    /// Where the number or sum goes.
+    parent: Pid<u64>,
+    /// Sum of the replies so far.
+    sum: u64,
+    /// Replies still to come.
+    pending: u64,
+}
+
+impl SkynetNode {
+    fn new(level: u32, number: u64, parent: Pid<u64>) -> SkynetNode {
+        SkynetNode {
+            level,
+            number,
+            parent,
+            sum: 0,
+            pending: SKYNET_FAN_OUT,
+        }
+    }
+}
+
+impl Process for SkynetNode {
+    type Message = u64;
+
+    fn started(&mut self, cx: &mut Context<Self>) {
+        if self.level == SKYNET_DEPTH {
+            self.parent.send(self.number).expect(GONE);
+            cx.stop();
+            return;
+        }
+        for i in 0..SKYNET_FAN_OUT {
+            let child = SkynetNode::new(self.level + 1, skynet_child(self.number, i), cx.pid());
+            cx.spawn(child);
+        }
+    }
+
+    fn handle(&mut self, reply: u64, cx: &mut Context<Self>) {
+        self.sum += reply;
+        self.pending -= 1;
+        if self.pending == 0 {
+            self.parent.send(self.sum).expect(GONE);
+            cx.stop();
+        }
+    }
+}
+
+pub fn skynet() -> SkynetOutcome {
+    run(|cx: &mut FnContext<u64>| {
+        let start = Instant::now();
+        cx.spawn(SkynetNode::new(0, 0, cx.pid()));
+        let sum = cx.receive();
+        SkynetOutcome {
+            elapsed: start.elapsed(),
+            sum,
+        }
+    })
+}
+
+pub fn fan_in() -> Duration {
+    run(|cx: &mut FnContext<u64>| {
+        let start = Instant::now();
+        let senders: Vec<_> = (0..FAN_IN_SENDERS)
+            .map(|sender| {
+                let receiver = cx.pid();
+                cx.spawn_fn(move |_: &mut FnContext<()>| {
+                    for seq in 0..FAN_IN_MESSAGES {
+                        receiver.send(fan_in_message(sender, seq)).expect(GONE);
+                    }
+                })
+            })
+            .collect();
+        let mut check = FanInCheck::new();
+        for _ in 0..FAN_IN_SENDERS * FAN_IN_MESSAGES {
+            check.record(cx.receive());
+        }
+        let elapsed = start.elapsed();
+        check.finish();
+        for sender in senders {
+            sender.join().expect("a fan-in sender failed");
+        }
+        elapsed
+    })
+}
+
+/// Waits for one number, acknowledges it to `done` and then either stops
+/// (`spawn_idle`) or stays alive, idle (`million_idle`).
+struct Idle {
+    /// Where the acknowledgement goes.
+    done: Pid<u64>,
+    /// Whether to stay alive after acknowledging.
+    linger: Linger,
+}
+
+/// What an [`Idle`] process does after its message.
+#[derive(Clone, Copy)]
+enum Linger {
+    Stop,
+    StayAlive,
+}
+
+impl Process for Idle {
+    type Message = u64;
+
+    fn handle(&mut self, n: u64, cx: &mut Context<Self>) {
+        self.done.send(n).expect(GONE);
+        if let Linger::Stop = self.linger {
+            cx.stop();
+        }
+    }
+}
+
+pub fn spawn_idle() -> SpawnIdleOutcome {
+    run(|cx: &mut FnContext<u64>| {
+        let mut pids = Vec::with_capacity(SPAWN_IDLE_PROCESSES);
+        memory::fault_in(&mut pids);
+
+        let rss_before = memory::resident_bytes();
+        let start = Instant::now();
+        for _ in 0..SPAWN_IDLE_PROCESSES {
+            pids.push(cx.spawn(Idle {
+                done: cx.pid(),
+                linger: Linger::Stop,
+            }));
+        }
+        let spawn = start.elapsed();
+        let rss_after = memory::resident_bytes();
+
+        for (n, pid) in pids.iter().enumerate() {
+            pid.send(n as u64).expect(GONE);
+        }
+        let mut acknowledged = 0;
+        for _ in 0..SPAWN_IDLE_PROCESSES {
+            acknowledged += cx.receive();
+        }
+        SpawnIdleOutcome {
+            spawn,
+            rss_before,
+            rss_after,
+            acknowledged,
+        }
+    })
+}
+
+/// Processes messaged per batch in `million_idle` before their acknowledgements are
+/// collected, so the acknowledgements never pile up into megabytes of queue that the
+/// allocator then keeps and the RSS reading charges to the idle processes. Picked out
+/// of thin air: big enough to keep every worker busy.
+const MILLION_IDLE_BATCH: usize = 1_024;
+
+pub fn million_idle() -> MillionIdleOutcome {
+    run(|cx: &mut FnContext<u64>| {
+        let mut pids = Vec::with_capacity(MILLION_IDLE_PROCESSES);
+        memory::fault_in(&mut pids);
+
+        let rss_before = memory::resident_bytes();
+        for _ in 0..MILLION_IDLE_PROCESSES {
+            pids.push(cx.spawn(Idle {
+                done: cx.pid(),
+                linger: Linger::StayAlive,
+            }));
+        }
+        let mut acknowledged = 0;
+        for (batch, chunk) in pids.chunks(MILLION_IDLE_BATCH).enumerate() {
+            for (i, pid) in chunk.iter().enumerate() {
+                pid.send((batch * MILLION_IDLE_BATCH + i) as u64)
+                    .expect(GONE);
+            }
+            for _ in chunk {
+                acknowledged += cx.receive();
+            }
+        }
+        let rss_after = memory::resident_bytes();
+        drop(pids);
+        MillionIdleOutcome {
+            rss_before,
+            rss_after,
+            acknowledged,
+        }
+    })
+}

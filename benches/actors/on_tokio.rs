@@ -1,0 +1,204 @@
+//! The workloads on tokio, written as a tokio user would: a multi-thread runtime with
+//! its default worker count, one task per process, unbounded `mpsc` channels as
+//! mailboxes. Each workload's driver runs as a spawned task, not in `block_on`'s future
+//! (which polls on the calling thread, outside the worker pool), just as on fibra the
+//! driver is a process.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+use super::{
+    fan_in_message, memory, ring_successor, skynet_child, FanInCheck, RingOutcome, SkynetOutcome,
+    SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS, PING_PONG_ROUND_TRIPS, RING_HOPS,
+    RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, WARM_UP,
+};
+
+/// Runs `driver` as a task on a fresh default multi-thread runtime and returns its
+/// output once it finishes; the runtime (and every task still on it) is dropped after.
+fn run<F>(driver: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .build()
+        .expect("building a tokio runtime");
+    let driver = runtime.spawn(driver);
+    let output = runtime.block_on(driver).expect("the driver task failed");
+    runtime.shutdown_background();
+    output
+}
+
+const CLOSED: &str = "a channel closed while the workload was running";
+
+pub fn ping_pong() -> Duration {
+    run(async {
+        let (to_echo, mut echo_inbox) = unbounded_channel::<u64>();
+        let (to_pinger, mut inbox) = unbounded_channel::<u64>();
+        tokio::spawn(async move {
+            while let Some(n) = echo_inbox.recv().await {
+                to_pinger.send(n).expect(CLOSED);
+            }
+        });
+        let mut volley = async |round_trips: u64| {
+            for n in 0..round_trips {
+                to_echo.send(n).expect(CLOSED);
+                assert_eq!(inbox.recv().await.expect(CLOSED), n, "wrong ball back");
+            }
+        };
+        volley(WARM_UP).await;
+        let start = Instant::now();
+        volley(PING_PONG_ROUND_TRIPS).await;
+        start.elapsed()
+    })
+}
+
+pub fn ring() -> RingOutcome {
+    run(async {
+        let (to_driver, mut inbox) = unbounded_channel::<usize>();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..RING_PROCESSES)
+            .map(|_| unbounded_channel::<u64>())
+            .unzip();
+        for (index, mut mailbox) in receivers.into_iter().enumerate() {
+            let next = senders[ring_successor(index)].clone();
+            let done = to_driver.clone();
+            tokio::spawn(async move {
+                while let Some(hops) = mailbox.recv().await {
+                    if hops == 0 {
+                        done.send(index).expect(CLOSED);
+                    } else {
+                        next.send(hops - 1).expect(CLOSED);
+                    }
+                }
+            });
+        }
+        let first = &senders[0];
+
+        first.send(WARM_UP).expect(CLOSED);
+        let last = inbox.recv().await.expect(CLOSED);
+        assert_eq!(
+            last as u64,
+            WARM_UP % RING_PROCESSES as u64,
+            "warm-up lap lost"
+        );
+
+        let start = Instant::now();
+        first.send(RING_HOPS).expect(CLOSED);
+        let last = inbox.recv().await.expect(CLOSED);
+        RingOutcome {
+            elapsed: start.elapsed(),
+            last,
+        }
+    })
+}
+
+/// A skynet node: a leaf sends its number up; an inner node spawns its children and
+/// sends up the sum of their replies.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` cannot spawn itself: the compiler cannot prove the recursive \
+              future `Send` unless the signature says so"
+)]
+fn skynet_node(
+    level: u32,
+    number: u64,
+    parent: UnboundedSender<u64>,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        if level == SKYNET_DEPTH {
+            parent.send(number).expect(CLOSED);
+            return;
+        }
+        let (to_me, mut inbox) = unbounded_channel();
+        for i in 0..SKYNET_FAN_OUT {
+            tokio::spawn(skynet_node(
+                level + 1,
+                skynet_child(number, i),
+                to_me.clone(),
+            ));
+        }
+        let mut sum = 0;
+        for _ in 0..SKYNET_FAN_OUT {
+            sum += inbox.recv().await.expect(CLOSED);
+        }
+        parent.send(sum).expect(CLOSED);
+    }
+}
+
+pub fn skynet() -> SkynetOutcome {
+    run(async {
+        let (to_driver, mut inbox) = unbounded_channel();
+        let start = Instant::now();
+        tokio::spawn(skynet_node(0, 0, to_driver));
+        let sum = inbox.recv().await.expect(CLOSED);
+        SkynetOutcome {
+            elapsed: start.elapsed(),
+            sum,
+        }
+    })
+}
+
+pub fn fan_in() -> Duration {
+    run(async {
+        let (to_receiver, mut inbox) = unbounded_channel();
+        let start = Instant::now();
+        let senders: Vec<_> = (0..FAN_IN_SENDERS)
+            .map(|sender| {
+                let to_receiver = to_receiver.clone();
+                tokio::spawn(async move {
+                    for seq in 0..FAN_IN_MESSAGES {
+                        to_receiver.send(fan_in_message(sender, seq)).expect(CLOSED);
+                    }
+                })
+            })
+            .collect();
+        let mut check = FanInCheck::new();
+        for _ in 0..FAN_IN_SENDERS * FAN_IN_MESSAGES {
+            check.record(inbox.recv().await.expect(CLOSED));
+        }
+        let elapsed = start.elapsed();
+        check.finish();
+        for sender in senders {
+            sender.await.expect("a fan-in sender failed");
+        }
+        elapsed
+    })
+}
+
+pub fn spawn_idle() -> SpawnIdleOutcome {
+    run(async {
+        let (to_driver, mut inbox) = unbounded_channel::<u64>();
+        let mut mailboxes = Vec::with_capacity(SPAWN_IDLE_PROCESSES);
+        memory::fault_in(&mut mailboxes);
+
+        let rss_before = memory::resident_bytes();
+        let start = Instant::now();
+        for _ in 0..SPAWN_IDLE_PROCESSES {
+            let (to_task, mut mailbox) = unbounded_channel::<u64>();
+            let done = to_driver.clone();
+            tokio::spawn(async move {
+                let n = mailbox.recv().await.expect(CLOSED);
+                done.send(n).expect(CLOSED);
+            });
+            mailboxes.push(to_task);
+        }
+        let spawn = start.elapsed();
+        let rss_after = memory::resident_bytes();
+
+        for (n, mailbox) in mailboxes.iter().enumerate() {
+            mailbox.send(n as u64).expect(CLOSED);
+        }
+        let mut acknowledged = 0;
+        for _ in 0..SPAWN_IDLE_PROCESSES {
+            acknowledged += inbox.recv().await.expect(CLOSED);
+        }
+        SpawnIdleOutcome {
+            spawn,
+            rss_before,
+            rss_after,
+            acknowledged,
+        }
+    })
+}

@@ -1,0 +1,160 @@
+//! Errors and exit reasons.
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+
+/// Why a process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exit {
+    /// The process finished: a free-running process returned, or a handler process
+    /// called [`Context::stop`](crate::Context::stop).
+    Normal,
+    /// The process panicked; this is the panic message.
+    Panicked(String),
+    /// The process could not get a stack to run on (see [`SpawnError::Stack`]).
+    NoStack(String),
+    /// The runtime shut down before the process finished.
+    Shutdown,
+}
+
+impl Exit {
+    /// Whether this is a normal exit.
+    pub fn is_normal(&self) -> bool {
+        matches!(self, Exit::Normal)
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Normal => f.write_str("normal exit"),
+            Exit::Panicked(message) => write!(f, "panicked: {message}"),
+            Exit::NoStack(message) => write!(f, "no stack: {message}"),
+            Exit::Shutdown => f.write_str("the runtime shut down"),
+        }
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// A message could not be delivered because its process has exited (or the runtime
+/// shut down, which ends every process). The message is handed back.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct SendError<M>(pub M);
+
+impl<M> SendError<M> {
+    /// Takes the undelivered message back.
+    pub fn into_inner(self) -> M {
+        self.0
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the receiving process has exited; the message was not delivered")
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+/// A process could not be spawned.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The runtime has shut down (or is shutting down).
+    Shutdown,
+    /// The operating system refused to map a stack for the process.
+    Stack {
+        /// The stack size asked for, in bytes.
+        size: usize,
+        /// What the OS said.
+        source: io::Error,
+        /// The kernel's `vm.max_map_count`, when it could be read. Every stack is two
+        /// memory mappings (the stack and its guard page), so live stacks stop near
+        /// half this number.
+        max_map_count: Option<u64>,
+    },
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::Shutdown => f.write_str("cannot spawn: the runtime has shut down"),
+            SpawnError::Stack {
+                size,
+                source,
+                max_map_count,
+            } => {
+                write!(f, "cannot map a {size}-byte process stack: {source}; ")?;
+                match max_map_count {
+                    Some(limit) => write!(f, "the kernel limit vm.max_map_count is {limit}")?,
+                    None => f.write_str("the kernel limit is vm.max_map_count")?,
+                }
+                f.write_str(
+                    " and each stack takes two mappings: raise it \
+                     (sysctl -w vm.max_map_count=...) or keep fewer free-running \
+                     processes suspended at once",
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpawnError::Stack { source, .. } => Some(source),
+            SpawnError::Shutdown => None,
+        }
+    }
+}
+
+/// A runtime could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `workers(0)`: a runtime needs at least one worker thread.
+    ZeroWorkers,
+    /// `stack_size(0)`: processes need a stack.
+    ZeroStackSize,
+    /// A worker thread could not be started.
+    Thread(io::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::ZeroWorkers => f.write_str("a runtime needs at least one worker thread"),
+            BuildError::ZeroStackSize => f.write_str("the process stack size must be above zero"),
+            BuildError::Thread(err) => write!(f, "cannot start a worker thread: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Thread(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,365 @@
+//! Free-running processes: a closure that runs on its own carrier from spawn to
+//! return, receiving messages when it chooses (`receive`, `receive_matching`), and
+//! whose result its [`JoinHandle`] collects.
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, Thread};
+
+use parking_lot::Mutex;
+
+use crate::carrier::{with_current, Cancelled, Frame, Outcome, Suspend};
+use crate::error::{panic_message, Exit, SpawnError};
+use crate::handler::Process;
+use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::runtime::Handle;
+use crate::scheduler::Shared;
+use crate::state::Rights;
+
+/// Who waits for a result.
+enum Waiter {
+    /// Nobody yet.
+    None,
+    /// A process suspended in `join`.
+    Process(Task),
+    /// A plain thread parked in `join`.
+    Thread(Thread),
+}
+
+/// Where a free-running process leaves its result for its [`JoinHandle`].
+pub(crate) struct Completion<T> {
+    /// The result, once there is one, and who waits for it.
+    slot: Mutex<(Option<Result<T, Exit>>, Waiter)>,
+    /// Set once the result is in the slot.
+    done: AtomicBool,
+}
+
+impl<T> Completion<T> {
+    fn new() -> Completion<T> {
+        Completion {
+            slot: Mutex::new((None, Waiter::None)),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Stores the result and wakes whoever waits for it.
+    fn complete(&self, result: Result<T, Exit>) {
+        let waiter = {
+            let mut slot = self.slot.lock();
+            slot.0 = Some(result);
+            self.done.store(true, Ordering::Release);
+            std::mem::replace(&mut slot.1, Waiter::None)
+        };
+        match waiter {
+            Waiter::None => {}
+            Waiter::Thread(thread) => thread.unpark(),
+            Waiter::Process(task) => {
+                if task.header().state.notify() == Rights::Acquired {
+                    let shared = Arc::clone(&task.header().shared);
+                    shared.schedule_woken(task);
+                }
+            }
+        }
+    }
+
+    /// Waits for the result: suspends the calling process, or parks the calling
+    /// thread outside any process.
+    fn wait(&self) -> Result<T, Exit> {
+        loop {
+            let mut slot = self.slot.lock();
+            if let Some(result) = slot.0.take() {
+                return result;
+            }
+            with_current(|frame| {
+                slot.1 = match frame {
+                    Some(frame) => Waiter::Process(Arc::clone(&frame.task)),
+                    None => Waiter::Thread(thread::current()),
+                };
+                drop(slot);
+                match frame {
+                    Some(frame) => frame.suspend(Suspend::WaitEvent),
+                    // A wake-up between the unlock and the park leaves the thread's
+                    // token set, so park returns at once.
+                    None => thread::park(),
+                }
+            });
+        }
+    }
+}
+
+/// A free-running process as the runtime stores it.
+struct FnCell<F, T, M> {
+    /// Header and mailbox.
+    core: Core<M>,
+    /// The closure until it starts. Touched only by the holder of the run rights.
+    body: UnsafeCell<Option<F>>,
+    /// Where the result goes.
+    completion: Arc<Completion<T>>,
+}
+
+// Safety: `body` is only touched by the holder of the run rights, one thread at a
+// time, hand-overs ordered by the state word; F: Send lets it move between them.
+unsafe impl<F: Send, T: Send, M: Send> Sync for FnCell<F, T, M> {}
+
+impl<F, T, M> FnCell<F, T, M>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+{
+    fn finish(&self, result: Result<T, Exit>) {
+        let exit = match &result {
+            Ok(_) => Exit::Normal,
+            Err(exit) => exit.clone(),
+        };
+        if self.core.retire(&exit) {
+            self.completion.complete(result);
+        }
+    }
+}
+
+impl<F, T, M> Run for FnCell<F, T, M>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+{
+    fn header(&self) -> &Header {
+        &self.core.header
+    }
+
+    fn has_new(&self) -> bool {
+        self.core.mailbox.has_new()
+    }
+
+    fn activate(&self, frame: &Frame<'_>) -> Outcome {
+        // Safety: activate runs only for the holder of the run rights.
+        let Some(body) = (unsafe { (*self.body.get()).take() }) else {
+            return Outcome::Exited;
+        };
+        let me = Pid::new(
+            Arc::clone(&frame.task)
+                .into_any()
+                .downcast::<Self>()
+                .unwrap_or_else(|_| unreachable!("a frame always runs its own process")),
+        );
+        let mut cx = FnContext {
+            me: &me,
+            core: &self.core,
+            frame,
+        };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| body(&mut cx)));
+        match result {
+            Ok(value) => self.finish(Ok(value)),
+            Err(payload) if payload.is::<Cancelled>() => panic::resume_unwind(payload),
+            Err(payload) => self.finish(Err(Exit::Panicked(panic_message(payload.as_ref())))),
+        }
+        Outcome::Exited
+    }
+
+    fn terminate(&self, exit: Exit) {
+        // Safety: the caller holds the run rights or has stopped every worker.
+        drop(unsafe { (*self.body.get()).take() });
+        self.finish(Err(exit));
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+impl<F, T, M> Deliver<M> for FnCell<F, T, M>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+{
+    fn core(&self) -> &Core<M> {
+        &self.core
+    }
+
+    fn into_task(self: Arc<Self>) -> Task {
+        self
+    }
+}
+
+/// Spawns a free-running process on `shared`'s runtime. Its stack is mapped now, so
+/// a refusal by the OS is reported here.
+pub(crate) fn spawn<M, T, F>(shared: &Arc<Shared>, body: F) -> Result<JoinHandle<T, M>, SpawnError>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+{
+    let carrier = shared.carrier()?;
+    let completion = Arc::new(Completion::new());
+    let cell = Arc::new(FnCell {
+        core: Core::new(Arc::clone(shared), shared.next_id()),
+        body: UnsafeCell::new(Some(body)),
+        completion: Arc::clone(&completion),
+    });
+    // Safety: nobody else can see the process yet, so spawn holds its run rights.
+    unsafe { cell.core.header.put_carrier(carrier) };
+    shared.admit(Arc::clone(&cell) as Task)?;
+    tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a free-running process");
+    shared.schedule_new(Arc::clone(&cell) as Task);
+    Ok(JoinHandle {
+        completion,
+        pid: Pid::new(cell),
+    })
+}
+
+/// The handle of a free-running process: its address, and its result once it ends.
+///
+/// Dropping the handle detaches the process; it runs on.
+pub struct JoinHandle<T, M> {
+    /// Where the result arrives.
+    completion: Arc<Completion<T>>,
+    /// The process's address.
+    pid: Pid<M>,
+}
+
+impl<T, M: Send + 'static> JoinHandle<T, M> {
+    /// The process's address.
+    pub fn pid(&self) -> Pid<M> {
+        self.pid.clone()
+    }
+
+    /// The process's id.
+    pub fn id(&self) -> ProcessId {
+        self.pid.id()
+    }
+
+    /// Whether the process has ended (so [`join`](JoinHandle::join) will not wait).
+    pub fn is_finished(&self) -> bool {
+        self.completion.done.load(Ordering::Acquire)
+    }
+
+    /// Waits for the process to end and returns what its closure returned, or why it
+    /// ended otherwise ([`Exit::Panicked`] with the panic message, or
+    /// [`Exit::Shutdown`]).
+    ///
+    /// Inside a process this suspends only the calling process; on a plain thread it
+    /// blocks the thread.
+    pub fn join(self) -> Result<T, Exit> {
+        self.completion.wait()
+    }
+}
+
+impl<T, M: Send + 'static> fmt::Debug for JoinHandle<T, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("pid", &self.pid)
+            .field("finished", &self.completion.done.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+/// What a free-running process sees of itself and its runtime.
+pub struct FnContext<'a, M> {
+    /// This process's address.
+    me: &'a Pid<M>,
+    /// Header and mailbox.
+    core: &'a Core<M>,
+    /// The activation's frame on its carrier.
+    frame: &'a Frame<'a>,
+}
+
+impl<M: Send + 'static> FnContext<'_, M> {
+    /// Waits for the next message and returns it.
+    pub fn receive(&mut self) -> M {
+        loop {
+            // Safety: this process is its mailbox's one consumer, and it runs on one
+            // carrier at a time.
+            if let Some(msg) = unsafe { self.core.mailbox.pop() } {
+                self.frame.tick();
+                return msg;
+            }
+            self.frame.suspend(Suspend::WaitMessage);
+        }
+    }
+
+    /// Waits for the first message, in arrival order, for which `pred` returns true.
+    /// Other messages stay queued, in their order, for later receives.
+    pub fn receive_matching(&mut self, mut pred: impl FnMut(&M) -> bool) -> M {
+        loop {
+            // Safety: as in `receive`.
+            if let Some(msg) = unsafe { self.core.mailbox.pop_matching(&mut pred) } {
+                self.frame.tick();
+                return msg;
+            }
+            self.frame.suspend(Suspend::WaitMessage);
+        }
+    }
+
+    /// Returns the next message if one is queued, without waiting.
+    pub fn try_receive(&mut self) -> Option<M> {
+        // Safety: as in `receive`.
+        let msg = unsafe { self.core.mailbox.pop() };
+        if msg.is_some() {
+            self.frame.tick();
+        }
+        msg
+    }
+
+    /// This process's address.
+    pub fn pid(&self) -> Pid<M> {
+        self.me.clone()
+    }
+
+    /// This process's id.
+    pub fn id(&self) -> ProcessId {
+        self.me.id()
+    }
+
+    /// Lets the other processes on this worker run before this one goes on.
+    pub fn yield_now(&mut self) {
+        self.frame.suspend(Suspend::Yield);
+    }
+
+    /// A handle on the runtime this process runs in.
+    pub fn runtime(&self) -> Handle {
+        Handle::from_shared(Arc::clone(&self.core.header.shared))
+    }
+
+    /// Spawns a handler process. See [`Handle::spawn`].
+    ///
+    /// # Panics
+    /// If the runtime is shutting down; [`FnContext::try_spawn`] returns the error.
+    pub fn spawn<P: Process>(&self, process: P) -> Pid<P::Message> {
+        crate::runtime::expect_spawn(self.try_spawn(process))
+    }
+
+    /// Spawns a handler process, or says why it could not.
+    pub fn try_spawn<P: Process>(&self, process: P) -> Result<Pid<P::Message>, SpawnError> {
+        crate::handler::spawn(&self.core.header.shared, process)
+    }
+
+    /// Spawns a free-running process. See [`Handle::spawn_fn`].
+    ///
+    /// # Panics
+    /// If the runtime is shutting down or no stack can be mapped;
+    /// [`FnContext::try_spawn_fn`] returns the error.
+    pub fn spawn_fn<N, T, F>(&self, body: F) -> JoinHandle<T, N>
+    where
+        N: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, N>) -> T + Send + 'static,
+    {
+        crate::runtime::expect_spawn(self.try_spawn_fn(body))
+    }
+
+    /// Spawns a free-running process, or says why it could not.
+    pub fn try_spawn_fn<N, T, F>(&self, body: F) -> Result<JoinHandle<T, N>, SpawnError>
+    where
+        N: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, N>) -> T + Send + 'static,
+    {
+        spawn(&self.core.header.shared, body)
+    }
+}

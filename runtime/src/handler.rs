@@ -1,0 +1,286 @@
+//! Handler processes: a [`Process`] value that handles one message at a time on a
+//! stack borrowed from the worker's pool. When its mailbox is empty it goes idle
+//! and gives the stack back, so an idle handler process costs only its struct and
+//! mailbox.
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
+use crate::error::{panic_message, Exit, SpawnError};
+use crate::free::{FnContext, JoinHandle};
+use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::runtime::Handle;
+use crate::scheduler::Shared;
+
+/// A process defined by how it handles its messages.
+///
+/// The runtime calls [`started`](Process::started) once, then
+/// [`handle`](Process::handle) for each message in arrival order, one at a time.
+/// Inside any of them the code may block: [`Context::yield_now`], or
+/// [`JoinHandle::join`] on a free-running child, suspend this process only, never
+/// the worker thread.
+///
+/// ```
+/// use fibra::prelude::*;
+///
+/// struct Counter { n: u64 }
+/// enum Msg { Add(u64), Report(Pid<u64>) }
+///
+/// impl Process for Counter {
+///     type Message = Msg;
+///     fn handle(&mut self, msg: Msg, _cx: &mut Context<Self>) {
+///         match msg {
+///             Msg::Add(k) => self.n += k,
+///             Msg::Report(to) => { let _ = to.send(self.n); }
+///         }
+///     }
+/// }
+///
+/// let rt = Runtime::builder().workers(2).build().unwrap();
+/// let total = rt.block_on(|cx| {
+///     let counter = cx.spawn(Counter { n: 0 });
+///     let child = cx.spawn_fn(|cx| cx.receive::<u64>());
+///     for k in 1..=4 { counter.send(Msg::Add(k)).unwrap(); }
+///     counter.send(Msg::Report(child.pid())).unwrap();
+///     child.join().unwrap()
+/// });
+/// assert_eq!(total, 10);
+/// ```
+pub trait Process: Sized + Send + 'static {
+    /// The type of the messages this process receives.
+    type Message: Send + 'static;
+
+    /// Runs once, before the first message, right after the process is spawned.
+    fn started(&mut self, cx: &mut Context<'_, Self>) {
+        let _ = cx;
+    }
+
+    /// Handles one message.
+    fn handle(&mut self, msg: Self::Message, cx: &mut Context<'_, Self>);
+
+    /// Runs once when the process stops itself with [`Context::stop`]. It does not
+    /// run after a panic, nor when the runtime shuts down (the value is dropped then).
+    fn stopped(&mut self, cx: &mut Context<'_, Self>) {
+        let _ = cx;
+    }
+}
+
+/// A handler process as the runtime stores it.
+pub(crate) struct ProcessCell<P: Process> {
+    /// Header and mailbox.
+    core: Core<P::Message>,
+    /// The user's value; `None` once the process has ended. Touched only by the
+    /// holder of the run rights.
+    user: UnsafeCell<Option<P>>,
+    /// Whether `started` has run. Touched only by the holder of the run rights.
+    started: UnsafeCell<bool>,
+}
+
+// Safety: `user` and `started` are only accessed by the holder of the run rights,
+// which is one thread at a time, with the hand-over ordered by the state word's
+// SeqCst operations. P: Send lets the value move between those threads.
+unsafe impl<P: Process> Sync for ProcessCell<P> {}
+
+/// What the handler loop stopped on.
+enum Step {
+    Idle,
+    More,
+    Stop,
+}
+
+impl<P: Process> ProcessCell<P> {
+    /// Ends the process: common retirement, then the value is dropped.
+    fn finish(&self, exit: &Exit) {
+        if self.core.retire(exit) {
+            // Safety: the caller holds the run rights (see `Run::activate` and
+            // `Run::terminate`).
+            let user = unsafe { (*self.user.get()).take() };
+            if panic::catch_unwind(AssertUnwindSafe(|| drop(user))).is_err() {
+                tracing::error!(pid = %ProcessId(self.core.header.id), "process value panicked in drop");
+            }
+        }
+    }
+}
+
+impl<P: Process> Run for ProcessCell<P> {
+    fn header(&self) -> &Header {
+        &self.core.header
+    }
+
+    fn has_new(&self) -> bool {
+        self.core.mailbox.has_new()
+    }
+
+    fn activate(&self, frame: &Frame<'_>) -> Outcome {
+        // Safety: activate runs only for the holder of the run rights.
+        let Some(user) = (unsafe { &mut *self.user.get() }).as_mut() else {
+            return Outcome::Exited;
+        };
+        let mut cx = Context {
+            cell: self,
+            frame,
+            stop: false,
+        };
+        let step = panic::catch_unwind(AssertUnwindSafe(|| {
+            // Safety: as above, the run rights give exclusive access.
+            let started = unsafe { &mut *self.started.get() };
+            if !*started {
+                *started = true;
+                user.started(&mut cx);
+                if cx.stop {
+                    return Step::Stop;
+                }
+            }
+            loop {
+                if frame.budget_spent() {
+                    return Step::More;
+                }
+                // Safety: the holder of the run rights is the mailbox's one consumer.
+                let Some(msg) = (unsafe { self.core.mailbox.pop() }) else {
+                    return Step::Idle;
+                };
+                frame.spend(1);
+                user.handle(msg, &mut cx);
+                if cx.stop {
+                    return Step::Stop;
+                }
+            }
+        }));
+        match step {
+            Ok(Step::Idle) => Outcome::Idle,
+            Ok(Step::More) => Outcome::More,
+            Ok(Step::Stop) => {
+                let hook = panic::catch_unwind(AssertUnwindSafe(|| user.stopped(&mut cx)));
+                let exit = match hook {
+                    Ok(()) => Exit::Normal,
+                    Err(payload) if payload.is::<Cancelled>() => panic::resume_unwind(payload),
+                    Err(payload) => Exit::Panicked(panic_message(payload.as_ref())),
+                };
+                self.finish(&exit);
+                Outcome::Exited
+            }
+            Err(payload) if payload.is::<Cancelled>() => panic::resume_unwind(payload),
+            Err(payload) => {
+                self.finish(&Exit::Panicked(panic_message(payload.as_ref())));
+                Outcome::Exited
+            }
+        }
+    }
+
+    fn terminate(&self, exit: Exit) {
+        self.finish(&exit);
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+impl<P: Process> Deliver<P::Message> for ProcessCell<P> {
+    fn core(&self) -> &Core<P::Message> {
+        &self.core
+    }
+
+    fn into_task(self: Arc<Self>) -> Task {
+        self
+    }
+}
+
+/// Spawns a handler process on `shared`'s runtime.
+pub(crate) fn spawn<P: Process>(
+    shared: &Arc<Shared>,
+    process: P,
+) -> Result<Pid<P::Message>, SpawnError> {
+    let cell = Arc::new(ProcessCell {
+        core: Core::new(Arc::clone(shared), shared.next_id()),
+        user: UnsafeCell::new(Some(process)),
+        started: UnsafeCell::new(false),
+    });
+    shared.admit(Arc::clone(&cell) as Task)?;
+    tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a handler process");
+    shared.schedule_new(Arc::clone(&cell) as Task);
+    Ok(Pid::new(cell))
+}
+
+/// What a handler sees of its process and runtime while it runs.
+pub struct Context<'a, P: Process> {
+    /// The process being run.
+    cell: &'a ProcessCell<P>,
+    /// The activation's frame on its carrier.
+    frame: &'a Frame<'a>,
+    /// Set by [`Context::stop`].
+    stop: bool,
+}
+
+impl<P: Process> Context<'_, P> {
+    /// This process's address.
+    pub fn pid(&self) -> Pid<P::Message> {
+        let cell = Arc::clone(&self.frame.task)
+            .into_any()
+            .downcast::<ProcessCell<P>>()
+            .unwrap_or_else(|_| unreachable!("a context always runs its own process"));
+        Pid::new(cell)
+    }
+
+    /// This process's id.
+    pub fn id(&self) -> ProcessId {
+        ProcessId(self.cell.core.header.id)
+    }
+
+    /// Ends this process once the current `started`/`handle` call returns; then
+    /// [`Process::stopped`] runs and the process exits normally. Messages still
+    /// queued are dropped.
+    pub fn stop(&mut self) {
+        self.stop = true;
+    }
+
+    /// Lets the other processes on this worker run before this one goes on.
+    pub fn yield_now(&mut self) {
+        self.frame.suspend(Suspend::Yield);
+    }
+
+    /// A handle on the runtime this process runs in.
+    pub fn runtime(&self) -> Handle {
+        Handle::from_shared(Arc::clone(&self.cell.core.header.shared))
+    }
+
+    /// Spawns a handler process. See [`Handle::spawn`].
+    ///
+    /// # Panics
+    /// If the runtime is shutting down; [`Context::try_spawn`] returns the error.
+    pub fn spawn<Q: Process>(&self, process: Q) -> Pid<Q::Message> {
+        crate::runtime::expect_spawn(self.try_spawn(process))
+    }
+
+    /// Spawns a handler process, or says why it could not.
+    pub fn try_spawn<Q: Process>(&self, process: Q) -> Result<Pid<Q::Message>, SpawnError> {
+        spawn(&self.cell.core.header.shared, process)
+    }
+
+    /// Spawns a free-running process. See [`Handle::spawn_fn`].
+    ///
+    /// # Panics
+    /// If the runtime is shutting down or no stack can be mapped;
+    /// [`Context::try_spawn_fn`] returns the error.
+    pub fn spawn_fn<M, T, F>(&self, body: F) -> JoinHandle<T, M>
+    where
+        M: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+    {
+        crate::runtime::expect_spawn(self.try_spawn_fn(body))
+    }
+
+    /// Spawns a free-running process, or says why it could not.
+    pub fn try_spawn_fn<M, T, F>(&self, body: F) -> Result<JoinHandle<T, M>, SpawnError>
+    where
+        M: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+    {
+        crate::free::spawn(&self.cell.core.header.shared, body)
+    }
+}

@@ -1,0 +1,43 @@
+//! fibra's process runtime: stackful processes, the reschedule protocol and the
+//! work-stealing scheduler. Most users depend on the `fibra` facade crate, which
+//! re-exports everything here; see its documentation for the tour.
+#![warn(missing_docs, unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(loom))]
+mod carrier;
+#[cfg(not(loom))]
+mod error;
+#[cfg(not(loom))]
+mod free;
+#[cfg(not(loom))]
+mod handler;
+#[cfg(not(loom))]
+mod overflow;
+#[cfg(not(loom))]
+mod process;
+#[cfg(not(loom))]
+mod runtime;
+#[cfg(not(loom))]
+mod scheduler;
+#[cfg(not(loom))]
+mod table;
+
+mod sync;
+
+/// The state word and its reschedule protocol. Public only under `--cfg loom`, for
+/// the model checker.
+#[cfg(loom)]
+pub mod state;
+#[cfg(not(loom))]
+mod state;
+
+#[cfg(not(loom))]
+pub use error::{BuildError, Exit, SendError, SpawnError};
+#[cfg(not(loom))]
+pub use free::{FnContext, JoinHandle};
+#[cfg(not(loom))]
+pub use handler::{Context, Process};
+#[cfg(not(loom))]
+pub use process::{Pid, ProcessId};
+#[cfg(not(loom))]
+pub use runtime::{Builder, Handle, Runtime, DEFAULT_STACK_SIZE};

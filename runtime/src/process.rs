@@ -1,0 +1,271 @@
+//! What every process has, whatever its kind: the header (state word, id, carrier,
+//! place in the process table), a mailbox, and the type-erased interface the
+//! scheduler runs it through. Also [`Pid`], the typed address.
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use fibra_mailbox::Mailbox;
+
+use crate::carrier::{with_current, Carrier, Frame, Outcome};
+use crate::error::{Exit, SendError};
+use crate::scheduler::Shared;
+use crate::state::{Rights, StateWord};
+
+/// A process as the scheduler sees it.
+pub(crate) type Task = Arc<dyn Run>;
+
+/// The type-erased face of a process.
+pub(crate) trait Run: Send + Sync + 'static {
+    /// The fields every process has.
+    fn header(&self) -> &Header;
+    /// Whether messages arrived that the process has not seen (a `SeqCst` load).
+    fn has_new(&self) -> bool;
+    /// Runs the process on a carrier until its activation ends. Only the holder of
+    /// the run rights calls this.
+    fn activate(&self, frame: &Frame<'_>) -> Outcome;
+    /// Ends the process from outside any carrier (runtime shutdown, no stack). The
+    /// caller holds the run rights or has stopped every worker.
+    fn terminate(&self, exit: Exit);
+    /// For recovering the concrete type.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+/// The fields every process has.
+pub(crate) struct Header {
+    /// The state word of the reschedule protocol.
+    pub(crate) state: StateWord,
+    /// The process id, unique within its runtime.
+    pub(crate) id: u64,
+    /// The runtime it belongs to.
+    pub(crate) shared: Arc<Shared>,
+    /// The carrier of a suspended activation. Touched only by the holder of the run
+    /// rights.
+    carrier: UnsafeCell<Option<Box<Carrier>>>,
+    /// The process's key in the process table. Written once by `spawn` before the
+    /// process is first scheduled.
+    slot: UnsafeCell<usize>,
+}
+
+impl Header {
+    pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Header {
+        Header {
+            state: StateWord::new_running(),
+            id,
+            shared,
+            carrier: UnsafeCell::new(None),
+            slot: UnsafeCell::new(usize::MAX),
+        }
+    }
+
+    /// Takes the carrier of a suspended activation.
+    ///
+    /// # Safety
+    /// The caller holds the process's run rights.
+    pub(crate) unsafe fn take_carrier(&self) -> Option<Box<Carrier>> {
+        // Safety: the run rights make the caller the only one touching the field.
+        unsafe { (*self.carrier.get()).take() }
+    }
+
+    /// Parks the carrier of a suspended activation with the process.
+    ///
+    /// # Safety
+    /// The caller holds the process's run rights and has not yet published the
+    /// suspension.
+    pub(crate) unsafe fn put_carrier(&self, carrier: Box<Carrier>) {
+        // Safety: as for take_carrier; the publication that follows is a SeqCst RMW,
+        // which orders this write before whoever takes the rights next.
+        unsafe { *self.carrier.get() = Some(carrier) }
+    }
+
+    /// The process table key.
+    pub(crate) fn slot(&self) -> usize {
+        // Safety: written once before the process became visible to other threads;
+        // the scheduling that published it orders the write before every read.
+        unsafe { *self.slot.get() }
+    }
+
+    /// Records the process table key.
+    ///
+    /// # Safety
+    /// Called once, by `spawn`, before the process is scheduled.
+    pub(crate) unsafe fn set_slot(&self, slot: usize) {
+        // Safety: no other thread can see the process yet.
+        unsafe { *self.slot.get() = slot }
+    }
+}
+
+// Safety: the UnsafeCell fields are only touched under the rules stated on their
+// accessors: the carrier by the holder of the run rights, the slot once before
+// publication.
+unsafe impl Sync for Header {}
+
+/// The part of a process a [`Pid`] reaches: header and mailbox, side by side so the
+/// state word and the mailbox head share cache lines.
+pub(crate) struct Core<M> {
+    /// The fields every process has.
+    pub(crate) header: Header,
+    /// The process's mailbox.
+    pub(crate) mailbox: Mailbox<M>,
+}
+
+impl<M: Send + 'static> Core<M> {
+    pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Core<M> {
+        Core {
+            header: Header::new(shared, id),
+            mailbox: Mailbox::new(),
+        }
+    }
+
+    /// The steps of ending a process that do not depend on its kind: no one can
+    /// acquire it any more, queued messages are dropped, later sends fail, and it
+    /// leaves the process table. Returns false if it had already ended.
+    pub(crate) fn retire(&self, exit: &Exit) -> bool {
+        if self.header.state.is_exited() {
+            return false;
+        }
+        self.header.state.exit();
+        // Safety: only the holder of the run rights ends a process, and it is the
+        // mailbox's one consumer.
+        unsafe { self.mailbox.close() };
+        match exit {
+            Exit::Panicked(message) => tracing::error!(
+                pid = %ProcessId(self.header.id),
+                "process panicked: {message}"
+            ),
+            Exit::NoStack(message) => tracing::error!(
+                pid = %ProcessId(self.header.id),
+                "process ended without a stack: {message}"
+            ),
+            _ => tracing::debug!(pid = %ProcessId(self.header.id), reason = %exit, "process exited"),
+        }
+        self.header.shared.table.remove(self.header.slot());
+        true
+    }
+}
+
+/// The sending side of a process, for [`Pid`].
+pub(crate) trait Deliver<M>: Send + Sync + 'static {
+    /// Header and mailbox.
+    fn core(&self) -> &Core<M>;
+    /// The same process as a scheduler task.
+    fn into_task(self: Arc<Self>) -> Task;
+}
+
+/// A process's id, unique within its runtime. Displays as `<0.N>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessId(pub(crate) u64);
+
+impl ProcessId {
+    /// The number inside the id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<0.{}>", self.0)
+    }
+}
+
+/// The address of a process whose messages are of type `M`.
+///
+/// A `Pid` is cheap to clone and can be sent anywhere. Sending never blocks the
+/// sender's thread: the message goes into the process's mailbox, and if the
+/// process was waiting for one, it is scheduled.
+///
+/// ```
+/// use fibra::prelude::*;
+///
+/// let rt = Runtime::builder().workers(1).build().unwrap();
+/// let doubled = rt.block_on(|cx| {
+///     let child = cx.spawn_fn(|cx| cx.receive::<u64>() * 2);
+///     child.pid().send(21).unwrap();
+///     child.join().unwrap()
+/// });
+/// assert_eq!(doubled, 42);
+/// ```
+pub struct Pid<M> {
+    /// The process.
+    inner: Arc<dyn Deliver<M>>,
+}
+
+impl<M: Send + 'static> Pid<M> {
+    pub(crate) fn new(inner: Arc<dyn Deliver<M>>) -> Pid<M> {
+        Pid { inner }
+    }
+
+    /// Sends a message. Fails, handing the message back, if the process has exited.
+    ///
+    /// Inside a process, a send counts towards the process's reduction budget: a
+    /// process that sends without end still lets the others on its worker run.
+    pub fn send(&self, msg: M) -> Result<(), SendError<M>> {
+        let core = self.inner.core();
+        core.mailbox.push(msg).map_err(SendError)?;
+        if core.header.state.wake_for_message() == Rights::Acquired {
+            core.header
+                .shared
+                .schedule_woken(Arc::clone(&self.inner).into_task());
+        }
+        with_current(|frame| {
+            if let Some(frame) = frame {
+                frame.tick();
+            }
+        });
+        Ok(())
+    }
+
+    /// The process's id.
+    pub fn id(&self) -> ProcessId {
+        ProcessId(self.inner.core().header.id)
+    }
+
+    /// Whether the process is still alive. A process can exit right after this
+    /// returns true; use it for diagnostics, not to decide whether to send.
+    pub fn is_alive(&self) -> bool {
+        !self.inner.core().header.state.is_exited()
+    }
+
+    /// How many messages wait in the process's mailbox.
+    pub fn mailbox_len(&self) -> usize {
+        self.inner.core().mailbox.len()
+    }
+}
+
+impl<M: Send + 'static> Clone for Pid<M> {
+    fn clone(&self) -> Self {
+        Pid {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<M: Send + 'static> Pid<M> {
+    fn raw_id(&self) -> u64 {
+        self.inner.core().header.id
+    }
+}
+
+impl<M: Send + 'static> fmt::Debug for Pid<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pid({})", ProcessId(self.raw_id()))
+    }
+}
+
+impl<M: Send + 'static> PartialEq for Pid<M> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.inner), Arc::as_ptr(&other.inner))
+    }
+}
+
+impl<M: Send + 'static> Eq for Pid<M> {}
+
+impl<M: Send + 'static> Hash for Pid<M> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.raw_id().hash(state);
+    }
+}
