@@ -1,6 +1,86 @@
-//! placeholder
-pub use fibra_runtime::*;
-/// The names most programs need.
+//! # fibra
+//!
+//! An actor-model process runtime: Erlang's process model with Rust's types.
+//!
+//! A **process** is a lightweight, isolated unit of work with a mailbox. Processes
+//! share nothing; they talk by sending typed messages to each other's [`Pid`]. A
+//! pool of worker threads, one per core, runs them, stealing work from each other
+//! so every core stays busy.
+//!
+//! Processes are stackful coroutines, so code inside a process can block — wait
+//! for a message, join a child, yield — with no `async`/`await`: only the process
+//! waits, never the worker thread. There are two kinds:
+//!
+//! * **Handler processes** implement [`Process`]: one `handle` call per message.
+//!   A handler borrows a pooled stack only while it runs, so an idle handler
+//!   process costs a couple of hundred bytes, and a million of them fit in a few
+//!   hundred MiB.
+//! * **Free-running processes** are closures ([`FnContext`]) that receive when they
+//!   choose, including selectively, and return a result that
+//!   [`JoinHandle::join`] collects. They keep a stack for their whole life.
+//!
+//! ## A quick tour
+//!
+//! ```
+//! use fibra::prelude::*;
+//!
+//! struct Counter { n: u64 }
+//! enum Msg { Add(u64), Report(Pid<u64>) }
+//!
+//! impl Process for Counter {
+//!     type Message = Msg;
+//!     fn handle(&mut self, msg: Msg, _cx: &mut Context<Self>) {
+//!         match msg {
+//!             Msg::Add(k) => self.n += k,
+//!             Msg::Report(to) => { let _ = to.send(self.n); }
+//!         }
+//!     }
+//! }
+//!
+//! let rt = Runtime::builder().workers(4).build().unwrap();
+//! let answer = rt.block_on(|cx| {
+//!     let counter = cx.spawn(Counter { n: 0 });
+//!     // fork-join: a free-running child that waits for the count and doubles it
+//!     let child = cx.spawn_fn(|cx| { let n: u64 = cx.receive(); n * 2 });
+//!     for _ in 0..7 { counter.send(Msg::Add(3)).unwrap(); }
+//!     counter.send(Msg::Report(child.pid())).unwrap();
+//!     child.join().unwrap()
+//! });
+//! assert_eq!(answer, 42);
+//! ```
+//!
+//! ## What to expect
+//!
+//! * Sending never blocks and never panics: to an exited process it fails and hands
+//!   the message back ([`SendError`]).
+//! * A panic ends only the process that panicked, with [`Exit::Panicked`] carrying
+//!   the message; it is also reported through `tracing`.
+//! * Dropping the [`Runtime`] (or [`Runtime::shutdown`]) stops every process,
+//!   runs their destructors and joins the threads; later spawns fail with
+//!   [`SpawnError::Shutdown`].
+//! * A process that overflows its stack hits a guard page; the runtime prints which
+//!   process it was and aborts.
+//!
+//! ## Rules for code inside a process
+//!
+//! * A process may move to another worker thread whenever it blocks. Do not hold a
+//!   borrow of a `thread_local!` (or a lock guard that must be released on the same
+//!   thread) across a blocking call such as `receive`, `join` or `yield_now`.
+//! * Processes are cooperative: each `send` and `receive` counts towards a budget
+//!   after which the process yields, but a long computation without either should
+//!   call `yield_now` now and then.
+#![warn(missing_docs, unsafe_op_in_unsafe_fn)]
+
+pub use fibra_mailbox as mailbox;
+pub use fibra_runtime::{
+    BuildError, Builder, Context, Exit, FnContext, Handle, JoinHandle, Pid, Process, ProcessId,
+    Runtime, SendError, SpawnError, DEFAULT_STACK_SIZE,
+};
+
+/// The names most programs need: `use fibra::prelude::*;`.
 pub mod prelude {
-    pub use fibra_runtime::{Context, Exit, FnContext, JoinHandle, Pid, Process, Runtime, SendError, SpawnError};
+    pub use fibra_runtime::{
+        Context, Exit, FnContext, Handle, JoinHandle, Pid, Process, Runtime, SendError,
+        SpawnError,
+    };
 }
