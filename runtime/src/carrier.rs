@@ -148,7 +148,7 @@ impl Frame<'_> {
 pub(crate) struct Carrier {
     /// The coroutine; its body is the job loop in [`Carrier::new`].
     coroutine: Coroutine<Resume, Suspend, (), DefaultStack>,
-    /// The lowest usable address of the stack: the guard page sits right below it.
+    /// The lowest address of the stack's mapping, where its guard page starts.
     limit: usize,
     /// Whether an activation is in progress on this carrier.
     busy: bool,
@@ -222,9 +222,10 @@ impl Carrier {
         }
     }
 
-    /// The address range of the guard page below the stack.
+    /// The address range of the guard page at the bottom of the stack's mapping
+    /// (corosensei's `limit()` is the start of the mapping, guard page included).
     pub(crate) fn guard_range(&self) -> (usize, usize) {
-        (self.limit.saturating_sub(page_size()), self.limit)
+        (self.limit, self.limit + page_size())
     }
 }
 

@@ -1,0 +1,55 @@
+//! When the kernel refuses more stacks (vm.max_map_count), spawning a
+//! free-running process fails with an error naming the limit; nothing crashes or
+//! hangs, and the runtime recovers once stacks are freed.
+//!
+//! Its own test binary: while it runs, any other spawn in the OS process would fail.
+
+mod common;
+
+use common::within;
+use fibra::prelude::*;
+use fibra::Builder;
+
+#[test]
+fn running_out_of_mappings_is_a_clear_spawn_error() {
+    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65_530);
+    // Every stack takes two mappings, so the limit is reached near limit / 2.
+    let cap = limit / 2 + 1_000;
+    if cap > 300_000 {
+        eprintln!("vm.max_map_count is {limit}: too high to reach in a test; skipped");
+        return;
+    }
+    within(300, move || {
+        let rt = Builder::default()
+            .workers(2)
+            .stack_size(16 * 1024)
+            .build()
+            .unwrap();
+        let mut parked = Vec::new();
+        let error = loop {
+            match rt.spawn_fn(|cx: &mut FnContext<()>| cx.receive()) {
+                Ok(handle) => parked.push(handle),
+                Err(err) => break err,
+            }
+            assert!(parked.len() < cap, "no error after {cap} stacks");
+        };
+        assert!(matches!(error, SpawnError::Stack { .. }), "{error:?}");
+        let text = error.to_string();
+        assert!(text.contains("vm.max_map_count"), "{text}");
+        assert!(parked.len() > 1_000, "only {} stacks before the error", parked.len());
+
+        // Free them all: every process ends normally.
+        for handle in &parked {
+            handle.pid().send(()).unwrap();
+        }
+        for handle in parked {
+            handle.join().unwrap();
+        }
+        // The runtime goes on.
+        let again = rt.spawn_fn(|_: &mut FnContext<()>| 7).unwrap();
+        assert_eq!(again.join().unwrap(), 7);
+    });
+}
