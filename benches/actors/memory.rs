@@ -46,7 +46,8 @@ pub fn fault_in<T>(vec: &mut Vec<T>) {
     std::hint::black_box(vec);
 }
 
-/// The page size, from the auxiliary vector the kernel gave this process (`AT_PAGESZ`).
+/// The page size, from the auxiliary vector the kernel gave this process (`AT_PAGESZ`;
+/// on 64-bit Linux the vector is pairs of native-endian `u64` key and value).
 fn page_size() -> u64 {
     /// `AT_PAGESZ` in `<elf.h>`.
     const AT_PAGESZ: u64 = 6;

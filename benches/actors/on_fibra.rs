@@ -239,30 +239,33 @@ pub fn fan_in() -> Duration {
     })
 }
 
-/// Waits for one number, acknowledges it to `done` and then either stops
-/// (`spawn_idle`) or stays alive, idle (`million_idle`).
-struct Idle {
+/// Waits for one number, acknowledges it to `done` and stops (`spawn_idle`).
+struct AckThenStop {
     /// Where the acknowledgement goes.
     done: Pid<u64>,
-    /// Whether to stay alive after acknowledging.
-    linger: Linger,
 }
 
-/// What an [`Idle`] process does after its message.
-#[derive(Clone, Copy)]
-enum Linger {
-    Stop,
-    StayAlive,
-}
-
-impl Process for Idle {
+impl Process for AckThenStop {
     type Message = u64;
 
     fn handle(&mut self, n: u64, cx: &mut Context<Self>) {
         self.done.send(n).expect(GONE);
-        if let Linger::Stop = self.linger {
-            cx.stop();
-        }
+        cx.stop();
+    }
+}
+
+/// Acknowledges each number to `done` and stays alive, idle, in between
+/// (`million_idle`). As small as a useful process gets: one address.
+struct AckAndLinger {
+    /// Where the acknowledgements go.
+    done: Pid<u64>,
+}
+
+impl Process for AckAndLinger {
+    type Message = u64;
+
+    fn handle(&mut self, n: u64, _cx: &mut Context<Self>) {
+        self.done.send(n).expect(GONE);
     }
 }
 
@@ -274,10 +277,7 @@ pub fn spawn_idle() -> SpawnIdleOutcome {
         let rss_before = memory::resident_bytes();
         let start = Instant::now();
         for _ in 0..SPAWN_IDLE_PROCESSES {
-            pids.push(cx.spawn(Idle {
-                done: cx.pid(),
-                linger: Linger::Stop,
-            }));
+            pids.push(cx.spawn(AckThenStop { done: cx.pid() }));
         }
         let spawn = start.elapsed();
         let rss_after = memory::resident_bytes();
@@ -311,10 +311,7 @@ pub fn million_idle() -> MillionIdleOutcome {
 
         let rss_before = memory::resident_bytes();
         for _ in 0..MILLION_IDLE_PROCESSES {
-            pids.push(cx.spawn(Idle {
-                done: cx.pid(),
-                linger: Linger::StayAlive,
-            }));
+            pids.push(cx.spawn(AckAndLinger { done: cx.pid() }));
         }
         let mut acknowledged = 0;
         for (batch, chunk) in pids.chunks(MILLION_IDLE_BATCH).enumerate() {
@@ -327,6 +324,11 @@ pub fn million_idle() -> MillionIdleOutcome {
             }
         }
         let rss_after = memory::resident_bytes();
+        let alive = cx.runtime().processes();
+        assert!(
+            alive >= MILLION_IDLE_PROCESSES,
+            "only {alive} processes alive after the acknowledgements"
+        );
         drop(pids);
         MillionIdleOutcome {
             rss_before,

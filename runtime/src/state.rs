@@ -41,7 +41,7 @@
 //! if it finds nothing to do, it schedules the process, which re-checks and
 //! suspends again by itself.
 
-use crate::sync::{AtomicU64, Ordering::SeqCst};
+use crate::sync::{seqcst_order_for_loom, AtomicU64, Ordering::SeqCst};
 
 /// The process holds its run rights: it is running, or it sits on a run queue.
 const RUNNING: u64 = 0;
@@ -99,6 +99,7 @@ impl StateWord {
         // RUNNING is 0 in the kind bits, so OR-ing keeps a concurrent NOTIFIED permit.
         let before = self.word.fetch_or(WAIT_MSG, SeqCst);
         debug_assert_eq!(before & KIND, RUNNING, "suspending a process we do not own");
+        seqcst_order_for_loom();
         if !has_new() {
             return Suspension::Parked;
         }
@@ -111,6 +112,7 @@ impl StateWord {
     /// Sender side, after a successful push: take the rights if the process waits
     /// for a message.
     pub fn wake_for_message(&self) -> Rights {
+        seqcst_order_for_loom();
         self.take_from(WAIT_MSG)
     }
 
