@@ -80,7 +80,6 @@ pub use fibra_runtime::{
 /// The names most programs need: `use fibra::prelude::*;`.
 pub mod prelude {
     pub use fibra_runtime::{
-        Context, Exit, FnContext, Handle, JoinHandle, Pid, Process, Runtime, SendError,
-        SpawnError,
+        Context, Exit, FnContext, Handle, JoinHandle, Pid, Process, Runtime, SendError, SpawnError,
     };
 }

@@ -10,7 +10,10 @@ use fibra::prelude::*;
 use fibra::{BuildError, Builder};
 
 fn runtime(workers: usize) -> Runtime {
-    Builder::default().workers(workers).build().expect("runtime")
+    Builder::default()
+        .workers(workers)
+        .build()
+        .expect("runtime")
 }
 
 #[test]

@@ -30,9 +30,17 @@ fn shutdown_runs_every_destructor_and_later_calls_fail() {
         let handle = rt.handle();
 
         // An idle handler process holding a value.
-        let idle = rt.spawn(Holder { _token: drops.token() }).unwrap();
+        let idle = rt
+            .spawn(Holder {
+                _token: drops.token(),
+            })
+            .unwrap();
         // A handler suspended mid-handler with a message on its stack.
-        let busy = rt.spawn(Holder { _token: drops.token() }).unwrap();
+        let busy = rt
+            .spawn(Holder {
+                _token: drops.token(),
+            })
+            .unwrap();
         busy.send(drops.token()).unwrap();
         // A free-running process blocked in receive with a local.
         let local = drops.token();
@@ -57,13 +65,21 @@ fn shutdown_runs_every_destructor_and_later_calls_fail() {
 
         let created = 2 + 1 + 1 + 3;
         rt.shutdown();
-        assert_eq!(drops.get(), created, "every value, local and message is dropped");
+        assert_eq!(
+            drops.get(),
+            created,
+            "every value, local and message is dropped"
+        );
 
         assert!(matches!(
             handle.spawn_fn(|_: &mut FnContext<()>| ()),
             Err(SpawnError::Shutdown)
         ));
-        let err = handle.spawn(Holder { _token: drops.token() }).unwrap_err();
+        let err = handle
+            .spawn(Holder {
+                _token: drops.token(),
+            })
+            .unwrap_err();
         assert!(err.to_string().contains("shut down"), "{err}");
         assert!(idle.send(drops.token()).is_err());
         assert_eq!(blocked.join(), Err(Exit::Shutdown));
@@ -75,9 +91,7 @@ fn shutdown_runs_every_destructor_and_later_calls_fail() {
 fn dropping_the_runtime_shuts_it_down_and_wakes_joiners() {
     within(30, || {
         let rt = Builder::default().workers(2).build().unwrap();
-        let stuck = rt
-            .spawn_fn(|cx: &mut FnContext<()>| cx.receive())
-            .unwrap();
+        let stuck = rt.spawn_fn(|cx: &mut FnContext<()>| cx.receive()).unwrap();
         let pid = stuck.pid();
         drop(rt);
         assert_eq!(stuck.join(), Err(Exit::Shutdown));

@@ -39,7 +39,11 @@ fn running_out_of_mappings_is_a_clear_spawn_error() {
         assert!(matches!(error, SpawnError::Stack { .. }), "{error:?}");
         let text = error.to_string();
         assert!(text.contains("vm.max_map_count"), "{text}");
-        assert!(parked.len() > 1_000, "only {} stacks before the error", parked.len());
+        assert!(
+            parked.len() > 1_000,
+            "only {} stacks before the error",
+            parked.len()
+        );
 
         // Free them all: every process ends normally.
         for handle in &parked {

@@ -94,7 +94,12 @@ fn stack_overflow_names_the_process_and_aborts() {
         "stderr was: {stderr}"
     );
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc_sigabrt()), "status {:?}", out.status);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc_sigabrt()),
+        "status {:?}",
+        out.status
+    );
 }
 
 fn libc_sigabrt() -> i32 {

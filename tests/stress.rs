@@ -48,8 +48,11 @@ fn forward(all: &[Pid<Msg>], done: &Pid<u32>, id: u32, hops_left: u32, sent: &At
     }
 }
 
+/// Every forwarder's address, and the collector's.
+type Routes = (Arc<Vec<Pid<Msg>>>, Pid<u32>);
+
 struct Forwarder {
-    routes: Option<(Arc<Vec<Pid<Msg>>>, Pid<u32>)>,
+    routes: Option<Routes>,
     sent: Arc<AtomicU64>,
 }
 

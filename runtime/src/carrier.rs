@@ -181,8 +181,7 @@ impl Carrier {
                     cancelled: Cell::new(false),
                 };
                 set_current(&frame);
-                let outcome =
-                    panic::catch_unwind(AssertUnwindSafe(|| frame.task.activate(&frame)));
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| frame.task.activate(&frame)));
                 set_current(ptr::null::<Frame<'static>>());
                 let outcome = match outcome {
                     Ok(outcome) => outcome,

@@ -140,7 +140,9 @@ impl<M: Send + 'static> Core<M> {
                 pid = %ProcessId(self.header.id),
                 "process ended without a stack: {message}"
             ),
-            _ => tracing::debug!(pid = %ProcessId(self.header.id), reason = %exit, "process exited"),
+            _ => {
+                tracing::debug!(pid = %ProcessId(self.header.id), reason = %exit, "process exited")
+            }
         }
         self.header.shared.table.remove(self.header.slot());
         true

@@ -153,7 +153,9 @@ pub(crate) struct WorkerCore {
     ticks: Cell<u32>,
     /// Whether this worker counts itself in `idle.searching`.
     searching: Cell<bool>,
-    /// Idle carriers.
+    /// Idle carriers. Boxed because they move to and from process headers, which
+    /// keep them boxed so that an idle process stays small.
+    #[allow(clippy::vec_box)]
     pool: RefCell<Vec<Box<Carrier>>>,
     /// xorshift state for picking steal victims.
     rng: Cell<u64>,
@@ -319,7 +321,9 @@ impl WorkerCore {
             ticks: Cell::new(0),
             searching: Cell::new(false),
             pool: RefCell::new(Vec::new()),
-            rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)),
+            rng: Cell::new(
+                0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
+            ),
         };
         WORKER.with(|w| w.set(&worker));
         worker.main_loop();
@@ -500,7 +504,11 @@ impl WorkerCore {
                 return;
             }
         };
-        overflow::enter(carrier.guard_range(), header.id, self.shared.config.stack_size);
+        overflow::enter(
+            carrier.guard_range(),
+            header.id,
+            self.shared.config.stack_size,
+        );
         let why = carrier.resume(|| Arc::clone(&task));
         overflow::leave();
         match why {
@@ -508,7 +516,9 @@ impl WorkerCore {
                 self.give_carrier(carrier);
                 match outcome {
                     Outcome::Idle => {
-                        if header.state.suspend_for_message(|| task.has_new()) == Suspension::Resumed {
+                        if header.state.suspend_for_message(|| task.has_new())
+                            == Suspension::Resumed
+                        {
                             self.deque.push(task);
                         }
                     }

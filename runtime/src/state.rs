@@ -144,7 +144,11 @@ impl StateWord {
     pub fn suspend_for_event(&self) -> Suspension {
         let mut current = self.word.load(SeqCst);
         loop {
-            debug_assert_eq!(current & KIND, RUNNING, "suspending a process we do not own");
+            debug_assert_eq!(
+                current & KIND,
+                RUNNING,
+                "suspending a process we do not own"
+            );
             let (next, outcome) = if current & NOTIFIED != 0 {
                 (current & !NOTIFIED, Suspension::Resumed)
             } else {

@@ -82,6 +82,9 @@ impl Table {
 
     /// How many processes are alive.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|shard| shard.lock().slab.len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().slab.len())
+            .sum()
     }
 }

@@ -50,7 +50,11 @@ fn one_sender_against_a_suspending_receiver() {
         };
         suspend(&p);
         sender.join().unwrap();
-        assert_eq!(p.scheduled.load(Ordering::SeqCst), 1, "lost or doubled wake-up");
+        assert_eq!(
+            p.scheduled.load(Ordering::SeqCst),
+            1,
+            "lost or doubled wake-up"
+        );
     });
 }
 
