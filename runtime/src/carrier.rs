@@ -19,11 +19,12 @@ use std::cell::Cell;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
+use std::sync::Arc;
 
 use corosensei::stack::{DefaultStack, Stack};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use crate::process::Task;
+use crate::process::{Run, Task};
 
 /// Reductions a process may spend (messages received, messages sent) before it
 /// yields its worker to the others. Erlang uses 4,000 reductions of a finer grain;
@@ -32,8 +33,9 @@ pub(crate) const REDUCTION_BUDGET: u32 = 2_000;
 
 /// What the worker passes into a carrier.
 pub(crate) enum Resume {
-    /// Start activating this process (the carrier was idle).
-    Start(Task),
+    /// Start activating this process (the carrier was idle). The pointer stays
+    /// valid for the whole activation: see [`Frame::process`].
+    Start(*const dyn Run),
     /// Continue the suspended activation.
     Continue,
     /// Unwind the activation (if any) and end the carrier: runtime shutdown.
@@ -71,8 +73,9 @@ pub(crate) struct Cancelled;
 pub(crate) struct Frame<'y> {
     /// Suspends the carrier.
     yielder: &'y Yielder<Resume, Suspend>,
-    /// The process being activated.
-    pub(crate) task: Task,
+    /// The process being activated. Not a counted reference: the holder of the
+    /// run rights owns one for the whole activation (see `process.rs`).
+    process: *const dyn Run,
     /// Reductions spent since the process was last resumed.
     reductions: Cell<u32>,
     /// Set once the carrier is being unwound; no more suspensions are allowed.
@@ -103,6 +106,24 @@ fn set_current(frame: *const Frame<'_>) {
 }
 
 impl Frame<'_> {
+    /// The process being activated.
+    pub(crate) fn process(&self) -> &dyn Run {
+        // Safety: the holder of the process's run rights owns a strong reference to
+        // it for as long as the activation lasts, running or suspended (the
+        // invariant at the top of process.rs), and the frame lives no longer.
+        unsafe { &*self.process }
+    }
+
+    /// A counted reference to the process being activated.
+    pub(crate) fn task(&self) -> Task {
+        // Safety: the pointer came from `Arc::as_ptr` of a live Arc (see `process`),
+        // so adding a strong count and rebuilding an Arc from it is sound.
+        unsafe {
+            Arc::increment_strong_count(self.process);
+            Arc::from_raw(self.process)
+        }
+    }
+
     /// Suspends the activation and returns once the worker resumes it.
     pub(crate) fn suspend(&self, why: Suspend) {
         if self.cancelled.get() {
@@ -170,18 +191,19 @@ impl Carrier {
         let coroutine = Coroutine::with_stack(stack, |yielder, first: Resume| {
             let mut next = first;
             loop {
-                let task = match next {
-                    Resume::Start(task) => task,
+                let process = match next {
+                    Resume::Start(process) => process,
                     Resume::Cancel | Resume::Continue => return,
                 };
                 let frame = Frame {
                     yielder,
-                    task,
+                    process,
                     reductions: Cell::new(0),
                     cancelled: Cell::new(false),
                 };
                 set_current(&frame);
-                let outcome = panic::catch_unwind(AssertUnwindSafe(|| frame.task.activate(&frame)));
+                let outcome =
+                    panic::catch_unwind(AssertUnwindSafe(|| frame.process().activate(&frame)));
                 set_current(ptr::null::<Frame<'static>>());
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
@@ -199,14 +221,15 @@ impl Carrier {
         }))
     }
 
-    /// Runs the carrier until it suspends. `start` is the process to activate when
-    /// the carrier is idle; a busy carrier continues its activation instead.
-    pub(crate) fn resume(&mut self, start: impl FnOnce() -> Task) -> Suspend {
+    /// Runs the carrier until it suspends. `process` is the process to activate
+    /// when the carrier is idle (a busy carrier continues its activation instead);
+    /// the caller holds its run rights.
+    pub(crate) fn resume(&mut self, process: &Task) -> Suspend {
         let input = if self.busy {
             Resume::Continue
         } else {
             self.busy = true;
-            Resume::Start(start())
+            Resume::Start(Arc::as_ptr(process))
         };
         match self.coroutine.resume(input) {
             CoroutineResult::Yield(suspend) => {

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::carrier::{with_current, Cancelled, Frame, Outcome, Suspend};
 use crate::error::{panic_message, Exit, SpawnError};
 use crate::handler::Process;
-use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::process::{adopt, Core, Deliver, Header, Pid, ProcessId, Run, Task};
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
 use crate::state::Rights;
@@ -59,8 +59,10 @@ impl<T> Completion<T> {
             Waiter::Thread(thread) => thread.unpark(),
             Waiter::Process(task) => {
                 if task.header().state.notify() == Rights::Acquired {
-                    let shared = Arc::clone(&task.header().shared);
-                    shared.schedule_woken(task);
+                    // Safety: notify just acquired the run rights, and with them the
+                    // reference the parked process left behind.
+                    let rights = unsafe { task.adopt_rights() };
+                    task.header().shared.schedule_woken(rights);
                 }
             }
         }
@@ -76,7 +78,7 @@ impl<T> Completion<T> {
             }
             with_current(|frame| {
                 slot.1 = match frame {
-                    Some(frame) => Waiter::Process(Arc::clone(&frame.task)),
+                    Some(frame) => Waiter::Process(frame.task()),
                     None => Waiter::Thread(thread::current()),
                 };
                 drop(slot);
@@ -136,13 +138,19 @@ where
         self.core.mailbox.has_new()
     }
 
+    unsafe fn adopt_rights(&self) -> Task {
+        // Safety: passed on from the caller.
+        unsafe { adopt(self) }
+    }
+
     fn activate(&self, frame: &Frame<'_>) -> Outcome {
         // Safety: activate runs only for the holder of the run rights.
         let Some(body) = (unsafe { (*self.body.get()).take() }) else {
             return Outcome::Exited;
         };
         let me = Pid::new(
-            Arc::clone(&frame.task)
+            frame
+                .task()
                 .into_any()
                 .downcast::<Self>()
                 .unwrap_or_else(|_| unreachable!("a frame always runs its own process")),
@@ -182,8 +190,9 @@ where
         &self.core
     }
 
-    fn into_task(self: Arc<Self>) -> Task {
-        self
+    unsafe fn adopt_rights(&self) -> Task {
+        // Safety: passed on from the caller.
+        unsafe { adopt(self) }
     }
 }
 

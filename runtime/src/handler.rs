@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
 use crate::error::{panic_message, Exit, SpawnError};
 use crate::free::{FnContext, JoinHandle};
-use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::process::{adopt, Core, Deliver, Header, Pid, ProcessId, Run, Task};
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
 
@@ -114,6 +114,11 @@ impl<P: Process> Run for ProcessCell<P> {
         self.core.mailbox.has_new()
     }
 
+    unsafe fn adopt_rights(&self) -> Task {
+        // Safety: passed on from the caller.
+        unsafe { adopt(self) }
+    }
+
     fn activate(&self, frame: &Frame<'_>) -> Outcome {
         // Safety: activate runs only for the holder of the run rights.
         let Some(user) = (unsafe { &mut *self.user.get() }).as_mut() else {
@@ -184,8 +189,9 @@ impl<P: Process> Deliver<P::Message> for ProcessCell<P> {
         &self.core
     }
 
-    fn into_task(self: Arc<Self>) -> Task {
-        self
+    unsafe fn adopt_rights(&self) -> Task {
+        // Safety: passed on from the caller.
+        unsafe { adopt(self) }
     }
 }
 
@@ -218,7 +224,9 @@ pub struct Context<'a, P: Process> {
 impl<P: Process> Context<'_, P> {
     /// This process's address.
     pub fn pid(&self) -> Pid<P::Message> {
-        let cell = Arc::clone(&self.frame.task)
+        let cell = self
+            .frame
+            .task()
             .into_any()
             .downcast::<ProcessCell<P>>()
             .unwrap_or_else(|_| unreachable!("a context always runs its own process"));

@@ -1,6 +1,22 @@
 //! What every process has, whatever its kind: the header (state word, id, carrier,
 //! place in the process table), a mailbox, and the type-erased interface the
 //! scheduler runs it through. Also [`Pid`], the typed address.
+//!
+//! # The rights reference
+//!
+//! Every process lives in an `Arc`. Besides the references held by `Pid`s and the
+//! process table, exactly one strong reference belongs to the run rights, and it
+//! moves with them, so the message path never touches the reference count:
+//!
+//! 1. `spawn` creates it and pushes it onto a run queue.
+//! 2. A worker pops it and holds it while the process runs; the carrier's frame
+//!    borrows the process through it without counting.
+//! 3. When the process parks (waits for a message or an event), the worker leaves
+//!    the reference in place (`Arc::into_raw`): the parked process owns it.
+//! 4. Whoever acquires the rights from the state word adopts that reference
+//!    (`adopt_rights`, an `Arc::from_raw`) instead of cloning, and schedules it.
+//! 5. When the process exits, the worker drops it like any `Arc`; at shutdown the
+//!    drain seizes the rights of parked processes and drops theirs.
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -27,6 +43,11 @@ pub(crate) trait Run: Send + Sync + 'static {
     /// Runs the process on a carrier until its activation ends. Only the holder of
     /// the run rights calls this.
     fn activate(&self, frame: &Frame<'_>) -> Outcome;
+    /// Adopts the rights reference of a parked process; see [`Deliver::adopt_rights`].
+    ///
+    /// # Safety
+    /// As for [`Deliver::adopt_rights`].
+    unsafe fn adopt_rights(&self) -> Task;
     /// Ends the process from outside any carrier (runtime shutdown, no stack). The
     /// caller holds the run rights or has stopped every worker.
     fn terminate(&self, exit: Exit);
@@ -149,12 +170,29 @@ impl<M: Send + 'static> Core<M> {
     }
 }
 
+/// Rebuilds the rights reference of a parked process.
+///
+/// # Safety
+/// `process` lives in an `Arc` (every process does), and the caller owns the one
+/// strong reference the parked process left behind: it has just acquired the run
+/// rights from the state word.
+pub(crate) unsafe fn adopt<T: Run>(process: &T) -> Task {
+    // Safety: as stated above; the pointer is the one `Arc::into_raw` gave when the
+    // process parked, since an Arc's data pointer does not change.
+    unsafe { Arc::from_raw(process as *const T) }
+}
+
 /// The sending side of a process, for [`Pid`].
 pub(crate) trait Deliver<M>: Send + Sync + 'static {
     /// Header and mailbox.
     fn core(&self) -> &Core<M>;
-    /// The same process as a scheduler task.
-    fn into_task(self: Arc<Self>) -> Task;
+    /// Adopts the rights reference of a parked process.
+    ///
+    /// # Safety
+    /// The caller has just acquired the process's run rights from the state word
+    /// (so it owns the reference the parked process left behind), and adopts it at
+    /// most once.
+    unsafe fn adopt_rights(&self) -> Task;
 }
 
 /// A process's id, unique within its runtime. Displays as `<0.N>`.
@@ -209,9 +247,9 @@ impl<M: Send + 'static> Pid<M> {
         let core = self.inner.core();
         core.mailbox.push(msg).map_err(SendError)?;
         if core.header.state.wake_for_message() == Rights::Acquired {
-            core.header
-                .shared
-                .schedule_woken(Arc::clone(&self.inner).into_task());
+            // Safety: we just acquired the rights, and with them the reference.
+            let rights = unsafe { self.inner.adopt_rights() };
+            core.header.shared.schedule_woken(rights);
         }
         with_current(|frame| {
             if let Some(frame) = frame {

@@ -365,7 +365,10 @@ impl WorkerCore {
             }
         }
         match self.lifo.take() {
-            Some(task) if self.lifo_streak.get() < LIFO_STREAK => {
+            // With nothing else queued there is nobody to be fair to: keep the chain
+            // (a token passed around a ring) on this core instead of handing it to
+            // another worker.
+            Some(task) if self.lifo_streak.get() < LIFO_STREAK || self.deque.is_empty() => {
                 self.lifo_streak.set(self.lifo_streak.get() + 1);
                 return Some(task);
             }
@@ -509,41 +512,39 @@ impl WorkerCore {
             header.id,
             self.shared.config.stack_size,
         );
-        let why = carrier.resume(|| Arc::clone(&task));
+        let why = carrier.resume(&task);
         overflow::leave();
-        match why {
+        let suspension = match why {
             Suspend::Finished(outcome) => {
                 self.give_carrier(carrier);
                 match outcome {
-                    Outcome::Idle => {
-                        if header.state.suspend_for_message(|| task.has_new())
-                            == Suspension::Resumed
-                        {
-                            self.deque.push(task);
-                        }
-                    }
-                    Outcome::More => self.deque.push(task),
-                    Outcome::Exited => {}
+                    Outcome::Idle => header.state.suspend_for_message(|| task.has_new()),
+                    Outcome::More => Suspension::Resumed,
+                    Outcome::Exited => return,
                 }
             }
             Suspend::Yield => {
                 // Safety: we still hold the rights; the deque push publishes the write.
                 unsafe { header.put_carrier(carrier) };
-                self.deque.push(task);
+                Suspension::Resumed
             }
             Suspend::WaitMessage => {
                 // Safety: we hold the rights and publish the suspension only below.
                 unsafe { header.put_carrier(carrier) };
-                if header.state.suspend_for_message(|| task.has_new()) == Suspension::Resumed {
-                    self.deque.push(task);
-                }
+                header.state.suspend_for_message(|| task.has_new())
             }
             Suspend::WaitEvent => {
                 // Safety: as above.
                 unsafe { header.put_carrier(carrier) };
-                if header.state.suspend_for_event() == Suspension::Resumed {
-                    self.deque.push(task);
-                }
+                header.state.suspend_for_event()
+            }
+        };
+        match suspension {
+            Suspension::Resumed => self.deque.push(task),
+            // The parked process keeps its rights reference; whoever wakes it
+            // adopts it (see process.rs).
+            Suspension::Parked => {
+                let _ = Arc::into_raw(task);
             }
         }
     }
