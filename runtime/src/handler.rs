@@ -24,7 +24,7 @@ use crate::scheduler::Shared;
 /// the worker thread.
 ///
 /// ```
-/// use fibra::prelude::*;
+/// use fibra_runtime::*;
 ///
 /// struct Counter { n: u64 }
 /// enum Msg { Add(u64), Report(Pid<u64>) }
@@ -42,7 +42,7 @@ use crate::scheduler::Shared;
 /// let rt = Runtime::builder().workers(2).build().unwrap();
 /// let total = rt.block_on(|cx| {
 ///     let counter = cx.spawn(Counter { n: 0 });
-///     let child = cx.spawn_fn(|cx| cx.receive::<u64>());
+///     let child = cx.spawn_fn(|cx: &mut FnContext<u64>| cx.receive());
 ///     for k in 1..=4 { counter.send(Msg::Add(k)).unwrap(); }
 ///     counter.send(Msg::Report(child.pid())).unwrap();
 ///     child.join().unwrap()

@@ -219,11 +219,11 @@ impl fmt::Display for ProcessId {
 /// process was waiting for one, it is scheduled.
 ///
 /// ```
-/// use fibra::prelude::*;
+/// use fibra_runtime::*;
 ///
 /// let rt = Runtime::builder().workers(1).build().unwrap();
 /// let doubled = rt.block_on(|cx| {
-///     let child = cx.spawn_fn(|cx| cx.receive::<u64>() * 2);
+///     let child = cx.spawn_fn(|cx: &mut FnContext<u64>| cx.receive() * 2);
 ///     child.pid().send(21).unwrap();
 ///     child.join().unwrap()
 /// });

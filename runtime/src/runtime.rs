@@ -32,7 +32,7 @@ pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Configures and builds a [`Runtime`].
 ///
 /// ```
-/// let rt = fibra::Runtime::builder()
+/// let rt = fibra_runtime::Runtime::builder()
 ///     .workers(2)
 ///     .stack_size(128 * 1024)
 ///     .name("app")
@@ -122,7 +122,7 @@ impl Builder {
 /// Dropping the runtime shuts it down (see [`Runtime::shutdown`]).
 ///
 /// ```
-/// use fibra::prelude::*;
+/// use fibra_runtime::*;
 ///
 /// let rt = Runtime::builder().workers(2).build().unwrap();
 /// let sum: u64 = rt.block_on(|cx| {
