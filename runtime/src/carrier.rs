@@ -210,7 +210,6 @@ impl Carrier {
                     Err(payload) if payload.is::<Cancelled>() => return,
                     Err(payload) => abort_on_escaped_panic(payload),
                 };
-                drop(frame);
                 next = yielder.suspend(Suspend::Finished(outcome));
             }
         });
