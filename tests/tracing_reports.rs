@@ -44,7 +44,9 @@ struct Parser;
 impl Process for Parser {
     type Message = String;
     fn handle(&mut self, input: String, _cx: &mut Context<Self>) {
-        let n: u32 = input.parse().unwrap_or_else(|_| panic!("bad input {input:?}"));
+        let n: u32 = input
+            .parse()
+            .unwrap_or_else(|_| panic!("bad input {input:?}"));
         std::hint::black_box(n);
     }
 }
