@@ -14,17 +14,19 @@
 //! cargo bench --bench actors -- ring tokio   # a runtime's name narrows to that runtime
 //! ```
 //!
-//! Arguments that start with `--` (cargo passes `--bench`) are ignored. Each
-//! (workload, runtime) pair runs in a fresh child process, the same executable started
-//! again with `FIBRA_BENCH_CHILD=<workload>/<runtime>`, so peak RSS and the allocator's
-//! state belong to that one measurement. The parent prints the child's line; a child that
-//! fails, or takes longer than `FIBRA_BENCH_TIMEOUT_SECS` (default 60), is reported as
-//! `error=...` and makes the suite exit non-zero.
+//! Arguments that start with `--` (cargo passes `--bench`) are ignored. A workload has
+//! one case per runtime, or several (`timers` runs different sizes and forms). Each case
+//! runs in a fresh child process, the same executable started again with
+//! `FIBRA_BENCH_CHILD=<workload>/<runtime>/<case number>`, so peak RSS and the
+//! allocator's state belong to that one measurement. The parent prints the child's line;
+//! a child that fails, or takes longer than `FIBRA_BENCH_TIMEOUT_SECS` (default 60), is
+//! reported as `error=...` and makes the suite exit non-zero.
 //!
 //! # Output and metrics
 //!
-//! One line per workload and runtime, `name=<workload> runtime=<fibra|tokio>
-//! <metric>=<value> ...`, values are plain numbers:
+//! One line per case, `name=<workload> runtime=<fibra|tokio> [<case label>]
+//! <metric>=<value> ...`, values are plain numbers; a case label, where a workload has
+//! several cases, is `key=value` pairs too:
 //!
 //! | workload | what | metrics |
 //! |---|---|---|
@@ -34,6 +36,23 @@
 //! | `fan_in` | 4 senders x 1,000,000 messages to one receiver | `msgs_per_sec`: messages / time from spawning the senders to the last receipt |
 //! | `spawn_idle` | spawn 100,000 processes that wait for a message, then message each once | `ns_per_spawn`: spawn phase only; `bytes_per_process`: RSS growth over the spawn phase / 100,000 |
 //! | `million_idle` | fibra only: 1,000,000 idle handler processes, each has handled one message | `rss_mib`, `bytes_per_process` (RSS growth / 1,000,000), `max_map_count` of the machine |
+//! | `timers` | `processes=<n>` processes (1,000 and 100,000) each wait once for a pseudo-random delay in 1..=100 ms | `late_p50_us`, `late_p99_us`: median and 99th percentile of lateness, in µs, where a process's lateness is the time it measured itself from its start to its wake-up, minus its delay; `wall_secs`: from spawning the first process to the last wake-up |
+//! | `timeout_churn` | fibra only: 2 processes, 500,000 round trips, every receive a `receive_timeout(1 s)` that gets its message in time | `calls_per_sec`: `receive_timeout` calls (1,000,000, both processes) / wall time |
+//!
+//! The `timers` lines and how their processes wait:
+//!
+//! | line | process | waits with |
+//! |---|---|---|
+//! | `runtime=fibra processes=1000`, `processes=100000` | handler process | `cx.pid().send_after(Wake, delay)` in `started`; wakes when `handle` gets the `Wake` |
+//! | `runtime=fibra mode=sleep processes=1000` | free-running process | `cx.sleep(delay)` |
+//! | `runtime=tokio processes=1000`, `processes=100000` | task | `tokio::time::sleep(delay).await` |
+//!
+//! A sleeping free-running process holds its stack, two memory mappings, and the
+//! machine's `vm.max_map_count` (65,530 by default) leaves room for about 32,000, so
+//! fibra's 100,000 wait as handler processes, which hold no stack while idle; the
+//! `send_after` form is used at 1,000 too so that fibra's two sizes compare, and
+//! `mode=sleep` shows what `sleep` costs over it. The delays are the same on both
+//! runtimes and in every run (a fixed hash of the process's number, in µs steps).
 //!
 //! `ping_pong` and `ring` warm up (10,000 round trips or hops) in the same processes
 //! before the clock starts. RSS comes from `/proc/self/statm`, peak RSS from `VmHWM` in
@@ -41,8 +60,10 @@
 //! faulted in before the baseline is taken, so its pages are not charged to them.
 //!
 //! Every workload checks its result (the skynet sum, the token's final position, each
-//! sender's sequence, the count of acknowledgements), so a runtime that loses or
-//! duplicates messages fails instead of printing a good number.
+//! sender's sequence, the count of acknowledgements, a report from every timer process
+//! and none woken before its delay, every `receive_timeout` returning its ball), so a
+//! runtime that loses or duplicates messages or fires timers early fails instead of
+//! printing a good number.
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -55,6 +76,10 @@ mod memory;
 mod on_fibra;
 #[path = "actors/on_tokio.rs"]
 mod on_tokio;
+#[path = "actors/timing.rs"]
+mod timing;
+
+use timing::{TIMERS_FEW, TIMERS_MANY};
 
 /// Round trips timed in `ping_pong`.
 const PING_PONG_ROUND_TRIPS: u64 = 1_000_000;
@@ -110,57 +135,107 @@ impl Contender {
     }
 }
 
-/// One workload: its name and, per runtime, the function that measures it and returns
-/// the metric part of the output line.
+/// One measurement: a workload on one runtime in one configuration. Each case runs in a
+/// child of its own and prints one line.
+struct Case {
+    /// The `key=value` pairs that tell the case apart from the workload's other cases on
+    /// the same runtime, printed before its metrics; empty for a workload's only case.
+    label: &'static str,
+    /// Measures it and returns the metric part of the output line.
+    measure: fn() -> String,
+}
+
+impl Case {
+    /// A workload's only case on a runtime.
+    const fn only(measure: fn() -> String) -> Case {
+        Case { label: "", measure }
+    }
+}
+
+/// One workload: its name and its cases on each runtime.
 struct Workload {
     /// Name on the command line and in the output.
     name: &'static str,
-    /// Measures the workload on fibra.
-    fibra: fn() -> String,
-    /// Measures the workload on tokio, where there is a tokio version.
-    tokio: Option<fn() -> String>,
+    /// Its cases on fibra, in the order they run.
+    fibra: &'static [Case],
+    /// Its cases on tokio; none where there is no tokio version.
+    tokio: &'static [Case],
 }
 
 impl Workload {
-    fn measure(&self, contender: Contender) -> Option<fn() -> String> {
+    fn cases(&self, contender: Contender) -> &'static [Case] {
         match contender {
-            Contender::Fibra => Some(self.fibra),
+            Contender::Fibra => self.fibra,
             Contender::Tokio => self.tokio,
         }
     }
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 6] = [
+const WORKLOADS: [Workload; 8] = [
     Workload {
         name: "ping_pong",
-        fibra: || ping_pong(on_fibra::ping_pong()),
-        tokio: Some(|| ping_pong(on_tokio::ping_pong())),
+        fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
+        tokio: &[Case::only(|| ping_pong(on_tokio::ping_pong()))],
     },
     Workload {
         name: "ring",
-        fibra: || ring(on_fibra::ring()),
-        tokio: Some(|| ring(on_tokio::ring())),
+        fibra: &[Case::only(|| ring(on_fibra::ring()))],
+        tokio: &[Case::only(|| ring(on_tokio::ring()))],
     },
     Workload {
         name: "skynet",
-        fibra: || skynet(on_fibra::skynet()),
-        tokio: Some(|| skynet(on_tokio::skynet())),
+        fibra: &[Case::only(|| skynet(on_fibra::skynet()))],
+        tokio: &[Case::only(|| skynet(on_tokio::skynet()))],
     },
     Workload {
         name: "fan_in",
-        fibra: || fan_in(on_fibra::fan_in()),
-        tokio: Some(|| fan_in(on_tokio::fan_in())),
+        fibra: &[Case::only(|| fan_in(on_fibra::fan_in()))],
+        tokio: &[Case::only(|| fan_in(on_tokio::fan_in()))],
     },
     Workload {
         name: "spawn_idle",
-        fibra: || spawn_idle(on_fibra::spawn_idle()),
-        tokio: Some(|| spawn_idle(on_tokio::spawn_idle())),
+        fibra: &[Case::only(|| spawn_idle(on_fibra::spawn_idle()))],
+        tokio: &[Case::only(|| spawn_idle(on_tokio::spawn_idle()))],
     },
     Workload {
         name: "million_idle",
-        fibra: || million_idle(on_fibra::million_idle()),
-        tokio: None,
+        fibra: &[Case::only(|| million_idle(on_fibra::million_idle()))],
+        tokio: &[],
+    },
+    Workload {
+        name: "timers",
+        fibra: &[
+            Case {
+                label: "processes=1000",
+                measure: || timing::timers(on_fibra::timers(TIMERS_FEW)),
+            },
+            Case {
+                label: "processes=100000",
+                measure: || timing::timers(on_fibra::timers(TIMERS_MANY)),
+            },
+            Case {
+                label: "mode=sleep processes=1000",
+                measure: || timing::timers(on_fibra::timers_sleeping(TIMERS_FEW)),
+            },
+        ],
+        tokio: &[
+            Case {
+                label: "processes=1000",
+                measure: || timing::timers(on_tokio::timers(TIMERS_FEW)),
+            },
+            Case {
+                label: "processes=100000",
+                measure: || timing::timers(on_tokio::timers(TIMERS_MANY)),
+            },
+        ],
+    },
+    Workload {
+        name: "timeout_churn",
+        fibra: &[Case::only(|| {
+            timing::timeout_churn(on_fibra::timeout_churn())
+        })],
+        tokio: &[],
     },
 ];
 
@@ -337,24 +412,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// The start of a case's output line: workload, runtime and the case's label.
+fn line_prefix(workload: &Workload, contender: Contender, case: &Case) -> String {
+    let mut prefix = format!("name={} runtime={}", workload.name, contender.name());
+    if !case.label.is_empty() {
+        prefix.push(' ');
+        prefix.push_str(case.label);
+    }
+    prefix
+}
+
+/// The value of `CHILD_ENV` that runs case number `index` of `workload` on `contender`.
+fn child_spec(workload: &Workload, contender: Contender, index: usize) -> String {
+    format!("{}/{}/{index}", workload.name, contender.name())
+}
+
 /// Child side: run one measurement and print its line.
 fn run_child(spec: &str) -> ExitCode {
-    let found = spec.split_once('/').and_then(|(workload, contender)| {
-        let workload = WORKLOADS.iter().find(|w| w.name == workload)?;
-        let contender = Contender::from_name(contender)?;
-        Some((workload, contender, workload.measure(contender)?))
-    });
-    let Some((workload, contender, measure)) = found else {
-        eprintln!("{CHILD_ENV}={spec}: no such workload/runtime pair");
+    let Some((workload, contender, case)) = find_case(spec) else {
+        eprintln!("{CHILD_ENV}={spec}: no such workload/runtime/case");
         return ExitCode::FAILURE;
     };
-    let metrics = measure();
-    println!(
-        "name={} runtime={} {metrics}",
-        workload.name,
-        contender.name()
-    );
+    let metrics = (case.measure)();
+    println!("{} {metrics}", line_prefix(workload, contender, case));
     ExitCode::SUCCESS
+}
+
+/// The case that a `child_spec` names.
+fn find_case(spec: &str) -> Option<(&'static Workload, Contender, &'static Case)> {
+    let mut parts = spec.split('/');
+    let name = parts.next()?;
+    let workload = WORKLOADS.iter().find(|w| w.name == name)?;
+    let contender = Contender::from_name(parts.next()?)?;
+    let index: usize = parts.next()?.parse().ok()?;
+    let case = workload.cases(contender).get(index)?;
+    match parts.next() {
+        None => Some((workload, contender, case)),
+        Some(_) => None,
+    }
 }
 
 /// Parent side: pick the pairs the arguments ask for and run each in a child.
@@ -393,24 +488,22 @@ fn run_suite() -> ExitCode {
             continue;
         }
         for contender in Contender::ALL {
-            if workload.measure(contender).is_none()
-                || !contenders.is_empty() && !contenders.contains(&contender)
-            {
+            if !contenders.is_empty() && !contenders.contains(&contender) {
                 continue;
             }
-            match run_in_child(workload.name, contender, timeout) {
-                Ok(line) => println!("{line}"),
-                Err(error) => {
-                    failed = true;
-                    println!(
-                        "name={} runtime={} error={error}",
-                        workload.name,
-                        contender.name()
-                    );
+            for (index, case) in workload.cases(contender).iter().enumerate() {
+                let prefix = line_prefix(workload, contender, case);
+                let spec = child_spec(workload, contender, index);
+                match run_in_child(&spec, &prefix, timeout) {
+                    Ok(line) => println!("{line}"),
+                    Err(error) => {
+                        failed = true;
+                        println!("{prefix} error={error}");
+                    }
                 }
+                // Keep lines appearing as they are measured when piped.
+                let _ = std::io::stdout().flush();
             }
-            // Keep lines appearing as they are measured when piped.
-            let _ = std::io::stdout().flush();
         }
     }
     if failed {
@@ -420,12 +513,13 @@ fn run_suite() -> ExitCode {
     }
 }
 
-/// Runs one measurement in a fresh copy of this executable and returns its output line,
+/// Runs one measurement in a fresh copy of this executable, started with
+/// `CHILD_ENV=spec`, and returns its output line (the one that starts with `prefix`),
 /// or a one-word-ish reason why there is none.
-fn run_in_child(workload: &str, contender: Contender, timeout: Duration) -> Result<String, String> {
+fn run_in_child(spec: &str, prefix: &str, timeout: Duration) -> Result<String, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe:{e}"))?;
     let mut child = Command::new(exe)
-        .env(CHILD_ENV, format!("{workload}/{}", contender.name()))
+        .env(CHILD_ENV, spec)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -463,7 +557,7 @@ fn run_in_child(workload: &str, contender: Contender, timeout: Duration) -> Resu
             },
         });
     }
-    let prefix = format!("name={workload} ");
+    let prefix = format!("{prefix} ");
     output
         .lines()
         .find(|line| line.starts_with(&prefix))

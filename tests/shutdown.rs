@@ -56,7 +56,8 @@ fn shutdown_runs_every_destructor_and_later_calls_fail() {
         for _ in 0..3 {
             blocked.pid().send(drops.token()).unwrap();
         }
-        assert_eq!(rt.processes(), 3);
+        // The busy handler may already have spawned its child.
+        assert!(rt.processes() >= 3);
 
         // Wait for the busy handler to be suspended in its join: its child exists.
         while rt.processes() < 4 {

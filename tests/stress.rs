@@ -161,3 +161,71 @@ fn every_message_is_delivered_exactly_once_and_no_process_is_stranded() {
         }
     });
 }
+
+/// 100,000 timed waits raced against messages sent to land near their deadlines:
+/// every wait ends exactly once (a double wake-up would resume one stack on two
+/// workers), every message is received exactly once whether it beat its deadline
+/// or not, and both outcomes happen often.
+#[test]
+fn timed_waits_race_messages_near_their_deadlines() {
+    const PAIRS: u32 = 500;
+    const ROUNDS: u32 = 200;
+    let wait = std::time::Duration::from_micros(400);
+    let (in_time, timed_out) = within(600, move || {
+        let rt = Builder::default().workers(4).build().unwrap();
+        let results: Vec<_> = (0..PAIRS)
+            .map(|pair| {
+                let waiter = rt
+                    .spawn_fn(move |cx: &mut FnContext<u32>| {
+                        let mut seen = vec![0u8; ROUNDS as usize];
+                        let (mut in_time, mut timed_out) = (0u64, 0u64);
+                        for _ in 0..ROUNDS {
+                            match cx.receive_timeout(wait) {
+                                Some(tag) => {
+                                    seen[tag as usize] += 1;
+                                    in_time += 1;
+                                }
+                                None => timed_out += 1,
+                            }
+                        }
+                        // Late messages are still in the mailbox: none may be lost.
+                        let mut late = 0;
+                        while seen.contains(&0) {
+                            let tag = cx
+                                .receive_timeout(std::time::Duration::from_secs(30))
+                                .expect("a message was lost");
+                            seen[tag as usize] += 1;
+                            late += 1;
+                        }
+                        assert!(seen.iter().all(|&n| n == 1), "a message arrived twice");
+                        assert_eq!(cx.try_receive(), None, "more messages than were sent");
+                        assert_eq!(in_time + late, u64::from(ROUNDS));
+                        (in_time, timed_out)
+                    })
+                    .unwrap();
+                let to = waiter.pid();
+                rt.spawn_fn(move |cx: &mut FnContext<()>| {
+                    // Land each message within +-25% of the waiter's deadline.
+                    let mut x = u64::from(pair) * 2_654_435_761 + 1;
+                    for tag in 0..ROUNDS {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let jitter = (x % 200) as u32; // 0..200 µs
+                        cx.sleep(std::time::Duration::from_micros(300 + u64::from(jitter)));
+                        to.send(tag).unwrap();
+                    }
+                })
+                .unwrap();
+                waiter
+            })
+            .collect();
+        results
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    });
+    assert_eq!(in_time + timed_out, u64::from(PAIRS * ROUNDS));
+    assert!(in_time > 1_000, "only {in_time} waits ended with a message");
+    assert!(timed_out > 1_000, "only {timed_out} waits timed out");
+}

@@ -1,14 +1,18 @@
 //! The workloads on fibra, on a default runtime (one worker per core).
 //!
 //! Processes that wait for messages between bursts of work (the echo, ring members,
-//! skynet nodes, idle processes) are handler processes, so they hold no stack while
-//! idle. Processes that run a loop from start to end (a pinger, a fan-in sender or
-//! receiver, each workload's driver) are free-running.
+//! skynet nodes, idle processes, timer sleepers) are handler processes, so they hold no
+//! stack while idle. Processes that run a loop from start to end (a pinger, a fan-in
+//! sender or receiver, each workload's driver) are free-running.
 
 use std::time::{Duration, Instant};
 
 use fibra::prelude::*;
 
+use super::timing::{
+    timer_delay, TimeoutChurnOutcome, TimerOutcome, TimerReport, TIMEOUT_CHURN_CALLS,
+    TIMEOUT_CHURN_TIMEOUT,
+};
 use super::{
     fan_in_message, memory, ring_successor, skynet_child, FanInCheck, MillionIdleOutcome,
     RingOutcome, SkynetOutcome, SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS,
@@ -334,6 +338,131 @@ pub fn million_idle() -> MillionIdleOutcome {
             rss_before,
             rss_after,
             acknowledged,
+        }
+    })
+}
+
+/// What a [`Sleeper`] sends itself.
+struct Wake;
+
+/// A `timers` process in the `send_after` form: in `started` it notes the time and asks
+/// for a [`Wake`] after its delay; when the `Wake` comes it reports and stops. In
+/// between it is an idle handler process: no stack, so 100,000 of them fit where
+/// 100,000 stacks would not (each stack is two memory mappings, and Linux allows 65,530
+/// mappings per process by default).
+struct Sleeper {
+    /// The process's number, which picks its delay.
+    index: usize,
+    /// When `started` ran.
+    begun: Option<Instant>,
+    /// The driver, told when the process woke.
+    done: Pid<TimerReport>,
+}
+
+impl Process for Sleeper {
+    type Message = Wake;
+
+    fn started(&mut self, cx: &mut Context<Self>) {
+        self.begun = Some(Instant::now());
+        cx.pid()
+            .send_after(Wake, timer_delay(self.index))
+            .expect("the runtime shut down under the workload");
+    }
+
+    fn handle(&mut self, _: Wake, cx: &mut Context<Self>) {
+        let begun = self.begun.expect("a `Wake` before `started`");
+        self.done
+            .send(TimerReport::woke_now(self.index, begun))
+            .expect(GONE);
+        cx.stop();
+    }
+}
+
+/// Receives one report per timer process.
+fn collect_reports(
+    cx: &mut FnContext<TimerReport>,
+    processes: usize,
+    start: Instant,
+) -> TimerOutcome {
+    let reports = (0..processes).map(|_| cx.receive()).collect();
+    TimerOutcome {
+        processes,
+        start,
+        reports,
+    }
+}
+
+/// `timers` with each process a [`Sleeper`] (`send_after` to itself).
+pub fn timers(processes: usize) -> TimerOutcome {
+    run(move |cx: &mut FnContext<TimerReport>| {
+        let start = Instant::now();
+        for index in 0..processes {
+            cx.spawn(Sleeper {
+                index,
+                begun: None,
+                done: cx.pid(),
+            });
+        }
+        eprintln!("spawned in {:?}", start.elapsed());
+        collect_reports(cx, processes, start)
+    })
+}
+
+/// `timers` with each process free-running and calling `sleep`; each holds its stack
+/// while it sleeps.
+pub fn timers_sleeping(processes: usize) -> TimerOutcome {
+    run(move |cx: &mut FnContext<TimerReport>| {
+        let start = Instant::now();
+        for index in 0..processes {
+            let done = cx.pid();
+            cx.spawn_fn(move |cx: &mut FnContext<()>| {
+                let begun = Instant::now();
+                cx.sleep(timer_delay(index));
+                done.send(TimerReport::woke_now(index, begun)).expect(GONE);
+            });
+        }
+        collect_reports(cx, processes, start)
+    })
+}
+
+/// The ball that ends the `timeout_churn` echo.
+const STOP_CHURN: u64 = u64::MAX;
+
+pub fn timeout_churn() -> TimeoutChurnOutcome {
+    run(|cx: &mut FnContext<u64>| {
+        let pinger = cx.pid();
+        let echo = cx.spawn_fn(move |cx: &mut FnContext<u64>| {
+            let mut echoed = 0;
+            loop {
+                let ball = cx
+                    .receive_timeout(TIMEOUT_CHURN_TIMEOUT)
+                    .expect("the echo timed out waiting for a ball");
+                if ball == STOP_CHURN {
+                    return echoed;
+                }
+                pinger.send(ball).expect(GONE);
+                echoed += 1;
+            }
+        });
+        let to_echo = echo.pid();
+        let volley = |cx: &mut FnContext<u64>, round_trips: u64| {
+            for ball in 0..round_trips {
+                to_echo.send(ball).expect(GONE);
+                let back = cx
+                    .receive_timeout(TIMEOUT_CHURN_TIMEOUT)
+                    .expect("the pinger timed out waiting for its ball");
+                assert_eq!(back, ball, "wrong ball back");
+            }
+        };
+        volley(cx, WARM_UP);
+        // Each round trip is two calls, one in each process.
+        let start = Instant::now();
+        volley(cx, TIMEOUT_CHURN_CALLS / 2);
+        let elapsed = start.elapsed();
+        to_echo.send(STOP_CHURN).expect(GONE);
+        TimeoutChurnOutcome {
+            elapsed,
+            echoed: echo.join().expect("the echo process failed"),
         }
     })
 }

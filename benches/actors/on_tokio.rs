@@ -7,8 +7,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use tokio::runtime::Builder;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
+use super::timing::{timer_delay, TimerOutcome, TimerReport};
 use super::{
     fan_in_message, memory, ring_successor, skynet_child, FanInCheck, RingOutcome, SkynetOutcome,
     SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS, PING_PONG_ROUND_TRIPS, RING_HOPS,
@@ -22,9 +24,28 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .build()
-        .expect("building a tokio runtime");
+    run_on(Builder::new_multi_thread(), driver)
+}
+
+/// [`run`] with tokio's time driver enabled, which `tokio::time` needs. A tokio user
+/// gets it from `#[tokio::main]`; the workloads without timers run without it, as
+/// before.
+fn run_with_time<F>(driver: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut builder = Builder::new_multi_thread();
+    builder.enable_time();
+    run_on(builder, driver)
+}
+
+fn run_on<F>(mut builder: Builder, driver: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = builder.build().expect("building a tokio runtime");
     let driver = runtime.spawn(driver);
     let output = runtime.block_on(driver).expect("the driver task failed");
     runtime.shutdown_background();
@@ -199,6 +220,33 @@ pub fn spawn_idle() -> SpawnIdleOutcome {
             rss_before,
             rss_after,
             acknowledged,
+        }
+    })
+}
+
+/// `timers`: each task awaits `tokio::time::sleep` for its delay once.
+pub fn timers(processes: usize) -> TimerOutcome {
+    run_with_time(async move {
+        let (to_driver, mut inbox) = unbounded_channel::<TimerReport>();
+        let start = Instant::now();
+        for index in 0..processes {
+            let done = to_driver.clone();
+            tokio::spawn(async move {
+                let begun = Instant::now();
+                tokio::time::sleep(timer_delay(index)).await;
+                done.send(TimerReport::woke_now(index, begun))
+                    .expect(CLOSED);
+            });
+        }
+        eprintln!("spawned in {:?}", start.elapsed());
+        let mut reports = Vec::with_capacity(processes);
+        for _ in 0..processes {
+            reports.push(inbox.recv().await.expect(CLOSED));
+        }
+        TimerOutcome {
+            processes,
+            start,
+            reports,
         }
     })
 }

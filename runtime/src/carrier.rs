@@ -25,6 +25,7 @@ use corosensei::stack::{DefaultStack, Stack};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use crate::process::{Run, Task};
+use crate::state::{Deadline, Wait};
 
 /// Reductions a process may spend (messages received, messages sent) before it
 /// yields its worker to the others. Erlang uses 4,000 reductions of a finer grain;
@@ -49,17 +50,16 @@ pub(crate) enum Suspend {
     Finished(Outcome),
     /// Put the process at the back of the run queue and resume it later.
     Yield,
-    /// Suspend until a message arrives.
-    WaitMessage,
-    /// Suspend until an event notification.
-    WaitEvent,
+    /// Suspend until the wait ends (see `state.rs`).
+    Wait(Wait, Deadline),
 }
 
 /// How an activation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// A handler process emptied its mailbox: it goes idle.
-    Idle,
+    /// A handler process emptied its mailbox: it goes idle, with a deadline if it
+    /// armed its idle timeout.
+    Idle(Deadline),
     /// A handler process used up its budget with messages left: requeue it.
     More,
     /// The process ended (its exit was already recorded).

@@ -9,6 +9,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use fibra_mailbox::Mailbox;
 
 use parking_lot::Mutex;
 
@@ -18,7 +21,8 @@ use crate::handler::Process;
 use crate::process::{adopt, Core, Deliver, Header, Pid, ProcessId, Run, Task};
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
-use crate::state::Rights;
+use crate::state::{Deadline, Rights, Wait};
+use crate::time::{arm, deadline_after, disarm, sleep_until};
 
 /// Who waits for a result.
 enum Waiter {
@@ -83,7 +87,7 @@ impl<T> Completion<T> {
                 };
                 drop(slot);
                 match frame {
-                    Some(frame) => frame.suspend(Suspend::WaitEvent),
+                    Some(frame) => frame.suspend(Suspend::Wait(Wait::Event, Deadline::None)),
                     // A wake-up between the unlock and the park leaves the thread's
                     // token set, so park returns at once.
                     None => thread::park(),
@@ -222,6 +226,13 @@ where
     })
 }
 
+/// Takes the oldest message; handed to `FnContext::receive_until` as its `take`.
+fn pop_next<M>(mailbox: &Mailbox<M>) -> Option<M> {
+    // Safety: only `receive_until` calls this, on behalf of the process that owns
+    // the mailbox, which is its one consumer.
+    unsafe { mailbox.pop() }
+}
+
 /// The handle of a free-running process: its address, and its result once it ends.
 ///
 /// Dropping the handle detaches the process; it runs on.
@@ -281,38 +292,109 @@ pub struct FnContext<'a, M> {
 impl<M: Send + 'static> FnContext<'_, M> {
     /// Waits for the next message and returns it.
     pub fn receive(&mut self) -> M {
-        loop {
-            // Safety: this process is its mailbox's one consumer, and it runs on one
-            // carrier at a time.
-            if let Some(msg) = unsafe { self.core.mailbox.pop() } {
-                self.frame.tick();
-                return msg;
-            }
-            self.frame.suspend(Suspend::WaitMessage);
-        }
+        self.receive_until(None, pop_next)
+            .unwrap_or_else(|| unreachable!("a wait without a deadline ends with a message"))
     }
 
     /// Waits for the first message, in arrival order, for which `pred` returns true.
     /// Other messages stay queued, in their order, for later receives.
     pub fn receive_matching(&mut self, mut pred: impl FnMut(&M) -> bool) -> M {
-        loop {
-            // Safety: as in `receive`.
-            if let Some(msg) = unsafe { self.core.mailbox.pop_matching(&mut pred) } {
-                self.frame.tick();
-                return msg;
-            }
-            self.frame.suspend(Suspend::WaitMessage);
+        self.receive_until(None, |mailbox| {
+            // Safety: passed on from receive_until's contract.
+            unsafe { mailbox.pop_matching(&mut pred) }
+        })
+        .unwrap_or_else(|| unreachable!("a wait without a deadline ends with a message"))
+    }
+
+    /// Waits at most `timeout` for the next message. A zero timeout only looks at
+    /// what is queued; a huge one waits, in practice, for ever.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let got = rt.block_on(|cx| {
+    ///     let child = cx.spawn_fn(|cx: &mut FnContext<u32>| {
+    ///         (cx.receive_timeout(Duration::from_millis(1)), cx.receive_timeout(Duration::from_secs(60)))
+    ///     });
+    ///     fibra_runtime::sleep(Duration::from_millis(20));
+    ///     child.pid().send(7).unwrap();
+    ///     child.join().unwrap()
+    /// });
+    /// assert_eq!(got, (None, Some(7)));
+    /// ```
+    pub fn receive_timeout(&mut self, timeout: Duration) -> Option<M> {
+        self.receive_until(Some(deadline_after(timeout)), pop_next)
+    }
+
+    /// Waits at most `timeout` for the first message for which `pred` returns true;
+    /// other messages stay queued in order.
+    pub fn receive_matching_timeout(
+        &mut self,
+        mut pred: impl FnMut(&M) -> bool,
+        timeout: Duration,
+    ) -> Option<M> {
+        self.receive_until(Some(deadline_after(timeout)), |mailbox| {
+            // Safety: passed on from receive_until's contract.
+            unsafe { mailbox.pop_matching(&mut pred) }
+        })
+    }
+
+    /// Suspends this process for `duration` (see [`sleep`](crate::sleep)).
+    pub fn sleep(&mut self, duration: Duration) {
+        if !duration.is_zero() {
+            sleep_until(self.frame, deadline_after(duration));
         }
+    }
+
+    /// The receive loop: `take` picks a message from the mailbox (it is called only
+    /// by this process, the mailbox's one consumer, so it may use the consumer
+    /// side); without one, the process waits for new messages, until `deadline` if
+    /// there is one.
+    fn receive_until(
+        &mut self,
+        deadline: Option<Instant>,
+        mut take: impl FnMut(&Mailbox<M>) -> Option<M>,
+    ) -> Option<M> {
+        let mut timer = None;
+        let received = loop {
+            if let Some(msg) = take(&self.core.mailbox) {
+                break Some(msg);
+            }
+            let Some(deadline) = deadline else {
+                self.frame
+                    .suspend(Suspend::Wait(Wait::Message, Deadline::None));
+                continue;
+            };
+            if Instant::now() >= deadline {
+                break None;
+            }
+            // Every timed wait gets a timer of its own (its sequence number changes),
+            // so a wake-up by a message that did not match re-arms.
+            if let Some(key) = timer.take() {
+                disarm(self.frame, key);
+            }
+            timer = arm(self.frame, deadline);
+            let bound = if timer.is_some() {
+                Deadline::Timed
+            } else {
+                Deadline::None
+            };
+            self.frame.suspend(Suspend::Wait(Wait::Message, bound));
+        };
+        if let Some(key) = timer {
+            disarm(self.frame, key);
+        }
+        if received.is_some() {
+            self.frame.tick();
+        }
+        received
     }
 
     /// Returns the next message if one is queued, without waiting.
     pub fn try_receive(&mut self) -> Option<M> {
-        // Safety: as in `receive`.
-        let msg = unsafe { self.core.mailbox.pop() };
-        if msg.is_some() {
-            self.frame.tick();
-        }
-        msg
+        self.receive_until(Some(Instant::now()), pop_next)
     }
 
     /// This process's address.

@@ -7,6 +7,9 @@ use std::any::Any;
 use std::cell::UnsafeCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fibra_timer::TimerKey;
 
 use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
 use crate::error::{panic_message, Exit, SpawnError};
@@ -14,6 +17,8 @@ use crate::free::{FnContext, JoinHandle};
 use crate::process::{adopt, Core, Deliver, Header, Pid, ProcessId, Run, Task};
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
+use crate::state::Deadline;
+use crate::time::{arm, deadline_after, disarm, sleep_until};
 
 /// A process defined by how it handles its messages.
 ///
@@ -61,6 +66,12 @@ pub trait Process: Sized + Send + 'static {
     /// Handles one message.
     fn handle(&mut self, msg: Self::Message, cx: &mut Context<'_, Self>);
 
+    /// Runs when the process has had no message for the duration set with
+    /// [`Context::set_idle_timeout`], and again after each further such period.
+    fn timeout(&mut self, cx: &mut Context<'_, Self>) {
+        let _ = cx;
+    }
+
     /// Runs once when the process stops itself with [`Context::stop`]. It does not
     /// run after a panic, nor when the runtime shuts down (the value is dropped then).
     fn stopped(&mut self, cx: &mut Context<'_, Self>) {
@@ -77,21 +88,46 @@ pub(crate) struct ProcessCell<P: Process> {
     user: UnsafeCell<Option<P>>,
     /// Whether `started` has run. Touched only by the holder of the run rights.
     started: UnsafeCell<bool>,
+    /// The idle timeout, if the process set one. Touched only by the holder of the
+    /// run rights; boxed because few processes use it.
+    idle: UnsafeCell<Option<Box<IdleTimeout>>>,
 }
 
-// Safety: `user` and `started` are only accessed by the holder of the run rights,
+/// A handler's idle timeout: [`Process::timeout`] runs when no message came for
+/// `after`.
+struct IdleTimeout {
+    /// How long without a message before the hook runs.
+    after: Duration,
+    /// When the process last handled a message (or last timed out).
+    last_active: Instant,
+    /// The timer armed while the process is idle.
+    timer: Option<TimerKey>,
+}
+
+// Safety: `user`, `started` and `idle` are only accessed by the holder of the run rights,
 // which is one thread at a time, with the hand-over ordered by the state word's
 // SeqCst operations. P: Send lets the value move between those threads.
 unsafe impl<P: Process> Sync for ProcessCell<P> {}
 
 /// What the handler loop stopped on.
 enum Step {
-    Idle,
+    Idle(Deadline),
     More,
     Stop,
 }
 
 impl<P: Process> ProcessCell<P> {
+    /// The idle timeout.
+    ///
+    /// # Safety
+    /// The caller holds the run rights and keeps the reference only while it does
+    /// not call into user code (which may change the timeout through its context).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn idle(&self) -> &mut Option<Box<IdleTimeout>> {
+        // Safety: as the caller promises.
+        unsafe { &mut *self.idle.get() }
+    }
+
     /// Ends the process: common retirement, then the value is dropped.
     fn finish(&self, exit: &Exit) {
         if self.core.retire(exit) {
@@ -129,6 +165,11 @@ impl<P: Process> Run for ProcessCell<P> {
             frame,
             stop: false,
         };
+        // A message (or the timer) ended the idle wait: its timer is of no more use.
+        // Safety: the run rights give exclusive access; no user code runs meanwhile.
+        if let Some(key) = unsafe { self.idle() }.as_mut().and_then(|i| i.timer.take()) {
+            disarm(frame, key);
+        }
         let step = panic::catch_unwind(AssertUnwindSafe(|| {
             // Safety: as above, the run rights give exclusive access.
             let started = unsafe { &mut *self.started.get() };
@@ -145,17 +186,41 @@ impl<P: Process> Run for ProcessCell<P> {
                 }
                 // Safety: the holder of the run rights is the mailbox's one consumer.
                 let Some(msg) = (unsafe { self.core.mailbox.pop() }) else {
-                    return Step::Idle;
+                    // Safety: run rights held; no user code runs while `idle` is used.
+                    let Some(idle) = (unsafe { self.idle() }).as_mut() else {
+                        return Step::Idle(Deadline::None);
+                    };
+                    let deadline = idle.last_active + idle.after;
+                    let now = Instant::now();
+                    if now < deadline {
+                        idle.timer = arm(frame, deadline);
+                        return Step::Idle(if idle.timer.is_some() {
+                            Deadline::Timed
+                        } else {
+                            Deadline::None
+                        });
+                    }
+                    idle.last_active = now;
+                    frame.spend(1);
+                    user.timeout(&mut cx);
+                    if cx.stop {
+                        return Step::Stop;
+                    }
+                    continue;
                 };
                 frame.spend(1);
                 user.handle(msg, &mut cx);
                 if cx.stop {
                     return Step::Stop;
                 }
+                // Safety: run rights held; user code has returned.
+                if let Some(idle) = unsafe { self.idle() }.as_mut() {
+                    idle.last_active = Instant::now();
+                }
             }
         }));
         match step {
-            Ok(Step::Idle) => Outcome::Idle,
+            Ok(Step::Idle(deadline)) => Outcome::Idle(deadline),
             Ok(Step::More) => Outcome::More,
             Ok(Step::Stop) => {
                 let hook = panic::catch_unwind(AssertUnwindSafe(|| user.stopped(&mut cx)));
@@ -204,6 +269,7 @@ pub(crate) fn spawn<P: Process>(
         core: Core::new(Arc::clone(shared), shared.next_id()),
         user: UnsafeCell::new(Some(process)),
         started: UnsafeCell::new(false),
+        idle: UnsafeCell::new(None),
     });
     shared.admit(Arc::clone(&cell) as Task)?;
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a handler process");
@@ -248,6 +314,55 @@ impl<P: Process> Context<'_, P> {
     /// Lets the other processes on this worker run before this one goes on.
     pub fn yield_now(&mut self) {
         self.frame.suspend(Suspend::Yield);
+    }
+
+    /// Suspends this process for `duration`, mid-handler; its worker runs others
+    /// meanwhile, and messages wait in the mailbox.
+    pub fn sleep(&mut self, duration: Duration) {
+        if !duration.is_zero() {
+            sleep_until(self.frame, deadline_after(duration));
+        }
+    }
+
+    /// Asks for [`Process::timeout`] to run whenever no message has come for
+    /// `after` (counted from now, then from each message); `None` turns it off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// struct Session { notify: Pid<&'static str> }
+    /// impl Process for Session {
+    ///     type Message = ();
+    ///     fn started(&mut self, cx: &mut Context<Self>) {
+    ///         cx.set_idle_timeout(Some(Duration::from_millis(10)));
+    ///     }
+    ///     fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+    ///     fn timeout(&mut self, cx: &mut Context<Self>) {
+    ///         let _ = self.notify.send("idle for 10 ms, closing");
+    ///         cx.stop();
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let note = rt.block_on(|cx| {
+    ///     let watcher = cx.spawn_fn(|cx: &mut FnContext<&'static str>| cx.receive());
+    ///     cx.spawn(Session { notify: watcher.pid() });
+    ///     watcher.join().unwrap()
+    /// });
+    /// assert_eq!(note, "idle for 10 ms, closing");
+    /// ```
+    pub fn set_idle_timeout(&mut self, after: Option<Duration>) {
+        // Safety: the context exists only while its process runs, so its holder has
+        // the run rights; no other reference into `idle` is live during user code.
+        let idle = unsafe { self.cell.idle() };
+        *idle = after.map(|after| {
+            Box::new(IdleTimeout {
+                after,
+                last_active: Instant::now(),
+                timer: None,
+            })
+        });
     }
 
     /// A handle on the runtime this process runs in.

@@ -21,6 +21,8 @@ mod runtime;
 mod scheduler;
 #[cfg(not(loom))]
 mod table;
+#[cfg(not(loom))]
+mod time;
 
 mod sync;
 
@@ -41,3 +43,5 @@ pub use handler::{Context, Process};
 pub use process::{Pid, ProcessId};
 #[cfg(not(loom))]
 pub use runtime::{Builder, Handle, Runtime, DEFAULT_STACK_SIZE};
+#[cfg(not(loom))]
+pub use time::{sleep, Interval, TimerRef};

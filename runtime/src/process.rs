@@ -23,6 +23,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fibra_mailbox::Mailbox;
 
@@ -30,6 +31,7 @@ use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
 use crate::scheduler::Shared;
 use crate::state::{Rights, StateWord};
+use crate::time::{Interval, TimerRef};
 
 /// A process as the scheduler sees it.
 pub(crate) type Task = Arc<dyn Run>;
@@ -262,6 +264,39 @@ impl<M: Send + 'static> Pid<M> {
     /// The process's id.
     pub fn id(&self) -> ProcessId {
         ProcessId(self.inner.core().header.id)
+    }
+
+    /// Sends `msg` after `delay`, from the runtime's timeout thread. The returned
+    /// [`TimerRef`] can cancel it; dropping it does not. Fails, handing the message
+    /// back, if the runtime has shut down.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let got = rt.block_on(|cx| {
+    ///     let child = cx.spawn_fn(|cx: &mut FnContext<&'static str>| cx.receive());
+    ///     let called_off = child.pid().send_after("never", Duration::from_secs(60)).unwrap();
+    ///     assert!(called_off.cancel());
+    ///     child.pid().send_after("later", Duration::from_millis(5)).unwrap();
+    ///     child.join().unwrap()
+    /// });
+    /// assert_eq!(got, "later");
+    /// ```
+    pub fn send_after(&self, msg: M, delay: Duration) -> Result<TimerRef, SendError<M>> {
+        crate::time::send_after(&self.inner.core().header.shared.timers, self, msg, delay)
+    }
+
+    /// Sends `make()` every `period`, the first one period from now, until the
+    /// returned [`Interval`] is cancelled, this process exits, or the runtime shuts
+    /// down. Ticks keep a fixed rate: a late tick does not push the later ones back.
+    pub fn send_interval(
+        &self,
+        make: impl FnMut() -> M + Send + 'static,
+        period: Duration,
+    ) -> Interval {
+        crate::time::send_interval(&self.inner.core().header.shared.timers, self, make, period)
     }
 
     /// Whether the process is still alive. A process can exit right after this

@@ -11,18 +11,28 @@
 //! 3. Every process still in the table is ended with [`Exit::Shutdown`]: a
 //!    suspended stack is unwound (the destructors of its locals run), the mailbox is
 //!    closed and emptied, the process value is dropped and joiners are woken.
-//!    From then on every send fails and hands its message back.
+//!    From then on every send fails and hands its message back. A parked
+//!    process's rights reference (see `process.rs`) is released with it.
 //! 4. Whatever those destructors queued is dropped.
+//!
+//! Between steps 2 and 3 the timeout thread stops: pending `send_after` and
+//! `send_interval` messages are dropped and timed waits lose their timers (step 3
+//! ends them anyway).
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::thread;
+
+use fibra_timer::{TimerHandle, TimerThread};
 
 use crate::error::{BuildError, Exit, SpawnError};
 use crate::free::{FnContext, JoinHandle};
 use crate::handler::Process;
 use crate::process::Pid;
 use crate::scheduler::{Config, Shared, WorkerCore};
+use crate::state::Rights;
+use crate::time::TimerAction;
 
 /// The default stack size of a process: enough for ordinary Rust code with some
 /// formatting and collections on the stack. Only processes that are mid-handler or
@@ -95,7 +105,18 @@ impl Builder {
             stack_size: self.stack_size,
             name: self.name,
         };
-        let (shared, deques) = Shared::new(config);
+        // The timeout thread gets its own handle once it runs, for re-arming
+        // intervals; nothing is inserted before that.
+        let own_handle: Arc<OnceLock<TimerHandle<TimerAction>>> = Arc::default();
+        let fire_handle = Arc::clone(&own_handle);
+        let mut timer = TimerThread::start(&format!("{}-timer", config.name), move |action| {
+            if let Some(timers) = fire_handle.get() {
+                TimerAction::fire(action, timers);
+            }
+        })
+        .map_err(BuildError::Thread)?;
+        let _ = own_handle.set(timer.handle());
+        let (shared, deques) = Shared::new(config, timer.handle());
         let mut threads = Vec::with_capacity(workers);
         for (index, deque) in deques.into_iter().enumerate() {
             let worker_shared = Arc::clone(&shared);
@@ -106,6 +127,7 @@ impl Builder {
                 Ok(thread) => threads.push(thread),
                 Err(err) => {
                     stop(&shared, &mut threads);
+                    timer.shutdown();
                     return Err(BuildError::Thread(err));
                 }
             }
@@ -113,6 +135,7 @@ impl Builder {
         Ok(Runtime {
             handle: Handle { shared },
             threads,
+            timer,
         })
     }
 }
@@ -138,6 +161,8 @@ pub struct Runtime {
     handle: Handle,
     /// The worker threads, joined at shutdown.
     threads: Vec<thread::JoinHandle<()>>,
+    /// The timeout thread, stopped at shutdown.
+    timer: TimerThread<TimerAction>,
 }
 
 impl Runtime {
@@ -212,13 +237,22 @@ impl Runtime {
             return;
         }
         stop(shared, &mut self.threads);
+        // Pending timers go with the timeout thread: their messages are dropped and
+        // their references to waiting processes released.
+        self.timer.shutdown();
         for task in shared.table.close_and_drain() {
             // Safety: every worker has stopped, so this thread is the only one that
             // can touch a process's carrier now.
             let carrier = unsafe { task.header().take_carrier() };
             // Unwinds the suspended activation, if any, on this thread.
             drop(carrier);
+            let parked = task.header().state.seize() == Rights::Acquired;
             task.terminate(Exit::Shutdown);
+            if parked {
+                // Safety: seize acquired the rights of a parked process, and with them
+                // the reference it left behind (see process.rs); dropped once, here.
+                drop(unsafe { task.adopt_rights() });
+            }
         }
         shared.drain_queues();
         tracing::debug!(runtime = %shared.config.name, "runtime shut down");

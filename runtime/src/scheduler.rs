@@ -37,8 +37,10 @@ use crate::carrier::{Carrier, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
 use crate::overflow;
 use crate::process::Task;
-use crate::state::Suspension;
+use crate::state::{Suspension, Wait};
 use crate::table::Table;
+use crate::time::TimerAction;
+use fibra_timer::TimerHandle;
 
 /// Consecutive runs from the LIFO slot before the deque gets a turn; without a
 /// cap two processes messaging each other would starve the rest of the queue.
@@ -131,6 +133,8 @@ pub(crate) struct Shared {
     idle: Idle,
     /// Every live process.
     pub(crate) table: Table,
+    /// The timeout thread.
+    pub(crate) timers: TimerHandle<TimerAction>,
     /// The next process id.
     next_id: AtomicU64,
     /// Set when the runtime shuts down.
@@ -168,7 +172,10 @@ thread_local! {
 
 impl Shared {
     /// Creates the shared state and the deques the workers will own.
-    pub(crate) fn new(config: Config) -> (Arc<Shared>, Vec<Worker<Task>>) {
+    pub(crate) fn new(
+        config: Config,
+        timers: TimerHandle<TimerAction>,
+    ) -> (Arc<Shared>, Vec<Worker<Task>>) {
         let deques: Vec<Worker<Task>> = (0..config.workers).map(|_| Worker::new_fifo()).collect();
         let shared = Arc::new(Shared {
             injector: Injector::new(),
@@ -180,6 +187,7 @@ impl Shared {
                 parkers: (0..config.workers).map(|_| Parker::new()).collect(),
             },
             table: Table::new(config.workers + 1),
+            timers,
             next_id: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
             config,
@@ -518,7 +526,11 @@ impl WorkerCore {
             Suspend::Finished(outcome) => {
                 self.give_carrier(carrier);
                 match outcome {
-                    Outcome::Idle => header.state.suspend_for_message(|| task.has_new()),
+                    Outcome::Idle(deadline) => {
+                        header
+                            .state
+                            .suspend(Wait::Message, deadline, || task.has_new())
+                    }
                     Outcome::More => Suspension::Resumed,
                     Outcome::Exited => return,
                 }
@@ -528,15 +540,10 @@ impl WorkerCore {
                 unsafe { header.put_carrier(carrier) };
                 Suspension::Resumed
             }
-            Suspend::WaitMessage => {
+            Suspend::Wait(wait, deadline) => {
                 // Safety: we hold the rights and publish the suspension only below.
                 unsafe { header.put_carrier(carrier) };
-                header.state.suspend_for_message(|| task.has_new())
-            }
-            Suspend::WaitEvent => {
-                // Safety: as above.
-                unsafe { header.put_carrier(carrier) };
-                header.state.suspend_for_event()
+                header.state.suspend(wait, deadline, || task.has_new())
             }
         };
         match suspension {

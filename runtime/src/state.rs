@@ -40,6 +40,26 @@
 //! one win (invariant 2). A winner never hands the rights back (invariant 4): even
 //! if it finds nothing to do, it schedules the process, which re-checks and
 //! suspends again by itself.
+//!
+//! # Timed waits
+//!
+//! A wait with a deadline adds a fourth party, the timeout thread, which races the
+//! others with the same CAS ([`StateWord::expire`]). A timeout names the wait it
+//! belongs to by the wait's *sequence number*, kept in the upper bits of the word,
+//! so a timer left over from an earlier wait can never end a later one
+//! (invariant 5 refers to the process itself by key, not pointer; see timer.rs).
+//!
+//! 1. The running process starts a timed wait with
+//!    [`StateWord::begin_timed_wait`], which bumps the sequence number, then arms
+//!    a timer carrying that number.
+//! 2. The worker publishes the wait with the `TIMED` flag after switching off the
+//!    process's stack.
+//! 3. The timer fires: if the word still holds that sequence number and a timed
+//!    wait, the timeout thread takes the rights. If the process has not published
+//!    its wait yet (a very short deadline), the timer leaves an `EXPIRED` permit
+//!    instead, and the publication in step 2 consumes it and keeps the rights.
+//! 4. A message (or notification) that wins instead clears `TIMED`; the late timer
+//!    then fails its CAS, and the process cancels it when it runs.
 
 use crate::sync::{seqcst_order_for_loom, AtomicU64, Ordering::SeqCst};
 
@@ -48,15 +68,27 @@ const RUNNING: u64 = 0;
 /// Suspended until a message arrives (a free-running process in `receive`, or an
 /// idle handler process).
 const WAIT_MSG: u64 = 1;
-/// Suspended until [`StateWord::notify`] (a join, later a reply or a timeout).
+/// Suspended until [`StateWord::notify`] (a join, later a reply).
 const WAIT_EVENT: u64 = 2;
+/// Suspended until its timer fires, and nothing else (`sleep`).
+const WAIT_SLEEP: u64 = 3;
 /// The process has ended; nobody may schedule it again.
-const EXITED: u64 = 3;
+const EXITED: u64 = 4;
 /// Mask of the bits above.
-const KIND: u64 = 0b11;
+const KIND: u64 = 0b111;
 /// A notification arrived while the process was not waiting for one; the next
 /// event wait returns at once instead of suspending.
-const NOTIFIED: u64 = 0b100;
+const NOTIFIED: u64 = 1 << 3;
+/// The current wait has a deadline: the timer of the current sequence number may
+/// end it.
+const TIMED: u64 = 1 << 4;
+/// The timer of the current sequence number fired while the process still held its
+/// rights; the next timed wait returns at once.
+const EXPIRED: u64 = 1 << 5;
+/// The sequence number of the current timed wait starts at this bit.
+const SEQ_SHIFT: u32 = 8;
+/// One step of the sequence number.
+const SEQ_ONE: u64 = 1 << SEQ_SHIFT;
 
 /// What a party got out of an attempt to take a process's run rights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +109,30 @@ pub enum Suspension {
     Resumed,
 }
 
+/// What a process waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A message (senders wake it).
+    Message,
+    /// An event notification ([`StateWord::notify`]).
+    Event,
+    /// Only its timer.
+    Sleep,
+}
+
+/// Whether a wait has a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The wait lasts until something wakes it.
+    None,
+    /// The timer of the current sequence number may end the wait.
+    Timed,
+}
+
 /// One process's state word.
 #[derive(Debug)]
 pub struct StateWord {
-    /// Kind bits and the `NOTIFIED` permit.
+    /// Kind bits, the `NOTIFIED`/`TIMED`/`EXPIRED` flags and the sequence number.
     word: AtomicU64,
 }
 
@@ -92,13 +144,67 @@ impl StateWord {
         }
     }
 
-    /// Worker side, after switching off the process's stack: publish "waiting for a
-    /// message", then re-check the mailbox with `has_new` (which must be a `SeqCst`
-    /// load). The caller must hold the run rights.
-    pub fn suspend_for_message(&self, has_new: impl FnOnce() -> bool) -> Suspension {
-        // RUNNING is 0 in the kind bits, so OR-ing keeps a concurrent NOTIFIED permit.
-        let before = self.word.fetch_or(WAIT_MSG, SeqCst);
-        debug_assert_eq!(before & KIND, RUNNING, "suspending a process we do not own");
+    /// Running process side: starts a new timed wait and returns its sequence
+    /// number, for the timer to carry. Forgets a permit left by an older timer.
+    /// The caller must hold the run rights.
+    pub fn begin_timed_wait(&self) -> u64 {
+        let mut current = self.word.load(SeqCst);
+        loop {
+            let next = current.wrapping_add(SEQ_ONE) & !EXPIRED;
+            match self
+                .word
+                .compare_exchange_weak(current, next, SeqCst, SeqCst)
+            {
+                Ok(_) => return next >> SEQ_SHIFT,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Worker side, after switching off the process's stack: publishes the wait,
+    /// unless a permit for it is pending (a notification for an event wait, an
+    /// expiry for a timed wait), in which case the permit is consumed and the caller
+    /// keeps the rights. A message wait then re-checks the mailbox with `has_new`
+    /// (a `SeqCst` load). The caller must hold the run rights.
+    pub fn suspend(
+        &self,
+        wait: Wait,
+        deadline: Deadline,
+        has_new: impl FnOnce() -> bool,
+    ) -> Suspension {
+        let (kind, permit) = match wait {
+            Wait::Message => (WAIT_MSG, 0),
+            Wait::Event => (WAIT_EVENT, NOTIFIED),
+            Wait::Sleep => (WAIT_SLEEP, 0),
+        };
+        let (timed, permit) = match deadline {
+            Deadline::None => (0, permit),
+            Deadline::Timed => (TIMED, permit | EXPIRED),
+        };
+        let mut current = self.word.load(SeqCst);
+        loop {
+            debug_assert_eq!(
+                current & KIND,
+                RUNNING,
+                "suspending a process we do not own"
+            );
+            let (next, outcome) = if current & permit != 0 {
+                (current & !permit, Suspension::Resumed)
+            } else {
+                (current | kind | timed, Suspension::Parked)
+            };
+            match self
+                .word
+                .compare_exchange_weak(current, next, SeqCst, SeqCst)
+            {
+                Ok(_) if outcome == Suspension::Resumed => return outcome,
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        if wait != Wait::Message {
+            return Suspension::Parked;
+        }
         seqcst_order_for_loom();
         if !has_new() {
             return Suspension::Parked;
@@ -122,7 +228,7 @@ impl StateWord {
         let mut current = self.word.load(SeqCst);
         loop {
             let next = match current & KIND {
-                WAIT_EVENT => (current & !KIND & !NOTIFIED) | RUNNING,
+                WAIT_EVENT => current & !KIND & !NOTIFIED & !TIMED,
                 EXITED => return Rights::Failed,
                 _ if current & NOTIFIED != 0 => return Rights::Failed,
                 _ => current | NOTIFIED,
@@ -138,30 +244,47 @@ impl StateWord {
         }
     }
 
-    /// Worker side, after switching off the process's stack: publish "waiting for an
-    /// event" unless a permit is pending, in which case it is consumed and the caller
-    /// keeps the rights. The caller must hold the run rights.
-    pub fn suspend_for_event(&self) -> Suspension {
+    /// Timeout side: the timer of wait `seq` fired. Takes the rights if that wait
+    /// is still published; leaves an `EXPIRED` permit if the process has not
+    /// published it yet; fails if the wait is over (or another has begun).
+    pub fn expire(&self, seq: u64) -> Rights {
         let mut current = self.word.load(SeqCst);
         loop {
-            debug_assert_eq!(
-                current & KIND,
-                RUNNING,
-                "suspending a process we do not own"
-            );
-            let (next, outcome) = if current & NOTIFIED != 0 {
-                (current & !NOTIFIED, Suspension::Resumed)
-            } else {
-                (current | WAIT_EVENT, Suspension::Parked)
+            if (current >> SEQ_SHIFT) != seq & (u64::MAX >> SEQ_SHIFT) {
+                return Rights::Failed;
+            }
+            let next = match current & KIND {
+                WAIT_MSG | WAIT_EVENT | WAIT_SLEEP if current & TIMED != 0 => {
+                    current & !KIND & !TIMED
+                }
+                RUNNING if current & EXPIRED == 0 => current | EXPIRED,
+                _ => return Rights::Failed,
             };
             match self
                 .word
                 .compare_exchange_weak(current, next, SeqCst, SeqCst)
             {
-                Ok(_) => return outcome,
+                Ok(_) if current & KIND == RUNNING => return Rights::Failed,
+                Ok(_) => return Rights::Acquired,
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Takes the rights of a parked process, whatever it waits for. Used by the
+    /// shutdown drain, which must release a parked process's rights reference.
+    pub fn seize(&self) -> Rights {
+        let mut current = self.word.load(SeqCst);
+        while matches!(current & KIND, WAIT_MSG | WAIT_EVENT | WAIT_SLEEP) {
+            match self
+                .word
+                .compare_exchange_weak(current, current & !KIND & !TIMED, SeqCst, SeqCst)
+            {
+                Ok(_) => return Rights::Acquired,
+                Err(actual) => current = actual,
+            }
+        }
+        Rights::Failed
     }
 
     /// Marks the process as ended: from now on nobody acquires its rights.
@@ -174,11 +297,11 @@ impl StateWord {
         self.word.load(SeqCst) & KIND == EXITED
     }
 
-    /// Moves `from` to RUNNING with a CAS, keeping the permit bit.
+    /// Moves `from` to RUNNING with a CAS, keeping the permits and the sequence.
     fn take_from(&self, from: u64) -> Rights {
         let mut current = self.word.load(SeqCst);
         while current & KIND == from {
-            let next = current & !KIND;
+            let next = current & !KIND & !TIMED;
             match self
                 .word
                 .compare_exchange_weak(current, next, SeqCst, SeqCst)
@@ -195,10 +318,14 @@ impl StateWord {
 mod tests {
     use super::*;
 
+    fn park_for_message(s: &StateWord, has_new: bool) -> Suspension {
+        s.suspend(Wait::Message, Deadline::None, || has_new)
+    }
+
     #[test]
     fn suspend_with_no_message_parks_and_a_sender_wins_once() {
         let s = StateWord::new_running();
-        assert_eq!(s.suspend_for_message(|| false), Suspension::Parked);
+        assert_eq!(park_for_message(&s, false), Suspension::Parked);
         assert_eq!(s.wake_for_message(), Rights::Acquired);
         assert_eq!(s.wake_for_message(), Rights::Failed);
     }
@@ -206,7 +333,7 @@ mod tests {
     #[test]
     fn recheck_that_finds_a_message_keeps_the_rights() {
         let s = StateWord::new_running();
-        assert_eq!(s.suspend_for_message(|| true), Suspension::Resumed);
+        assert_eq!(park_for_message(&s, true), Suspension::Resumed);
         assert_eq!(s.wake_for_message(), Rights::Failed);
     }
 
@@ -214,20 +341,86 @@ mod tests {
     fn notify_before_the_wait_leaves_a_permit() {
         let s = StateWord::new_running();
         assert_eq!(s.notify(), Rights::Failed);
-        assert_eq!(s.suspend_for_event(), Suspension::Resumed);
-        assert_eq!(s.suspend_for_event(), Suspension::Parked);
+        assert_eq!(
+            s.suspend(Wait::Event, Deadline::None, || false),
+            Suspension::Resumed
+        );
+        assert_eq!(
+            s.suspend(Wait::Event, Deadline::None, || false),
+            Suspension::Parked
+        );
         assert_eq!(s.notify(), Rights::Acquired);
     }
 
     #[test]
     fn a_message_does_not_wake_an_event_wait_and_exit_blocks_everyone() {
         let s = StateWord::new_running();
-        assert_eq!(s.suspend_for_event(), Suspension::Parked);
+        assert_eq!(
+            s.suspend(Wait::Event, Deadline::None, || false),
+            Suspension::Parked
+        );
         assert_eq!(s.wake_for_message(), Rights::Failed);
         assert_eq!(s.notify(), Rights::Acquired);
         s.exit();
         assert!(s.is_exited());
         assert_eq!(s.notify(), Rights::Failed);
         assert_eq!(s.wake_for_message(), Rights::Failed);
+        assert_eq!(s.expire(0), Rights::Failed);
+    }
+
+    #[test]
+    fn a_timer_ends_only_its_own_timed_wait() {
+        let s = StateWord::new_running();
+        let first = s.begin_timed_wait();
+        assert_eq!(
+            s.suspend(Wait::Message, Deadline::Timed, || false),
+            Suspension::Parked
+        );
+        // A message wins; the late timer of that wait then fails.
+        assert_eq!(s.wake_for_message(), Rights::Acquired);
+        assert_eq!(s.expire(first), Rights::Failed);
+        // The next timed wait cannot be ended by the first wait's timer.
+        let second = s.begin_timed_wait();
+        assert_ne!(first, second);
+        assert_eq!(
+            s.suspend(Wait::Message, Deadline::Timed, || false),
+            Suspension::Parked
+        );
+        assert_eq!(s.expire(first), Rights::Failed);
+        assert_eq!(s.expire(second), Rights::Acquired);
+        assert_eq!(s.wake_for_message(), Rights::Failed);
+    }
+
+    #[test]
+    fn a_timer_that_fires_before_the_wait_is_published_leaves_a_permit() {
+        let s = StateWord::new_running();
+        let seq = s.begin_timed_wait();
+        assert_eq!(s.expire(seq), Rights::Failed);
+        assert_eq!(
+            s.suspend(Wait::Sleep, Deadline::Timed, || false),
+            Suspension::Resumed
+        );
+        // The permit is used up, and the next timed wait starts clean.
+        let next = s.begin_timed_wait();
+        assert_eq!(
+            s.suspend(Wait::Sleep, Deadline::Timed, || false),
+            Suspension::Parked
+        );
+        assert_eq!(
+            s.wake_for_message(),
+            Rights::Failed,
+            "a message does not end a sleep"
+        );
+        assert_eq!(s.notify(), Rights::Failed, "nor does a notification");
+        assert_eq!(s.expire(next), Rights::Acquired);
+    }
+
+    #[test]
+    fn an_untimed_wait_ignores_timers() {
+        let s = StateWord::new_running();
+        let seq = s.begin_timed_wait();
+        assert_eq!(park_for_message(&s, false), Suspension::Parked);
+        assert_eq!(s.expire(seq), Rights::Failed);
+        assert_eq!(s.seize(), Rights::Acquired);
     }
 }

@@ -1,11 +1,11 @@
-//! Loom models of the reschedule protocol (DESIGN §3, invariants 1, 2 and 4),
+//! Loom models of the reschedule protocol (DESIGN §3, invariants 1, 2, 4 and 5),
 //! checking the real `state` module and mailbox under every interleaving.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p fibra-runtime --release --test loom_state`
 #![cfg(loom)]
 
 use fibra_mailbox::Mailbox;
-use fibra_runtime::state::{Rights, StateWord, Suspension};
+use fibra_runtime::state::{Deadline, Rights, StateWord, Suspension, Wait};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -33,7 +33,10 @@ fn send(p: &Process, msg: u32) {
 }
 
 fn suspend(p: &Process) {
-    if p.state.suspend_for_message(|| p.mailbox.has_new()) == Suspension::Resumed {
+    if p.state
+        .suspend(Wait::Message, Deadline::None, || p.mailbox.has_new())
+        == Suspension::Resumed
+    {
         p.scheduled.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -100,7 +103,7 @@ fn notify_against_an_event_wait() {
                 }
             })
         };
-        if p.state.suspend_for_event() == Suspension::Resumed {
+        if p.state.suspend(Wait::Event, Deadline::None, || false) == Suspension::Resumed {
             p.scheduled.fetch_add(1, Ordering::SeqCst);
         }
         notifier.join().unwrap();
@@ -126,11 +129,49 @@ fn a_message_and_a_notification_against_an_event_wait() {
                 }
             })
         };
-        if p.state.suspend_for_event() == Suspension::Resumed {
+        if p.state.suspend(Wait::Event, Deadline::None, || false) == Suspension::Resumed {
             p.scheduled.fetch_add(1, Ordering::SeqCst);
         }
         sender.join().unwrap();
         notifier.join().unwrap();
         assert_eq!(p.scheduled.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// Invariants 2 and 5 with a deadline: a timed message wait raced by a sender and
+/// by its own timer (which may fire before the wait is even published) ends exactly
+/// once, and a timer of an older wait never ends it.
+#[test]
+fn a_sender_and_the_timer_against_a_timed_wait() {
+    loom::model(|| {
+        let p = process();
+        let stale = p.state.begin_timed_wait();
+        let seq = p.state.begin_timed_wait();
+        let sender = {
+            let p = p.clone();
+            thread::spawn(move || send(&p, 1))
+        };
+        let timer = {
+            let p = p.clone();
+            thread::spawn(move || {
+                assert_eq!(p.state.expire(stale), Rights::Failed, "a stale timer won");
+                if p.state.expire(seq) == Rights::Acquired {
+                    p.scheduled.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        if p.state
+            .suspend(Wait::Message, Deadline::Timed, || p.mailbox.has_new())
+            == Suspension::Resumed
+        {
+            p.scheduled.fetch_add(1, Ordering::SeqCst);
+        }
+        sender.join().unwrap();
+        timer.join().unwrap();
+        assert_eq!(
+            p.scheduled.load(Ordering::SeqCst),
+            1,
+            "woken twice or never"
+        );
     });
 }
