@@ -132,30 +132,37 @@ impl<T> Mailbox<T> {
     /// The push is a `SeqCst` compare-and-swap, the store half of the reschedule
     /// protocol described in the module documentation.
     pub fn push(&self, msg: T) -> Result<(), T> {
-        let mut head = self.head.load(Ordering::Relaxed);
-        if head == closed() {
-            return Err(msg);
-        }
         let node = Box::into_raw(Box::new(Node {
             next: UnsafeCell::new(ptr::null_mut()),
             msg,
         }));
+        // First guess that the mailbox is empty, the usual state of a process waiting
+        // for work, and compare-and-swap at once. A wrong guess costs one failed
+        // compare-and-swap, which reports the real top. Loading `head` first would fetch
+        // its cache line twice (shared, then exclusive) when another core touched it
+        // last, and would hide interleavings from loom, whose search does not reorder
+        // another thread's load against a load followed by a compare-and-swap. A push to
+        // a closed mailbox allocates and frees a node for nothing, but closing is rare.
+        let mut head = ptr::null_mut();
         loop {
-            if head == closed() {
-                // Safety: `node` comes from `Box::into_raw` above and every
-                // compare-and-swap so far failed, so it was never published: this thread
-                // still owns it.
-                let node = unsafe { Box::from_raw(node) };
-                return Err(node.msg);
-            }
-            // Safety: `node` is unpublished (as above), so nothing else can access it.
-            unsafe { (*node).next.with_mut(|next| *next = head) };
             match self
                 .head
                 .compare_exchange_weak(head, node, Ordering::SeqCst, Ordering::Relaxed)
             {
                 Ok(_) => break,
-                Err(actual) => head = actual,
+                Err(actual) if actual == closed() => {
+                    // Safety: `node` comes from `Box::into_raw` above and every
+                    // compare-and-swap failed, so it was never published: this thread
+                    // still owns it.
+                    let node = unsafe { Box::from_raw(node) };
+                    return Err(node.msg);
+                }
+                Err(actual) => {
+                    head = actual;
+                    // Safety: `node` is unpublished (as above), so nothing else can
+                    // access it.
+                    unsafe { (*node).next.with_mut(|next| *next = head) };
+                }
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);

@@ -8,23 +8,56 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-/// Spawns `producers` threads that start together and each run `body(producer_id)`.
-fn spawn_producers(
-    producers: usize,
-    body: impl Fn(usize) + Send + Sync + 'static,
-) -> (Arc<Barrier>, Vec<thread::JoinHandle<()>>) {
-    let start = Arc::new(Barrier::new(producers + 1));
-    let body = Arc::new(body);
-    let handles = (0..producers)
-        .map(|id| {
-            let (start, body) = (Arc::clone(&start), Arc::clone(&body));
-            thread::spawn(move || {
-                start.wait();
-                body(id);
+/// Producer threads that start together.
+struct Producers {
+    /// Lets the producers start once the consumer is ready too.
+    start: Arc<Barrier>,
+    /// How many producers have finished all their pushes.
+    done: Arc<AtomicUsize>,
+    /// The producer threads.
+    handles: Vec<thread::JoinHandle<()>>,
+}
+
+impl Producers {
+    /// Spawns `count` threads that each run `body(producer_id)` after [`Self::start`].
+    fn spawn(count: usize, body: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        let start = Arc::new(Barrier::new(count + 1));
+        let done = Arc::new(AtomicUsize::new(0));
+        let body = Arc::new(body);
+        let handles = (0..count)
+            .map(|id| {
+                let (start, done, body) =
+                    (Arc::clone(&start), Arc::clone(&done), Arc::clone(&body));
+                thread::spawn(move || {
+                    start.wait();
+                    body(id);
+                    done.fetch_add(1, Ordering::Release);
+                })
             })
-        })
-        .collect();
-    (start, handles)
+            .collect();
+        Self {
+            start,
+            done,
+            handles,
+        }
+    }
+
+    /// Releases the producers.
+    fn start(&self) {
+        self.start.wait();
+    }
+
+    /// Whether every push of every producer has returned (and happened before this).
+    fn all_done(&self) -> bool {
+        self.done.load(Ordering::Acquire) == self.handles.len()
+    }
+
+    /// Waits for the producer threads to exit.
+    fn join(self) {
+        for handle in self.handles {
+            handle.join().expect("producer thread");
+        }
+    }
 }
 
 #[test]
@@ -33,7 +66,7 @@ fn four_producers_one_consumer_every_message_once_in_producer_order() {
     const PER_PRODUCER: usize = 1_000_000;
 
     let mailbox = Arc::new(Mailbox::new());
-    let (start, producers) = spawn_producers(PRODUCERS, {
+    let producers = Producers::spawn(PRODUCERS, {
         let mailbox = Arc::clone(&mailbox);
         move |id| {
             for seq in 0..PER_PRODUCER {
@@ -41,11 +74,13 @@ fn four_producers_one_consumer_every_message_once_in_producer_order() {
             }
         }
     });
-    start.wait();
+    producers.start();
 
     let mut next_seq = [0; PRODUCERS];
-    let mut received = 0;
-    while received < PRODUCERS * PER_PRODUCER {
+    loop {
+        // Read before popping: if every push had returned by then, an empty pop means
+        // the mailbox has given out everything it will ever give.
+        let all_pushed = producers.all_done();
         // Safety: this thread is the mailbox's only consumer.
         match unsafe { mailbox.pop() } {
             Some((id, seq)) => {
@@ -53,17 +88,13 @@ fn four_producers_one_consumer_every_message_once_in_producer_order() {
                 // duplicate or a loss shows up here as a wrong sequence number.
                 assert_eq!(seq, next_seq[id], "producer {id}");
                 next_seq[id] += 1;
-                received += 1;
             }
+            None if all_pushed => break,
             None => thread::yield_now(),
         }
     }
-    for producer in producers {
-        producer.join().expect("producer thread");
-    }
-    assert_eq!(next_seq, [PER_PRODUCER; PRODUCERS]);
-    // Safety: only consumer.
-    assert!(unsafe { mailbox.pop() }.is_none());
+    producers.join();
+    assert_eq!(next_seq, [PER_PRODUCER; PRODUCERS], "messages lost");
     assert_eq!(mailbox.len(), 0);
     assert!(!mailbox.has_new());
 }
@@ -107,7 +138,7 @@ fn close_racing_pushes_every_message_returned_or_dropped_exactly_once() {
         let returned: Arc<Vec<AtomicUsize>> =
             Arc::new((0..TOTAL).map(|_| AtomicUsize::new(0)).collect());
         let mailbox = Arc::new(Mailbox::new());
-        let (start, producers) = spawn_producers(PRODUCERS, {
+        let producers = Producers::spawn(PRODUCERS, {
             let (mailbox, log, returned) = (
                 Arc::clone(&mailbox),
                 Arc::clone(&log),
@@ -128,27 +159,27 @@ fn close_racing_pushes_every_message_returned_or_dropped_exactly_once() {
                 }
             }
         });
-        start.wait();
+        producers.start();
 
         // Consume a while (these pops drop messages too), then close at a point that
         // moves from round to round, with producers still pushing.
         let close_after = (round + 1) * TOTAL / (ROUNDS * 4);
         let mut popped = 0;
         while popped < close_after {
+            let all_pushed = producers.all_done();
             // Safety: this thread is the mailbox's only consumer.
             match unsafe { mailbox.pop() } {
                 Some(msg) => {
                     drop(msg);
                     popped += 1;
                 }
+                None if all_pushed => break,
                 None => thread::yield_now(),
             }
         }
         // Safety: as above.
         let closed = unsafe { mailbox.close() };
-        for producer in producers {
-            producer.join().expect("producer thread");
-        }
+        producers.join();
 
         let mut total_returned = 0;
         for id in 0..TOTAL {

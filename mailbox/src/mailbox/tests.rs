@@ -219,6 +219,19 @@ fn len_is_empty_and_has_new_follow_the_queue() {
 }
 
 #[test]
+fn len_reads_a_count_briefly_below_zero_as_zero() {
+    let mailbox = Mailbox::<u8>::new();
+    // What the count holds when the consumer took a message whose producer has not
+    // added its one yet.
+    mailbox.count.fetch_sub(1, Ordering::Relaxed);
+    assert_eq!(mailbox.len(), 0);
+    assert!(mailbox.is_empty());
+    mailbox.count.fetch_add(1, Ordering::Relaxed);
+    mailbox.push(7).unwrap();
+    assert_eq!(mailbox.len(), 1);
+}
+
+#[test]
 fn close_drops_queued_messages_once_and_turns_pushes_away() {
     let log = DropLog::new(6);
     let mailbox = Mailbox::new();
