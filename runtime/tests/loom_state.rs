@@ -41,6 +41,22 @@ fn suspend(p: &Process) {
     }
 }
 
+/// A thread that sends an event notification, scheduling the process if it wins.
+fn spawn_notifier(p: &Arc<Process>) -> thread::JoinHandle<()> {
+    let p = p.clone();
+    thread::spawn(move || {
+        if p.state.notify() == Rights::Acquired {
+            p.scheduled.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+}
+
+fn suspend_for_event(p: &Process) {
+    if p.state.suspend(Wait::Event, Deadline::None, || false) == Suspension::Resumed {
+        p.scheduled.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// Invariants 1 and 2: a receiver suspending while one message arrives is
 /// scheduled exactly once, by the sender or by its own re-check.
 #[test]
@@ -95,17 +111,8 @@ fn two_senders_against_a_suspending_receiver() {
 fn notify_against_an_event_wait() {
     loom::model(|| {
         let p = process();
-        let notifier = {
-            let p = p.clone();
-            thread::spawn(move || {
-                if p.state.notify() == Rights::Acquired {
-                    p.scheduled.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        };
-        if p.state.suspend(Wait::Event, Deadline::None, || false) == Suspension::Resumed {
-            p.scheduled.fetch_add(1, Ordering::SeqCst);
-        }
+        let notifier = spawn_notifier(&p);
+        suspend_for_event(&p);
         notifier.join().unwrap();
         assert_eq!(p.scheduled.load(Ordering::SeqCst), 1);
     });
@@ -121,17 +128,8 @@ fn a_message_and_a_notification_against_an_event_wait() {
             let p = p.clone();
             thread::spawn(move || send(&p, 7))
         };
-        let notifier = {
-            let p = p.clone();
-            thread::spawn(move || {
-                if p.state.notify() == Rights::Acquired {
-                    p.scheduled.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        };
-        if p.state.suspend(Wait::Event, Deadline::None, || false) == Suspension::Resumed {
-            p.scheduled.fetch_add(1, Ordering::SeqCst);
-        }
+        let notifier = spawn_notifier(&p);
+        suspend_for_event(&p);
         sender.join().unwrap();
         notifier.join().unwrap();
         assert_eq!(p.scheduled.load(Ordering::SeqCst), 1);
