@@ -10,6 +10,13 @@ use common::within;
 use fibra::prelude::*;
 use fibra::Builder;
 
+struct Echo;
+
+impl Process for Echo {
+    type Message = ();
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+}
+
 #[test]
 fn running_out_of_mappings_is_a_clear_spawn_error() {
     let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
