@@ -81,8 +81,9 @@
 
 pub use fibra_mailbox as mailbox;
 pub use fibra_runtime::{
-    sleep, BuildError, Builder, Context, Exit, FnContext, Handle, Interval, JoinHandle, Pid,
-    Process, ProcessId, Runtime, SendError, SpawnError, TimerRef, DEFAULT_STACK_SIZE,
+    sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext, Handle,
+    Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, Runtime, Scope, SendError,
+    SpawnError, TimerRef, DEFAULT_STACK_SIZE,
 };
 
 /// The names most programs need: `use fibra::prelude::*;`.

@@ -403,7 +403,6 @@ pub fn timers(processes: usize) -> TimerOutcome {
                 done: cx.pid(),
             });
         }
-        eprintln!("spawned in {:?}", start.elapsed());
         collect_reports(cx, processes, start)
     })
 }

@@ -238,7 +238,6 @@ pub fn timers(processes: usize) -> TimerOutcome {
                     .expect(CLOSED);
             });
         }
-        eprintln!("spawned in {:?}", start.elapsed());
         let mut reports = Vec::with_capacity(processes);
         for _ in 0..processes {
             reports.push(inbox.recv().await.expect(CLOSED));

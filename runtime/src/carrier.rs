@@ -135,12 +135,22 @@ impl Frame<'_> {
             Resume::Continue => {
                 self.reductions.set(0);
                 set_current(self);
+                self.take_fatal_signal();
             }
             Resume::Cancel => {
                 self.cancelled.set(true);
                 panic::resume_unwind(Box::new(Cancelled));
             }
             Resume::Start(_) => unreachable!("a busy carrier was given a second job"),
+        }
+    }
+
+    /// Ends the process (by unwinding its stack) if a fatal signal is pending: a
+    /// kill, a stop, or a linked failure it does not trap.
+    pub(crate) fn take_fatal_signal(&self) {
+        // Safety: the frame's process is the one running, its signal queue's consumer.
+        if let Some(exit) = unsafe { crate::signal::take_fatal(self.process()) } {
+            panic::resume_unwind(Box::new(crate::signal::Terminated(exit)));
         }
     }
 

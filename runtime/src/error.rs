@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 /// Why a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +12,17 @@ pub enum Exit {
     /// The process finished: a free-running process returned, or a handler process
     /// called [`Context::stop`](crate::Context::stop).
     Normal,
+    /// The process was asked to stop ([`AnyPid::stop`](crate::AnyPid::stop), e.g. by
+    /// its supervisor) and did.
+    Stopped,
+    /// The process was killed ([`AnyPid::kill`](crate::AnyPid::kill)); a kill cannot be
+    /// trapped. Also the reason a kill propagates with along links.
+    Killed,
+    /// The process ended with an error of the program's own
+    /// ([`Exit::error`], then `cx.exit(..)`).
+    Error(ExitError),
+    /// Linking to or monitoring a process that had already ended (or never existed).
+    NoProc,
     /// The process panicked; this is the panic message.
     Panicked(String),
     /// The process could not get a stack to run on (see [`SpawnError::Stack`]).
@@ -24,12 +36,67 @@ impl Exit {
     pub fn is_normal(&self) -> bool {
         matches!(self, Exit::Normal)
     }
+
+    /// Whether the process ended the way it meant to or was asked to (normal, stopped,
+    /// runtime shutdown). Anything else is a failure: it propagates along links, and a
+    /// supervisor restarts a transient child for it.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, Exit::Normal | Exit::Stopped | Exit::Shutdown)
+    }
+
+    /// An exit reason carrying an error value of the program's own.
+    ///
+    /// ```
+    /// use fibra_runtime::Exit;
+    ///
+    /// let exit = Exit::error(std::io::Error::other("disk full"));
+    /// assert!(exit.is_failure());
+    /// assert_eq!(exit.to_string(), "error: disk full");
+    /// ```
+    pub fn error(error: impl std::error::Error + Send + Sync + 'static) -> Exit {
+        Exit::Error(ExitError(Arc::new(error)))
+    }
+}
+
+/// An error value that ended a process; cheap to clone, compared by identity.
+#[derive(Clone)]
+pub struct ExitError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl ExitError {
+    /// The error.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl PartialEq for ExitError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ExitError {}
+
+impl fmt::Debug for ExitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for ExitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
 }
 
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Exit::Normal => f.write_str("normal exit"),
+            Exit::Stopped => f.write_str("stopped"),
+            Exit::Killed => f.write_str("killed"),
+            Exit::Error(error) => write!(f, "error: {error}"),
+            Exit::NoProc => f.write_str("no such process"),
             Exit::Panicked(message) => write!(f, "panicked: {message}"),
             Exit::NoStack(message) => write!(f, "no stack: {message}"),
             Exit::Shutdown => f.write_str("the runtime shut down"),

@@ -15,12 +15,14 @@ use fibra_mailbox::Mailbox;
 
 use parking_lot::Mutex;
 
-use crate::carrier::{with_current, Cancelled, Frame, Outcome, Suspend};
-use crate::error::{panic_message, Exit, SpawnError};
+use crate::carrier::{with_current, Frame, Outcome, Suspend};
+use crate::error::{Exit, SpawnError};
 use crate::handler::Process;
 use crate::process::{adopt, Core, Deliver, Header, Pid, ProcessId, Run, Task};
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
+use crate::scope::Scope;
+use crate::signal::{exit_from_unwind, take_notice, Notice};
 use crate::state::{Deadline, Rights, Wait};
 use crate::time::{arm, deadline_after, disarm, sleep_until};
 
@@ -124,6 +126,7 @@ where
         };
         if self.core.retire(&exit) {
             self.completion.complete(result);
+            Core::<M>::announce(self, &exit);
         }
     }
 }
@@ -160,15 +163,19 @@ where
                 .unwrap_or_else(|_| unreachable!("a frame always runs its own process")),
         );
         let mut cx = FnContext {
+            scope: Scope { frame },
             me: &me,
             core: &self.core,
             frame,
         };
-        let result = panic::catch_unwind(AssertUnwindSafe(|| body(&mut cx)));
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            // Killed before it first ran?
+            frame.take_fatal_signal();
+            body(&mut cx)
+        }));
         match result {
             Ok(value) => self.finish(Ok(value)),
-            Err(payload) if payload.is::<Cancelled>() => panic::resume_unwind(payload),
-            Err(payload) => self.finish(Err(Exit::Panicked(panic_message(payload.as_ref())))),
+            Err(payload) => self.finish(Err(exit_from_unwind(payload))),
         }
         Outcome::Exited
     }
@@ -198,11 +205,19 @@ where
         // Safety: passed on from the caller.
         unsafe { adopt(self) }
     }
+
+    fn task(self: Arc<Self>) -> Task {
+        self
+    }
 }
 
 /// Spawns a free-running process on `shared`'s runtime. Its stack is mapped now, so
 /// a refusal by the OS is reported here.
-pub(crate) fn spawn<M, T, F>(shared: &Arc<Shared>, body: F) -> Result<JoinHandle<T, M>, SpawnError>
+pub(crate) fn spawn<M, T, F>(
+    shared: &Arc<Shared>,
+    body: F,
+    linked: Option<&Task>,
+) -> Result<JoinHandle<T, M>, SpawnError>
 where
     M: Send + 'static,
     T: Send + 'static,
@@ -218,6 +233,10 @@ where
     // Safety: nobody else can see the process yet, so spawn holds its run rights.
     unsafe { cell.core.header.put_carrier(carrier) };
     shared.admit(Arc::clone(&cell) as Task)?;
+    if let Some(parent) = linked {
+        // Before the child first runs, so it cannot end unobserved.
+        crate::signal::link(parent, &(Arc::clone(&cell) as Task));
+    }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a free-running process");
     shared.schedule_new(Arc::clone(&cell) as Task);
     Ok(JoinHandle {
@@ -281,6 +300,8 @@ impl<T, M: Send + 'static> fmt::Debug for JoinHandle<T, M> {
 
 /// What a free-running process sees of itself and its runtime.
 pub struct FnContext<'a, M> {
+    /// Links, monitors and the rest, shared with handler processes.
+    scope: Scope<'a>,
     /// This process's address.
     me: &'a Pid<M>,
     /// Header and mailbox.
@@ -427,7 +448,76 @@ impl<M: Send + 'static> FnContext<'_, M> {
 
     /// Spawns a handler process, or says why it could not.
     pub fn try_spawn<P: Process>(&self, process: P) -> Result<Pid<P::Message>, SpawnError> {
-        crate::handler::spawn(&self.core.header.shared, process)
+        crate::handler::spawn(&self.core.header.shared, process, None)
+    }
+
+    /// Spawns a handler process linked to this one, atomically: the child cannot
+    /// end before the link exists.
+    ///
+    /// # Panics
+    /// As [`FnContext::spawn`].
+    pub fn spawn_link<P: Process>(&self, process: P) -> Pid<P::Message> {
+        let me = self.frame.task();
+        crate::runtime::expect_spawn(crate::handler::spawn(
+            &self.core.header.shared,
+            process,
+            Some(&me),
+        ))
+    }
+
+    /// Spawns a free-running process linked to this one, atomically.
+    ///
+    /// # Panics
+    /// As [`FnContext::spawn_fn`].
+    pub fn spawn_fn_link<N, T, F>(&self, body: F) -> JoinHandle<T, N>
+    where
+        N: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, N>) -> T + Send + 'static,
+    {
+        let me = self.frame.task();
+        crate::runtime::expect_spawn(spawn(&self.core.header.shared, body, Some(&me)))
+    }
+
+    /// Waits for the next notice (a monitor's `Down`, or a trapped exit signal).
+    /// Messages stay queued.
+    pub fn receive_notice(&mut self) -> Notice {
+        self.receive_notice_until(None)
+            .unwrap_or_else(|| unreachable!("a wait without a deadline ends with a notice"))
+    }
+
+    /// Waits at most `timeout` for the next notice.
+    pub fn receive_notice_timeout(&mut self, timeout: Duration) -> Option<Notice> {
+        self.receive_notice_until(Some(deadline_after(timeout)))
+    }
+
+    fn receive_notice_until(&mut self, deadline: Option<Instant>) -> Option<Notice> {
+        loop {
+            // Safety: this process is running, its signal queue's one consumer, and
+            // it took its fatal signals when it last resumed.
+            if let Some(notice) = unsafe { take_notice(self.frame.process()) } {
+                return Some(notice);
+            }
+            // Only signals end a sleep-kind wait; a timer bounds it if asked.
+            match deadline {
+                None => self
+                    .frame
+                    .suspend(Suspend::Wait(Wait::Sleep, Deadline::None)),
+                Some(deadline) if Instant::now() >= deadline => return None,
+                Some(deadline) => {
+                    let timer = arm(self.frame, deadline);
+                    let bound = if timer.is_some() {
+                        Deadline::Timed
+                    } else {
+                        Deadline::None
+                    };
+                    self.frame.suspend(Suspend::Wait(Wait::Sleep, bound));
+                    if let Some(key) = timer {
+                        disarm(self.frame, key);
+                    }
+                }
+            }
+        }
     }
 
     /// Spawns a free-running process. See [`Handle::spawn_fn`].
@@ -451,6 +541,14 @@ impl<M: Send + 'static> FnContext<'_, M> {
         T: Send + 'static,
         F: FnOnce(&mut FnContext<'_, N>) -> T + Send + 'static,
     {
-        spawn(&self.core.header.shared, body)
+        spawn(&self.core.header.shared, body, None)
+    }
+}
+
+impl<'a, M> std::ops::Deref for FnContext<'a, M> {
+    type Target = Scope<'a>;
+
+    fn deref(&self) -> &Scope<'a> {
+        &self.scope
     }
 }

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use fibra_timer::TimerKey;
 
-use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
-use crate::error::{panic_message, Exit, SpawnError};
+use crate::carrier::{Frame, Outcome, Suspend};
+use crate::error::{Exit, SpawnError};
 use crate::free::{FnContext, JoinHandle};
 use crate::process::{adopt, Core, Deliver, Header, Pid, ProcessId, Run, Task};
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
+use crate::scope::Scope;
+use crate::signal::{exit_from_unwind, take_fatal, take_notice, Notice};
 use crate::state::Deadline;
 use crate::time::{arm, deadline_after, disarm, sleep_until};
 
@@ -66,6 +68,13 @@ pub trait Process: Sized + Send + 'static {
     /// Handles one message.
     fn handle(&mut self, msg: Self::Message, cx: &mut Context<'_, Self>);
 
+    /// Runs for each notice: a [`Down`](crate::Down) from a monitor, or an exit
+    /// signal from a link while the process traps exits
+    /// ([`Context::trap_exits`]). Notices are handled before queued messages.
+    fn notice(&mut self, notice: Notice, cx: &mut Context<'_, Self>) {
+        let _ = (notice, cx);
+    }
+
     /// Runs when the process has had no message for the duration set with
     /// [`Context::set_idle_timeout`], and again after each further such period.
     fn timeout(&mut self, cx: &mut Context<'_, Self>) {
@@ -113,7 +122,10 @@ unsafe impl<P: Process> Sync for ProcessCell<P> {}
 enum Step {
     Idle(Deadline),
     More,
-    Stop,
+    /// End gracefully (`cx.stop()` or a stop signal): the `stopped` hook runs.
+    Stop(Exit),
+    /// End at once (a kill or a linked failure).
+    End(Exit),
 }
 
 impl<P: Process> ProcessCell<P> {
@@ -137,6 +149,7 @@ impl<P: Process> ProcessCell<P> {
             if panic::catch_unwind(AssertUnwindSafe(|| drop(user))).is_err() {
                 tracing::error!(pid = %ProcessId(self.core.header.id), "process value panicked in drop");
             }
+            Core::<P::Message>::announce(self, exit);
         }
     }
 }
@@ -163,6 +176,7 @@ impl<P: Process> Run for ProcessCell<P> {
         let mut cx = Context {
             cell: self,
             frame,
+            scope: Scope { frame },
             stop: false,
         };
         // A message (or the timer) ended the idle wait: its timer is of no more use.
@@ -177,12 +191,29 @@ impl<P: Process> Run for ProcessCell<P> {
                 *started = true;
                 user.started(&mut cx);
                 if cx.stop {
-                    return Step::Stop;
+                    return Step::Stop(Exit::Normal);
                 }
             }
             loop {
                 if frame.budget_spent() {
                     return Step::More;
+                }
+                // Signals first: a kill or a stop must not wait behind the mailbox.
+                // Safety: the running process is its signal queue's one consumer.
+                if let Some(exit) = unsafe { take_fatal(self) } {
+                    return match exit {
+                        Exit::Stopped => Step::Stop(exit),
+                        exit => Step::End(exit),
+                    };
+                }
+                // Safety: as above, and fatal signals were taken just before.
+                if let Some(notice) = unsafe { take_notice(self) } {
+                    frame.spend(1);
+                    user.notice(notice, &mut cx);
+                    if cx.stop {
+                        return Step::Stop(Exit::Normal);
+                    }
+                    continue;
                 }
                 // Safety: the holder of the run rights is the mailbox's one consumer.
                 let Some(msg) = (unsafe { self.core.mailbox.pop() }) else {
@@ -204,14 +235,14 @@ impl<P: Process> Run for ProcessCell<P> {
                     frame.spend(1);
                     user.timeout(&mut cx);
                     if cx.stop {
-                        return Step::Stop;
+                        return Step::Stop(Exit::Normal);
                     }
                     continue;
                 };
                 frame.spend(1);
                 user.handle(msg, &mut cx);
                 if cx.stop {
-                    return Step::Stop;
+                    return Step::Stop(Exit::Normal);
                 }
                 // Safety: run rights held; user code has returned.
                 if let Some(idle) = unsafe { self.idle() }.as_mut() {
@@ -222,19 +253,21 @@ impl<P: Process> Run for ProcessCell<P> {
         match step {
             Ok(Step::Idle(deadline)) => Outcome::Idle(deadline),
             Ok(Step::More) => Outcome::More,
-            Ok(Step::Stop) => {
+            Ok(Step::Stop(exit)) => {
                 let hook = panic::catch_unwind(AssertUnwindSafe(|| user.stopped(&mut cx)));
                 let exit = match hook {
-                    Ok(()) => Exit::Normal,
-                    Err(payload) if payload.is::<Cancelled>() => panic::resume_unwind(payload),
-                    Err(payload) => Exit::Panicked(panic_message(payload.as_ref())),
+                    Ok(()) => exit,
+                    Err(payload) => exit_from_unwind(payload),
                 };
                 self.finish(&exit);
                 Outcome::Exited
             }
-            Err(payload) if payload.is::<Cancelled>() => panic::resume_unwind(payload),
+            Ok(Step::End(exit)) => {
+                self.finish(&exit);
+                Outcome::Exited
+            }
             Err(payload) => {
-                self.finish(&Exit::Panicked(panic_message(payload.as_ref())));
+                self.finish(&exit_from_unwind(payload));
                 Outcome::Exited
             }
         }
@@ -258,12 +291,17 @@ impl<P: Process> Deliver<P::Message> for ProcessCell<P> {
         // Safety: passed on from the caller.
         unsafe { adopt(self) }
     }
+
+    fn task(self: Arc<Self>) -> Task {
+        self
+    }
 }
 
 /// Spawns a handler process on `shared`'s runtime.
 pub(crate) fn spawn<P: Process>(
     shared: &Arc<Shared>,
     process: P,
+    linked: Option<&Task>,
 ) -> Result<Pid<P::Message>, SpawnError> {
     let cell = Arc::new(ProcessCell {
         core: Core::new(Arc::clone(shared), shared.next_id()),
@@ -272,6 +310,10 @@ pub(crate) fn spawn<P: Process>(
         idle: UnsafeCell::new(None),
     });
     shared.admit(Arc::clone(&cell) as Task)?;
+    if let Some(parent) = linked {
+        // Before the child first runs, so it cannot end unobserved.
+        crate::signal::link(parent, &(Arc::clone(&cell) as Task));
+    }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a handler process");
     shared.schedule_new(Arc::clone(&cell) as Task);
     Ok(Pid::new(cell))
@@ -283,6 +325,8 @@ pub struct Context<'a, P: Process> {
     cell: &'a ProcessCell<P>,
     /// The activation's frame on its carrier.
     frame: &'a Frame<'a>,
+    /// Links, monitors and the rest, shared with free-running processes.
+    scope: Scope<'a>,
     /// Set by [`Context::stop`].
     stop: bool,
 }
@@ -380,7 +424,17 @@ impl<P: Process> Context<'_, P> {
 
     /// Spawns a handler process, or says why it could not.
     pub fn try_spawn<Q: Process>(&self, process: Q) -> Result<Pid<Q::Message>, SpawnError> {
-        spawn(&self.cell.core.header.shared, process)
+        spawn(&self.cell.core.header.shared, process, None)
+    }
+
+    /// Spawns a handler process linked to this one, atomically: the child cannot
+    /// end before the link exists.
+    ///
+    /// # Panics
+    /// As [`Context::spawn`].
+    pub fn spawn_link<Q: Process>(&self, process: Q) -> Pid<Q::Message> {
+        let me = self.frame.task();
+        crate::runtime::expect_spawn(spawn(&self.cell.core.header.shared, process, Some(&me)))
     }
 
     /// Spawns a free-running process. See [`Handle::spawn_fn`].
@@ -404,6 +458,14 @@ impl<P: Process> Context<'_, P> {
         T: Send + 'static,
         F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
     {
-        crate::free::spawn(&self.cell.core.header.shared, body)
+        crate::free::spawn(&self.cell.core.header.shared, body, None)
+    }
+}
+
+impl<'a, P: Process> std::ops::Deref for Context<'a, P> {
+    type Target = Scope<'a>;
+
+    fn deref(&self) -> &Scope<'a> {
+        &self.scope
     }
 }

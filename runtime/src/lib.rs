@@ -20,6 +20,10 @@ mod runtime;
 #[cfg(not(loom))]
 mod scheduler;
 #[cfg(not(loom))]
+mod scope;
+#[cfg(not(loom))]
+mod signal;
+#[cfg(not(loom))]
 mod table;
 #[cfg(not(loom))]
 mod time;
@@ -34,14 +38,18 @@ pub mod state;
 mod state;
 
 #[cfg(not(loom))]
-pub use error::{BuildError, Exit, SendError, SpawnError};
+pub use error::{BuildError, Exit, ExitError, SendError, SpawnError};
 #[cfg(not(loom))]
 pub use free::{FnContext, JoinHandle};
 #[cfg(not(loom))]
 pub use handler::{Context, Process};
 #[cfg(not(loom))]
-pub use process::{Pid, ProcessId};
+pub use process::{AnyPid, Pid, ProcessId};
 #[cfg(not(loom))]
 pub use runtime::{Builder, Handle, Runtime, DEFAULT_STACK_SIZE};
+#[cfg(not(loom))]
+pub use scope::Scope;
+#[cfg(not(loom))]
+pub use signal::{Down, MonitorRef, Notice};
 #[cfg(not(loom))]
 pub use time::{sleep, Interval, TimerRef};

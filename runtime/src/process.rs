@@ -30,6 +30,7 @@ use fibra_mailbox::Mailbox;
 use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
 use crate::scheduler::Shared;
+use crate::signal::{RelationsLock, Signal};
 use crate::state::{Rights, StateWord};
 use crate::time::{Interval, TimerRef};
 
@@ -71,6 +72,10 @@ pub(crate) struct Header {
     /// The process's key in the process table. Written once by `spawn` before the
     /// process is first scheduled.
     slot: UnsafeCell<usize>,
+    /// Signals from other processes (links, monitors, kill, stop): see signal.rs.
+    pub(crate) signals: Mailbox<Signal>,
+    /// Links, watchers and the trap-exits flag.
+    pub(crate) relations: RelationsLock,
 }
 
 impl Header {
@@ -81,6 +86,8 @@ impl Header {
             shared,
             carrier: UnsafeCell::new(None),
             slot: UnsafeCell::new(usize::MAX),
+            signals: Mailbox::new(),
+            relations: RelationsLock::default(),
         }
     }
 
@@ -152,8 +159,11 @@ impl<M: Send + 'static> Core<M> {
         }
         self.header.state.exit();
         // Safety: only the holder of the run rights ends a process, and it is the
-        // mailbox's one consumer.
-        unsafe { self.mailbox.close() };
+        // one consumer of its mailbox and signal queue.
+        unsafe {
+            self.mailbox.close();
+            self.header.signals.close();
+        }
         match exit {
             Exit::Panicked(message) => tracing::error!(
                 pid = %ProcessId(self.header.id),
@@ -169,6 +179,12 @@ impl<M: Send + 'static> Core<M> {
         }
         self.header.shared.table.remove(self.header.slot());
         true
+    }
+
+    /// Tells links and watchers; call after `retire` returned true, with the
+    /// process itself.
+    pub(crate) fn announce(process: &dyn Run, exit: &Exit) {
+        crate::signal::announce_exit(process, exit);
     }
 }
 
@@ -195,6 +211,8 @@ pub(crate) trait Deliver<M>: Send + Sync + 'static {
     /// (so it owns the reference the parked process left behind), and adopts it at
     /// most once.
     unsafe fn adopt_rights(&self) -> Task;
+    /// The same process as a scheduler task (a new counted reference).
+    fn task(self: Arc<Self>) -> Task;
 }
 
 /// A process's id, unique within its runtime. Displays as `<0.N>`.
@@ -305,6 +323,12 @@ impl<M: Send + 'static> Pid<M> {
         !self.inner.core().header.state.is_exited()
     }
 
+    /// The same address without its message type, for links, monitors, kill and
+    /// stop.
+    pub fn any(&self) -> AnyPid {
+        AnyPid(Arc::clone(&self.inner).task())
+    }
+
     /// How many messages wait in the process's mailbox.
     pub fn mailbox_len(&self) -> usize {
         self.inner.core().mailbox.len()
@@ -342,5 +366,68 @@ impl<M: Send + 'static> Eq for Pid<M> {}
 impl<M: Send + 'static> Hash for Pid<M> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.raw_id().hash(state);
+    }
+}
+
+/// The address of a process of any message type: enough to link to it, monitor
+/// it, kill it or ask it to stop, not to send it messages.
+#[derive(Clone)]
+pub struct AnyPid(pub(crate) Task);
+
+impl AnyPid {
+    /// The process's id.
+    pub fn id(&self) -> ProcessId {
+        ProcessId(self.0.header().id)
+    }
+
+    /// Whether the process is still alive (see [`Pid::is_alive`]).
+    pub fn is_alive(&self) -> bool {
+        !self.0.header().state.is_exited()
+    }
+
+    /// Ends the process with [`Exit::Killed`] as soon as it resumes or, if it is
+    /// running, at its next blocking call or between two messages. A kill cannot be
+    /// trapped.
+    pub fn kill(&self) {
+        crate::signal::deliver(&*self.0, Signal::Kill);
+    }
+
+    /// Asks the process to end: a handler process finishes its current message,
+    /// runs its `stopped` hook and exits with [`Exit::Stopped`]; a free-running one
+    /// exits with [`Exit::Stopped`] at its next blocking call.
+    pub fn stop(&self) {
+        crate::signal::deliver(&*self.0, Signal::Stop);
+    }
+}
+
+impl PartialEq for AnyPid {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.0), Arc::as_ptr(&other.0))
+    }
+}
+
+impl Eq for AnyPid {}
+
+impl Hash for AnyPid {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.header().id.hash(state);
+    }
+}
+
+impl fmt::Debug for AnyPid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AnyPid({})", self.id())
+    }
+}
+
+impl From<&AnyPid> for AnyPid {
+    fn from(pid: &AnyPid) -> AnyPid {
+        pid.clone()
+    }
+}
+
+impl<M: Send + 'static> From<&Pid<M>> for AnyPid {
+    fn from(pid: &Pid<M>) -> AnyPid {
+        pid.any()
     }
 }

@@ -300,7 +300,7 @@ impl Handle {
     /// worker; it then handles messages as they come. It needs no stack until it
     /// runs, so spawning cannot run out of them.
     pub fn spawn<P: Process>(&self, process: P) -> Result<Pid<P::Message>, SpawnError> {
-        crate::handler::spawn(&self.shared, process)
+        crate::handler::spawn(&self.shared, process, None)
     }
 
     /// Spawns a free-running process running `body` on a stack of its own. The stack
@@ -312,7 +312,7 @@ impl Handle {
         T: Send + 'static,
         F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
     {
-        crate::free::spawn(&self.shared, body)
+        crate::free::spawn(&self.shared, body, None)
     }
 
     /// How many processes are alive.

@@ -527,9 +527,9 @@ impl WorkerCore {
                 self.give_carrier(carrier);
                 match outcome {
                     Outcome::Idle(deadline) => {
-                        header
-                            .state
-                            .suspend(Wait::Message, deadline, || task.has_new())
+                        header.state.suspend(Wait::Message, deadline, || {
+                            task.has_new() || header.signals.has_new()
+                        })
                     }
                     Outcome::More => Suspension::Resumed,
                     Outcome::Exited => return,
@@ -543,7 +543,10 @@ impl WorkerCore {
             Suspend::Wait(wait, deadline) => {
                 // Safety: we hold the rights and publish the suspension only below.
                 unsafe { header.put_carrier(carrier) };
-                header.state.suspend(wait, deadline, || task.has_new())
+                // Signals end every wait; messages end a message wait.
+                header.state.suspend(wait, deadline, || {
+                    header.signals.has_new() || (wait == Wait::Message && task.has_new())
+                })
             }
         };
         match suspension {

@@ -164,13 +164,15 @@ impl StateWord {
     /// Worker side, after switching off the process's stack: publishes the wait,
     /// unless a permit for it is pending (a notification for an event wait, an
     /// expiry for a timed wait), in which case the permit is consumed and the caller
-    /// keeps the rights. A message wait then re-checks the mailbox with `has_new`
-    /// (a `SeqCst` load). The caller must hold the run rights.
+    /// keeps the rights. Then re-checks with `pending` (`SeqCst` loads of whatever
+    /// can end the wait and was pushed before the publication: the mailbox for a
+    /// message wait, the signal queue for every wait). The caller must hold the run
+    /// rights.
     pub fn suspend(
         &self,
         wait: Wait,
         deadline: Deadline,
-        has_new: impl FnOnce() -> bool,
+        pending: impl FnOnce() -> bool,
     ) -> Suspension {
         let (kind, permit) = match wait {
             Wait::Message => (WAIT_MSG, 0),
@@ -202,14 +204,11 @@ impl StateWord {
                 Err(actual) => current = actual,
             }
         }
-        if wait != Wait::Message {
-            return Suspension::Parked;
-        }
         seqcst_order_for_loom();
-        if !has_new() {
+        if !pending() {
             return Suspension::Parked;
         }
-        match self.take_from(WAIT_MSG) {
+        match self.take_from(kind) {
             Rights::Acquired => Suspension::Resumed,
             Rights::Failed => Suspension::Parked,
         }
@@ -271,8 +270,16 @@ impl StateWord {
         }
     }
 
-    /// Takes the rights of a parked process, whatever it waits for. Used by the
-    /// shutdown drain, which must release a parked process's rights reference.
+    /// Signal side, after a successful push to the signal queue: takes the rights
+    /// from whatever wait the process is in (signals end every wait).
+    pub fn interrupt(&self) -> Rights {
+        seqcst_order_for_loom();
+        self.seize()
+    }
+
+    /// Takes the rights of a parked process, whatever it waits for. Used by signals
+    /// and by the shutdown drain, which must release a parked process's rights
+    /// reference.
     pub fn seize(&self) -> Rights {
         let mut current = self.word.load(SeqCst);
         while matches!(current & KIND, WAIT_MSG | WAIT_EVENT | WAIT_SLEEP) {
