@@ -52,7 +52,14 @@
 //! fibra's 100,000 wait as handler processes, which hold no stack while idle; the
 //! `send_after` form is used at 1,000 too so that fibra's two sizes compare, and
 //! `mode=sleep` shows what `sleep` costs over it. The delays are the same on both
-//! runtimes and in every run (a fixed hash of the process's number, in µs steps).
+//! runtimes and in every run (a fixed hash of the process's number, in µs steps). At
+//! 100,000 the wake-ups come 1,000 to the millisecond, more than two shared cores keep
+//! up with on either runtime, so lateness there is mostly backlog and swings widely with
+//! the machine's load; `wall_secs` says how far behind the last one fell.
+//!
+//! In `timeout_churn` each process's mailbox is empty when it calls `receive_timeout`
+//! (the ball is still with the other one), so every call arms a timer and the ball's
+//! arrival cancels it.
 //!
 //! `ping_pong` and `ring` warm up (10,000 round trips or hops) in the same processes
 //! before the clock starts. RSS comes from `/proc/self/statm`, peak RSS from `VmHWM` in

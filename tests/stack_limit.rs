@@ -52,6 +52,19 @@ fn running_out_of_mappings_is_a_clear_spawn_error() {
             parked.len()
         );
 
+        // A handler process needs a stack only to run; with none to be had it ends
+        // (reported, not hung) and later sends fail.
+        let starved = rt.spawn(Echo).expect("spawning a handler needs no stack");
+        let start = std::time::Instant::now();
+        while starved.is_alive() {
+            assert!(
+                start.elapsed().as_secs() < 60,
+                "a handler without a stack hung"
+            );
+            std::thread::yield_now();
+        }
+        assert!(starved.send(()).is_err());
+
         // Free them all: every process ends normally.
         for handle in &parked {
             handle.pid().send(()).unwrap();
