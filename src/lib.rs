@@ -89,6 +89,7 @@ pub use fibra_runtime::{
 /// The names most programs need: `use fibra::prelude::*;`.
 pub mod prelude {
     pub use fibra_runtime::{
-        Context, Exit, FnContext, Handle, JoinHandle, Pid, Process, Runtime, SendError, SpawnError,
+        sleep, AnyPid, Context, Down, Exit, FnContext, Handle, JoinHandle, Notice, Pid, Process,
+        Runtime, SendError, SpawnError,
     };
 }

@@ -1,0 +1,318 @@
+//! Exit reasons, links, monitors, kill and stop, as a user sees them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::within;
+use fibra::prelude::*;
+use fibra::{Builder, MonitorRef};
+
+fn runtime() -> Runtime {
+    Builder::default().workers(2).build().expect("runtime")
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A free-running process that waits for one message and then ends as told.
+fn worker(cx: &mut FnContext<Exit>) {
+    match cx.receive() {
+        Exit::Normal => {}
+        Exit::Panicked(message) => panic!("{message}"),
+        reason => cx.exit(reason),
+    }
+}
+
+#[derive(Debug)]
+struct Oops;
+impl std::fmt::Display for Oops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("oops")
+    }
+}
+impl std::error::Error for Oops {}
+
+#[test]
+fn monitors_see_every_kind_of_exit_reason_exactly_once() {
+    within(30, || {
+        let rt = runtime();
+        let error = Exit::error(Oops);
+        let reasons = vec![
+            Exit::Normal,
+            Exit::Panicked("bad".into()),
+            error.clone(),
+            Exit::Stopped,
+        ];
+        let seen = rt.block_on({
+            let reasons = reasons.clone();
+            move |cx| {
+                let watcher = cx.spawn_fn(move |cx: &mut FnContext<()>| {
+                    let mut seen = Vec::new();
+                    for reason in reasons {
+                        let child = cx.spawn_fn(worker);
+                        let monitor = cx.monitor(&child.pid());
+                        child.pid().send(reason).unwrap();
+                        match cx.receive_notice() {
+                            Notice::Down(down) => {
+                                assert_eq!(down.monitor, monitor);
+                                assert_eq!(down.id, child.id());
+                                seen.push(down.reason);
+                            }
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                    // Exactly once: nothing more comes.
+                    assert_eq!(cx.receive_notice_timeout(Duration::from_millis(30)), None);
+                    seen
+                });
+                watcher.join().unwrap()
+            }
+        });
+        assert_eq!(seen, reasons);
+        assert_eq!(seen[2].to_string(), "error: oops");
+    });
+}
+
+#[test]
+fn monitoring_a_dead_process_gives_an_immediate_noproc() {
+    within(30, || {
+        let rt = runtime();
+        let reason = rt.block_on(|cx| {
+            let child = cx.spawn_fn(|_: &mut FnContext<()>| ());
+            let pid = child.pid();
+            child.join().unwrap();
+            let watcher = cx.spawn_fn(move |cx: &mut FnContext<()>| {
+                cx.monitor(&pid);
+                cx.receive_notice_timeout(LONG)
+            });
+            watcher.join().unwrap()
+        });
+        match reason {
+            Some(Notice::Down(down)) => assert_eq!(down.reason, Exit::NoProc),
+            other => panic!("expected a Down, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn demonitor_guarantees_no_later_notice() {
+    within(60, || {
+        let rt = runtime();
+        let leaked = rt.block_on(|cx| {
+            let watcher = cx.spawn_fn(|cx: &mut FnContext<()>| {
+                let mut leaked = 0;
+                for round in 0..500u32 {
+                    let child = cx.spawn_fn(worker);
+                    let monitor = cx.monitor(&child.pid());
+                    child.pid().send(Exit::Normal).unwrap();
+                    // Race the child's end: sometimes before, sometimes after.
+                    if round % 2 == 0 {
+                        cx.yield_now();
+                    }
+                    cx.demonitor(&monitor);
+                    child.join().unwrap();
+                    if cx.receive_notice_timeout(Duration::ZERO).is_some() {
+                        leaked += 1;
+                    }
+                }
+                leaked
+            });
+            watcher.join().unwrap()
+        });
+        assert_eq!(leaked, 0, "a Down arrived after demonitor");
+    });
+}
+
+#[test]
+fn a_linked_failure_takes_the_other_process_down_with_the_same_reason() {
+    within(30, || {
+        let rt = runtime();
+        let (partner_exit, watcher_saw) = rt.block_on(|cx| {
+            let partner = cx.spawn_fn(|cx: &mut FnContext<()>| {
+                let child = cx.spawn_fn_link(worker);
+                child
+                    .pid()
+                    .send(Exit::Panicked("child crashed".into()))
+                    .unwrap();
+                // Blocked here when the link's exit signal comes.
+                cx.receive();
+            });
+            let observer = cx.spawn_fn({
+                let partner = partner.pid();
+                move |cx: &mut FnContext<()>| {
+                    cx.monitor(&partner);
+                    cx.receive_notice()
+                }
+            });
+            (partner.join(), observer.join().unwrap())
+        });
+        assert_eq!(partner_exit, Err(Exit::Panicked("child crashed".into())));
+        match watcher_saw {
+            Notice::Down(down) => assert_eq!(down.reason, Exit::Panicked("child crashed".into())),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_normal_exit_does_not_propagate_along_a_link() {
+    within(30, || {
+        let rt = runtime();
+        let survived = rt.block_on(|cx| {
+            let parent = cx.spawn_fn(|cx: &mut FnContext<u32>| {
+                let child = cx.spawn_fn_link(worker);
+                child.pid().send(Exit::Normal).unwrap();
+                child.join().unwrap();
+                cx.receive_timeout(Duration::from_millis(30)).is_none()
+            });
+            parent.join()
+        });
+        assert_eq!(survived, Ok(true));
+    });
+}
+
+#[test]
+fn trapping_exits_turns_link_signals_into_notices() {
+    within(30, || {
+        let rt = runtime();
+        let notices = rt.block_on(|cx| {
+            let trapper = cx.spawn_fn(|cx: &mut FnContext<()>| {
+                assert!(!cx.trap_exits(true));
+                let crashing = cx.spawn_fn_link(worker);
+                let quitting = cx.spawn_fn_link(worker);
+                crashing.pid().send(Exit::error(Oops)).unwrap();
+                let first = cx.receive_notice();
+                quitting.pid().send(Exit::Normal).unwrap();
+                let second = cx.receive_notice();
+                vec![(first, crashing.id()), (second, quitting.id())]
+            });
+            trapper.join().unwrap()
+        });
+        for (notice, id) in notices {
+            match notice {
+                Notice::Exit { from, reason } => {
+                    assert_eq!(from, id);
+                    assert!(
+                        matches!(reason, Exit::Error(_) | Exit::Normal),
+                        "{reason:?}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn kill_cannot_be_trapped_and_ends_a_process_in_any_wait() {
+    within(30, || {
+        let rt = runtime();
+        let sleeper = rt
+            .spawn_fn(|cx: &mut FnContext<()>| {
+                cx.trap_exits(true);
+                cx.sleep(Duration::from_secs(3600));
+            })
+            .unwrap();
+        let receiver = rt.spawn_fn(|cx: &mut FnContext<()>| cx.receive()).unwrap();
+        let joiner = rt
+            .spawn_fn(|cx: &mut FnContext<()>| {
+                let never = cx.spawn_fn(|cx: &mut FnContext<()>| cx.receive());
+                let _ = never.join();
+            })
+            .unwrap();
+        for pid in [
+            sleeper.pid().any(),
+            receiver.pid().any(),
+            joiner.pid().any(),
+        ] {
+            pid.kill();
+        }
+        assert_eq!(sleeper.join(), Err(Exit::Killed));
+        assert_eq!(receiver.join(), Err(Exit::Killed));
+        assert_eq!(joiner.join(), Err(Exit::Killed));
+    });
+}
+
+#[test]
+fn stop_runs_the_handlers_stopped_hook() {
+    struct Service {
+        log: Pid<&'static str>,
+    }
+    impl Process for Service {
+        type Message = ();
+        fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+        fn stopped(&mut self, _cx: &mut Context<Self>) {
+            let _ = self.log.send("stopped hook ran");
+        }
+    }
+    within(30, || {
+        let rt = runtime();
+        let (note, down) = rt.block_on(|cx| {
+            let log = cx.spawn_fn(|cx: &mut FnContext<&'static str>| cx.receive());
+            let service = cx.spawn(Service { log: log.pid() });
+            let watcher = cx.spawn_fn(move |cx: &mut FnContext<()>| {
+                cx.monitor(&service);
+                service.any().stop();
+                cx.receive_notice()
+            });
+            (log.join().unwrap(), watcher.join().unwrap())
+        });
+        assert_eq!(note, "stopped hook ran");
+        match down {
+            Notice::Down(down) => assert_eq!(down.reason, Exit::Stopped),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn handler_processes_get_notices_through_their_hook() {
+    struct Watcher {
+        report: Pid<(MonitorRef, Exit)>,
+    }
+    impl Process for Watcher {
+        type Message = AnyPid;
+        fn handle(&mut self, target: AnyPid, cx: &mut Context<Self>) {
+            cx.monitor(&target);
+        }
+        fn notice(&mut self, notice: Notice, _cx: &mut Context<Self>) {
+            if let Notice::Down(down) = notice {
+                let _ = self.report.send((down.monitor, down.reason));
+            }
+        }
+    }
+    within(30, || {
+        let rt = runtime();
+        let reason = rt.block_on(|cx| {
+            let report = cx.spawn_fn(|cx: &mut FnContext<(MonitorRef, Exit)>| cx.receive());
+            let watcher = cx.spawn(Watcher {
+                report: report.pid(),
+            });
+            let target = cx.spawn_fn(worker);
+            watcher.send(target.pid().any()).unwrap();
+            // Let the monitor be set up before the target ends.
+            cx.sleep(Duration::from_millis(20));
+            target.pid().send(Exit::Killed).unwrap();
+            report.join().unwrap().1
+        });
+        assert_eq!(reason, Exit::Killed);
+    });
+}
+
+#[test]
+fn spawn_link_is_atomic_with_spawning() {
+    // A child that fails at once still takes its linked parent down: the link
+    // existed before the child ran.
+    within(30, || {
+        let rt = runtime();
+        for _ in 0..200 {
+            let parent = rt
+                .spawn_fn(|cx: &mut FnContext<()>| {
+                    cx.spawn_fn_link(|_: &mut FnContext<()>| -> () { panic!("at once") });
+                    cx.receive();
+                })
+                .unwrap();
+            assert_eq!(parent.join(), Err(Exit::Panicked("at once".into())));
+        }
+    });
+}
