@@ -252,6 +252,15 @@ fn pop_next<M>(mailbox: &Mailbox<M>) -> Option<M> {
     unsafe { mailbox.pop() }
 }
 
+/// What [`FnContext::receive_either`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received<M> {
+    /// A message.
+    Message(M),
+    /// A notice: a monitor's `Down`, or a trapped exit signal.
+    Notice(Notice),
+}
+
 /// The handle of a free-running process: its address, and its result once it ends.
 ///
 /// Dropping the handle detaches the process; it runs on.
@@ -373,11 +382,11 @@ impl<M: Send + 'static> FnContext<'_, M> {
     /// by this process, the mailbox's one consumer, so it may use the consumer
     /// side); without one, the process waits for new messages, until `deadline` if
     /// there is one.
-    fn receive_until(
+    fn receive_until<R>(
         &mut self,
         deadline: Option<Instant>,
-        mut take: impl FnMut(&Mailbox<M>) -> Option<M>,
-    ) -> Option<M> {
+        mut take: impl FnMut(&Mailbox<M>) -> Option<R>,
+    ) -> Option<R> {
         let mut timer = None;
         let received = loop {
             if let Some(msg) = take(&self.core.mailbox) {
@@ -489,6 +498,31 @@ impl<M: Send + 'static> FnContext<'_, M> {
     /// Waits at most `timeout` for the next notice.
     pub fn receive_notice_timeout(&mut self, timeout: Duration) -> Option<Notice> {
         self.receive_notice_until(Some(deadline_after(timeout)))
+    }
+
+    /// Waits for whichever comes first, a notice or a message. Notices come first
+    /// when both are queued.
+    pub fn receive_either(&mut self) -> Received<M> {
+        self.receive_either_until(None)
+            .unwrap_or_else(|| unreachable!("a wait without a deadline ends with something"))
+    }
+
+    /// Waits at most `timeout` for a notice or a message.
+    pub fn receive_either_timeout(&mut self, timeout: Duration) -> Option<Received<M>> {
+        self.receive_either_until(Some(deadline_after(timeout)))
+    }
+
+    fn receive_either_until(&mut self, deadline: Option<Instant>) -> Option<Received<M>> {
+        let frame = self.frame;
+        self.receive_until(deadline, |mailbox| {
+            // Safety: receive_until runs this for the running process, the one
+            // consumer of its signal queue; fatal signals were taken when it last
+            // resumed.
+            match unsafe { take_notice(frame.process()) } {
+                Some(notice) => Some(Received::Notice(notice)),
+                None => pop_next(mailbox).map(Received::Message),
+            }
+        })
     }
 
     fn receive_notice_until(&mut self, deadline: Option<Instant>) -> Option<Notice> {

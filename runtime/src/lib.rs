@@ -40,7 +40,7 @@ mod state;
 #[cfg(not(loom))]
 pub use error::{BuildError, Exit, ExitError, SendError, SpawnError};
 #[cfg(not(loom))]
-pub use free::{FnContext, JoinHandle};
+pub use free::{FnContext, JoinHandle, Received};
 #[cfg(not(loom))]
 pub use handler::{Context, Process};
 #[cfg(not(loom))]

@@ -138,6 +138,42 @@ struct Lists {
     links: Vec<(ProcessId, Weak<dyn Run>)>,
     /// Monitors on this process, with their watchers.
     watchers: Vec<(MonitorRef, Weak<dyn Run>)>,
+    /// Code to run when the process ends (name registry, groups, calls).
+    hooks: Vec<(u64, ExitHook)>,
+}
+
+/// Code run once when a process ends, with its exit reason, on the thread of the
+/// ending process and under its relations lock: it must be short and must not
+/// touch that process's relations.
+pub(crate) type ExitHook = Box<dyn FnOnce(&Exit) + Send>;
+
+/// Identifies an exit hook, to remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HookId(u64);
+
+/// Registers `hook` to run when `target` ends. If it has ended already, the hook
+/// runs now with [`Exit::NoProc`] and None is returned.
+pub(crate) fn on_exit(target: &dyn Run, hook: ExitHook) -> Option<HookId> {
+    let id = target.header().shared.next_id();
+    let mut relations = target.header().relations.lock();
+    if relations.ended {
+        drop(relations);
+        hook(&Exit::NoProc);
+        return None;
+    }
+    relations.lists().hooks.push((id, hook));
+    Some(HookId(id))
+}
+
+/// Removes an exit hook; true if it was still registered (so it will never run).
+pub(crate) fn remove_exit_hook(target: &dyn Run, hook: HookId) -> bool {
+    let mut relations = target.header().relations.lock();
+    let Some(lists) = relations.lists.as_mut() else {
+        return false;
+    };
+    let before = lists.hooks.len();
+    lists.hooks.retain(|(id, _)| *id != hook.0);
+    lists.hooks.len() != before
 }
 
 impl Relations {
@@ -286,6 +322,9 @@ pub(crate) fn announce_exit(process: &dyn Run, exit: &Exit) {
             );
         }
     }
+    for (_, hook) in lists.hooks {
+        hook(exit);
+    }
     for (monitor, watcher) in lists.watchers {
         if let Some(watcher) = watcher.upgrade() {
             deliver(
@@ -345,11 +384,16 @@ pub(crate) unsafe fn take_notice(process: &dyn Run) -> Option<Notice> {
     if header.signals.is_empty() {
         return None;
     }
+    // Exit signals are notices only while the process traps them; otherwise they
+    // are left for `take_fatal`.
+    let trap = header.relations.lock().trap_exits;
     // Safety: passed on from the caller.
     let signal = unsafe {
-        header
-            .signals
-            .pop_matching(|s| matches!(s, Signal::Down(_) | Signal::Exit { .. }))
+        header.signals.pop_matching(|s| match s {
+            Signal::Down(_) => true,
+            Signal::Exit { .. } => trap,
+            Signal::Kill | Signal::Stop => false,
+        })
     }?;
     match signal {
         Signal::Down(down) => Some(Notice::Down(down)),

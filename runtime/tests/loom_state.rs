@@ -173,3 +173,35 @@ fn a_sender_and_the_timer_against_a_timed_wait() {
         );
     });
 }
+
+/// Signals end every wait: a signal pushed while the process publishes an event
+/// wait (which messages cannot end) wakes it exactly once, by the signal's sender
+/// or by the worker's re-check of the signal queue.
+#[test]
+fn a_signal_against_an_event_wait() {
+    loom::model(|| {
+        let p = process();
+        let signals = Arc::new(Mailbox::<u8>::new());
+        let sender = {
+            let (p, signals) = (p.clone(), signals.clone());
+            thread::spawn(move || {
+                signals.push(9).unwrap();
+                if p.state.interrupt() == Rights::Acquired {
+                    p.scheduled.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        if p.state
+            .suspend(Wait::Event, Deadline::None, || signals.has_new())
+            == Suspension::Resumed
+        {
+            p.scheduled.fetch_add(1, Ordering::SeqCst);
+        }
+        sender.join().unwrap();
+        assert_eq!(
+            p.scheduled.load(Ordering::SeqCst),
+            1,
+            "lost or doubled wake-up"
+        );
+    });
+}
