@@ -4,17 +4,23 @@
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(loom))]
+mod call;
+#[cfg(not(loom))]
 mod carrier;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod free;
 #[cfg(not(loom))]
+mod group;
+#[cfg(not(loom))]
 mod handler;
 #[cfg(not(loom))]
 mod overflow;
 #[cfg(not(loom))]
 mod process;
+#[cfg(not(loom))]
+mod registry;
 #[cfg(not(loom))]
 mod runtime;
 #[cfg(not(loom))]
@@ -23,6 +29,8 @@ mod scheduler;
 mod scope;
 #[cfg(not(loom))]
 mod signal;
+#[cfg(not(loom))]
+mod supervisor;
 #[cfg(not(loom))]
 mod table;
 #[cfg(not(loom))]
@@ -38,6 +46,8 @@ pub mod state;
 mod state;
 
 #[cfg(not(loom))]
+pub use call::{CallError, ReplyTo};
+#[cfg(not(loom))]
 pub use error::{BuildError, Exit, ExitError, SendError, SpawnError};
 #[cfg(not(loom))]
 pub use free::{FnContext, JoinHandle, Received};
@@ -46,10 +56,17 @@ pub use handler::{Context, Process};
 #[cfg(not(loom))]
 pub use process::{AnyPid, Pid, ProcessId};
 #[cfg(not(loom))]
+pub use registry::RegisterError;
+#[cfg(not(loom))]
 pub use runtime::{Builder, Handle, Runtime, DEFAULT_STACK_SIZE};
 #[cfg(not(loom))]
 pub use scope::Scope;
 #[cfg(not(loom))]
 pub use signal::{Down, MonitorRef, Notice};
+#[cfg(not(loom))]
+pub use supervisor::{
+    Backoff, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
+    SupervisorError, SupervisorPid,
+};
 #[cfg(not(loom))]
 pub use time::{sleep, Interval, TimerRef};

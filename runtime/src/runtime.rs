@@ -296,6 +296,12 @@ impl Handle {
         Handle { shared }
     }
 
+    /// The runtime's shared state, for the `impl Handle` blocks of other modules
+    /// (the registry and the process groups).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Spawns a handler process. Its [`Process::started`] hook runs soon after on a
     /// worker; it then handles messages as they come. It needs no stack until it
     /// runs, so spawning cannot run out of them.

@@ -35,8 +35,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::carrier::{Carrier, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
+use crate::group::Groups;
 use crate::overflow;
 use crate::process::Task;
+use crate::registry::Registry;
 use crate::state::{Suspension, Wait};
 use crate::table::Table;
 use crate::time::TimerAction;
@@ -139,6 +141,10 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// Set when the runtime shuts down.
     shutdown: AtomicBool,
+    /// The name registry (registry.rs).
+    pub(crate) registry: Arc<Registry>,
+    /// The process groups (group.rs).
+    pub(crate) groups: Arc<Groups>,
 }
 
 /// A worker thread's own state.
@@ -190,6 +196,8 @@ impl Shared {
             timers,
             next_id: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
+            registry: Registry::new(),
+            groups: Groups::new(),
             config,
         });
         (shared, deques)

@@ -1,0 +1,482 @@
+//! Request and reply: [`Pid::call`] sends a request that carries a [`ReplyTo`] and
+//! waits, at most for a timeout, for the one answer.
+//!
+//! # The protocol, step by step
+//!
+//! The answer does not travel through a mailbox. The caller and the [`ReplyTo`]
+//! share a one-shot *slot*: a single allocation that holds, behind a short lock, the
+//! outcome so far and who waits for it.
+//!
+//! 1. The caller allocates the slot and registers an exit hook on the callee
+//!    *before* it sends anything, so the callee cannot end unobserved in between.
+//!    If the callee has ended already, the call fails at once with
+//!    `Exited(NoProc)`; the request is never built.
+//! 2. It builds the request around a `ReplyTo` and sends it. A failed send means
+//!    the callee is ending: the request is dropped on the spot, its `ReplyTo` with
+//!    it, and step 5 explains why that still reports the exit reason.
+//! 3. It waits. A process first yields once and looks: the send put a callee that
+//!    runs on the same worker into the worker's LIFO slot, so it has usually replied
+//!    by then, and that round trip needs no waiter, no timer and no clock. Otherwise
+//!    (and always on a plain thread) the caller computes its deadline, records
+//!    itself as the slot's waiter under the lock, and then a process suspends on an
+//!    event wait bounded by a timer, a thread parks with a timeout. A wake-up proves
+//!    nothing (every signal interrupts a wait, and a notification can be left over
+//!    from an earlier event), so the caller looks at the slot again each time, until
+//!    it holds an outcome or the deadline has passed.
+//! 4. Three parties can settle the slot, and the first one wins and wakes the
+//!    waiter: [`ReplyTo::reply`] with the value, the drop of an unused `ReplyTo`
+//!    ("no reply"), and the exit hook with the callee's exit reason.
+//! 5. The one exception to "first wins": an exit reason replaces "no reply". A
+//!    callee that ends drops the messages still in its mailbox before its exit hooks
+//!    run, so an unanswered request drops its `ReplyTo` first:
+//!
+//!    ```text
+//!      callee, ending                           caller
+//!      --------------                           ------
+//!      state := EXITED
+//!      mailbox closed: the request is dropped
+//!        ReplyTo::drop: slot := Dropped  --->  wakes: Dropped, but the callee
+//!                                              has exited: waits on
+//!      exit hook: slot := Exited(reason) --->  wakes: returns Exited(reason)
+//!    ```
+//!
+//!    The caller therefore takes "no reply" as final only while the callee is
+//!    alive. The slot's lock orders the `EXITED` store before the caller's look.
+//! 6. The caller takes the outcome, or gives up at the deadline, and *closes* the
+//!    slot in the same critical section. Whatever arrives later finds it closed and
+//!    is dropped where it is, so a late reply never shows up anywhere: there is no
+//!    mailbox on this path for it to land in, and `reply` returns false.
+//! 7. Last, the caller removes its exit hook (always: a long-lived callee would
+//!    otherwise collect one per call) and cancels its timer. Both also happen when
+//!    the caller unwinds out of the wait (it was killed, or the runtime shut down).
+//!
+//! Per call that is one allocation for the slot and one for the boxed exit hook,
+//! and a lock on the callee's relations to add the hook and another to remove it.
+//! A process that has to wait adds one timer, armed and cancelled.
+
+use std::fmt;
+use std::mem;
+use std::sync::Arc;
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use fibra_timer::TimerKey;
+use parking_lot::Mutex;
+
+use crate::carrier::{with_current, Frame, Suspend};
+use crate::error::Exit;
+use crate::process::{Pid, Task};
+use crate::signal::{on_exit, remove_exit_hook, HookId};
+use crate::state::{Deadline, Rights, Wait};
+use crate::time::{arm, deadline_after, disarm};
+
+/// How many times a calling process yields, looking for the reply after each, before
+/// it arms a timer and waits for the reply. One yield covers a callee on the same
+/// worker; more would mostly spin for a callee on another one.
+const YIELDS_BEFORE_WAITING: u32 = 1;
+
+/// Why a [`Pid::call`] returned no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// No reply came within the timeout. A reply that comes later is dropped.
+    Timeout,
+    /// The callee ended before it replied, with this reason; [`Exit::NoProc`] if it
+    /// had ended before the call. Reported as soon as the callee ends, not at the
+    /// timeout.
+    Exited(Exit),
+    /// The callee dropped the [`ReplyTo`] without replying.
+    NoReply,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Timeout => f.write_str("the call timed out before a reply came"),
+            CallError::Exited(reason) => {
+                write!(f, "the called process ended before replying: {reason}")
+            }
+            CallError::NoReply => {
+                f.write_str("the called process dropped the reply handle without replying")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// How far a call has got.
+enum Reply<R> {
+    /// Nothing has happened yet.
+    Pending,
+    /// The callee replied.
+    Value(R),
+    /// The `ReplyTo` was dropped unused. Final only while the callee is alive (step 5
+    /// of the protocol).
+    Dropped,
+    /// The callee ended, with this reason.
+    Exited(Exit),
+    /// The caller took the outcome or gave up; whatever comes now is dropped.
+    Closed,
+}
+
+/// Who waits for the outcome.
+enum Waiter {
+    /// Nobody yet, or the waiter was woken already.
+    None,
+    /// A process suspended in `call`.
+    Process(Task),
+    /// A plain thread parked in `call`.
+    Thread(Thread),
+}
+
+impl Waiter {
+    /// Wakes the waiter; called after the slot's lock is released.
+    fn wake(self) {
+        match self {
+            Waiter::None => {}
+            Waiter::Thread(thread) => thread.unpark(),
+            Waiter::Process(task) => {
+                if task.header().state.notify() == Rights::Acquired {
+                    // Safety: notify just acquired the run rights, and with them the
+                    // reference the parked process left behind (process.rs).
+                    let rights = unsafe { task.adopt_rights() };
+                    task.header().shared.schedule_woken(rights);
+                }
+            }
+        }
+    }
+}
+
+/// What the slot's lock guards.
+struct SlotState<R> {
+    /// The outcome so far.
+    reply: Reply<R>,
+    /// Who to wake when it changes.
+    waiter: Waiter,
+}
+
+impl<R> SlotState<R> {
+    /// Takes the outcome if it is final, and closes the slot; None while the call
+    /// goes on.
+    fn take(&mut self, callee: &Task) -> Option<Result<R, CallError>> {
+        let result = match mem::replace(&mut self.reply, Reply::Closed) {
+            Reply::Value(value) => Ok(value),
+            Reply::Exited(reason) => Err(CallError::Exited(reason)),
+            Reply::Dropped if !callee.header().state.is_exited() => Err(CallError::NoReply),
+            unsettled => {
+                self.reply = unsettled;
+                return None;
+            }
+        };
+        self.waiter = Waiter::None;
+        Some(result)
+    }
+}
+
+/// The one-shot slot that a call's [`ReplyTo`] and its caller share.
+struct Slot<R> {
+    /// The outcome and the waiter.
+    state: Mutex<SlotState<R>>,
+}
+
+impl<R> Slot<R> {
+    fn new() -> Slot<R> {
+        Slot {
+            state: Mutex::new(SlotState {
+                reply: Reply::Pending,
+                waiter: Waiter::None,
+            }),
+        }
+    }
+
+    /// Records `reply` and wakes the caller, unless the call is settled already
+    /// (an exit reason still replaces a dropped `ReplyTo`). A refused outcome is
+    /// handed back, so that it is dropped outside the lock.
+    fn settle(&self, reply: Reply<R>) -> Result<(), Reply<R>> {
+        let waiter = {
+            let mut state = self.state.lock();
+            let accepted = matches!(
+                (&state.reply, &reply),
+                (Reply::Pending, _) | (Reply::Dropped, Reply::Exited(_))
+            );
+            if !accepted {
+                return Err(reply);
+            }
+            state.reply = reply;
+            mem::replace(&mut state.waiter, Waiter::None)
+        };
+        waiter.wake();
+        Ok(())
+    }
+}
+
+/// The handle a callee answers a [`Pid::call`] with. It travels inside the request;
+/// [`reply`](ReplyTo::reply) sends the one answer back to the caller.
+///
+/// It can be sent anywhere (another process may answer on the callee's behalf),
+/// but not cloned: a call gets one reply. Dropping it without replying ends the
+/// call at once with [`CallError::NoReply`] (or, if the callee has ended,
+/// [`CallError::Exited`] with its reason).
+pub struct ReplyTo<R> {
+    /// The slot shared with the caller; `reply` takes it, so the drop that follows
+    /// does nothing.
+    slot: Option<Arc<Slot<R>>>,
+}
+
+impl<R> ReplyTo<R> {
+    /// Answers the call. Returns true if the caller was still waiting and gets
+    /// `value`; false if the call was already over (the caller timed out, was
+    /// killed, or learnt that the callee had ended), in which case `value` is
+    /// dropped here and nothing of it reaches the caller, then or later.
+    pub fn reply(mut self, value: R) -> bool {
+        match self.slot.take() {
+            Some(slot) => slot.settle(Reply::Value(value)).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl<R> Drop for ReplyTo<R> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let _ = slot.settle(Reply::Dropped);
+        }
+    }
+}
+
+impl<R> fmt::Debug for ReplyTo<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyTo").finish_non_exhaustive()
+    }
+}
+
+/// The caller's side of a call in progress. Dropping it, on return or while the
+/// caller unwinds, closes the slot and removes the exit hook (step 7).
+struct Call<R> {
+    /// The slot shared with the `ReplyTo`.
+    slot: Arc<Slot<R>>,
+    /// The callee.
+    callee: Task,
+    /// The exit hook registered on the callee.
+    hook: HookId,
+    /// Whether the slot is closed already (the wait took the outcome or timed out).
+    closed: bool,
+}
+
+impl<R> Call<R> {
+    /// Waits for the outcome, at most `timeout`: suspends the calling process, or
+    /// parks the calling thread outside any process.
+    fn wait(&mut self, timeout: Duration) -> Result<R, CallError> {
+        with_current(|frame| match frame {
+            Some(frame) => self.wait_in_process(frame, timeout),
+            None => self.wait_on_thread(deadline_after(timeout)),
+        })
+    }
+
+    /// Takes the final outcome, or gives up if the deadline has passed; otherwise
+    /// records the waiter that `make_waiter` gives (unless one of its kind is
+    /// recorded already) and returns None.
+    fn poll(
+        &mut self,
+        deadline: Instant,
+        is_recorded: fn(&Waiter) -> bool,
+        make_waiter: impl FnOnce() -> Waiter,
+    ) -> Option<Result<R, CallError>> {
+        let mut state = self.slot.state.lock();
+        if let Some(result) = state.take(&self.callee) {
+            self.closed = true;
+            return Some(result);
+        }
+        if Instant::now() >= deadline {
+            state.reply = Reply::Closed;
+            state.waiter = Waiter::None;
+            self.closed = true;
+            return Some(Err(CallError::Timeout));
+        }
+        if !is_recorded(&state.waiter) {
+            state.waiter = make_waiter();
+        }
+        None
+    }
+
+    /// Takes the final outcome if there is one, closing the slot.
+    fn try_take(&mut self) -> Option<Result<R, CallError>> {
+        let result = self.slot.state.lock().take(&self.callee);
+        self.closed = result.is_some();
+        result
+    }
+
+    fn wait_in_process(&mut self, frame: &Frame<'_>, timeout: Duration) -> Result<R, CallError> {
+        // The fast path: the request woke the callee into this worker's LIFO slot, so
+        // after a yield it has usually run and replied. No waiter is recorded yet, so
+        // its reply costs no wake-up, and the call needs no timer and not even a look
+        // at the clock (which would be a tenth of the round trip): the timeout runs
+        // from the end of the fast path, later than the send by one turn of the
+        // worker's run queue.
+        for _ in 0..YIELDS_BEFORE_WAITING {
+            frame.suspend(Suspend::Yield);
+            if let Some(result) = self.try_take() {
+                return result;
+            }
+        }
+        let deadline = deadline_after(timeout);
+        let mut timer = WaitTimer { frame, key: None };
+        loop {
+            let polled = self.poll(
+                deadline,
+                |waiter| matches!(waiter, Waiter::Process(_)),
+                || Waiter::Process(frame.task()),
+            );
+            if let Some(result) = polled {
+                return result;
+            }
+            // A timer of its own for every wait: one that fired early, or whose wait a
+            // signal ended, must not leave the next wait without a bound.
+            let bound = timer.rearm(deadline);
+            frame.suspend(Suspend::Wait(Wait::Event, bound));
+        }
+    }
+
+    fn wait_on_thread(&mut self, deadline: Instant) -> Result<R, CallError> {
+        loop {
+            let polled = self.poll(
+                deadline,
+                |waiter| matches!(waiter, Waiter::Thread(_)),
+                || Waiter::Thread(thread::current()),
+            );
+            if let Some(result) = polled {
+                return result;
+            }
+            // A wake-up between the unlock and the park leaves the thread's token set,
+            // so the park returns at once.
+            thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+    }
+}
+
+impl<R> Drop for Call<R> {
+    fn drop(&mut self) {
+        if !self.closed {
+            let (reply, waiter) = {
+                let mut state = self.slot.state.lock();
+                (
+                    mem::replace(&mut state.reply, Reply::Closed),
+                    mem::replace(&mut state.waiter, Waiter::None),
+                )
+            };
+            // Outside the lock: a reply that came too late, dropped here.
+            drop((reply, waiter));
+        }
+        remove_exit_hook(&*self.callee, self.hook);
+    }
+}
+
+/// The timer that bounds a process's wait; cancelled when the wait ends, also by
+/// unwinding.
+struct WaitTimer<'a, 'f> {
+    /// The waiting process's frame.
+    frame: &'a Frame<'f>,
+    /// The armed timer, if any.
+    key: Option<TimerKey>,
+}
+
+impl WaitTimer<'_, '_> {
+    /// Replaces the armed timer by a new one for the next wait, and says how that
+    /// wait is bounded (not at all if the runtime is shutting down: shutdown ends
+    /// the wait instead).
+    fn rearm(&mut self, deadline: Instant) -> Deadline {
+        if let Some(key) = self.key.take() {
+            disarm(self.frame, key);
+        }
+        self.key = arm(self.frame, deadline);
+        match self.key {
+            Some(_) => Deadline::Timed,
+            None => Deadline::None,
+        }
+    }
+}
+
+impl Drop for WaitTimer<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            disarm(self.frame, key);
+        }
+    }
+}
+
+/// [`Pid::call`]: the steps of the protocol at the top of this file.
+pub(crate) fn call<M, R>(
+    to: &Pid<M>,
+    make_request: impl FnOnce(ReplyTo<R>) -> M,
+    timeout: Duration,
+) -> Result<R, CallError>
+where
+    M: Send + 'static,
+    R: Send + 'static,
+{
+    let callee = to.any().0;
+    let slot = Arc::new(Slot::new());
+    let for_hook = Arc::clone(&slot);
+    // Step 1. The hook runs on the callee's thread under its relations lock: it only
+    // settles the slot and wakes the caller.
+    let hook = on_exit(
+        &*callee,
+        Box::new(move |exit: &Exit| {
+            let _ = for_hook.settle(Reply::Exited(exit.clone()));
+        }),
+    );
+    let Some(hook) = hook else {
+        return Err(CallError::Exited(Exit::NoProc));
+    };
+    let mut call = Call {
+        slot,
+        callee,
+        hook,
+        closed: false,
+    };
+    // Step 2.
+    let request = make_request(ReplyTo {
+        slot: Some(Arc::clone(&call.slot)),
+    });
+    if let Err(undelivered) = to.send(request) {
+        drop(undelivered);
+    }
+    // Steps 3 to 6; step 7 when `call` drops.
+    call.wait(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_outcome_wins_except_that_an_exit_replaces_a_dropped_reply() {
+        let slot = Slot::<u32>::new();
+        assert!(slot.settle(Reply::Dropped).is_ok());
+        assert!(slot.settle(Reply::Exited(Exit::Killed)).is_ok());
+        assert!(slot.settle(Reply::Value(1)).is_err());
+        assert!(slot.settle(Reply::Exited(Exit::Normal)).is_err());
+        assert!(matches!(
+            slot.state.lock().reply,
+            Reply::Exited(Exit::Killed)
+        ));
+
+        let slot = Slot::<u32>::new();
+        assert!(slot.settle(Reply::Value(7)).is_ok());
+        assert!(slot.settle(Reply::Dropped).is_err());
+        assert!(slot.settle(Reply::Exited(Exit::Killed)).is_err());
+        assert!(matches!(slot.state.lock().reply, Reply::Value(7)));
+    }
+
+    #[test]
+    fn a_reply_to_a_closed_slot_is_refused_and_dropped() {
+        let slot = Arc::new(Slot::<String>::new());
+        slot.state.lock().reply = Reply::Closed;
+        let reply_to = ReplyTo {
+            slot: Some(Arc::clone(&slot)),
+        };
+        assert!(!reply_to.reply("late".to_owned()));
+        assert!(matches!(slot.state.lock().reply, Reply::Closed));
+        assert_eq!(Arc::strong_count(&slot), 1);
+    }
+}

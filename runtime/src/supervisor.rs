@@ -1,0 +1,261 @@
+//! Supervisors: processes that start other processes, watch them, and restart
+//! them when they end, in the manner of Erlang/OTP.
+//!
+//! A [`Supervisor`] is a recipe: a restart [`Strategy`], a restart intensity, an
+//! optional [`Backoff`], and an ordered list of [`ChildSpec`]s. Spawning it
+//! ([`SpawnSupervisor::spawn_supervisor`], [`Supervisor::spawn_link`]) starts a
+//! free-running process that traps exits and starts the children in order, each
+//! linked to it (atomically, at spawn) and monitored by it. A child spec can itself
+//! be a supervisor, so supervisors nest into trees.
+//!
+//! # What happens when a child ends
+//!
+//! The child's link delivers an exit notice with its reason, then its monitor a
+//! `Down`; the supervisor acts on the `Down` (by then the child's name, if it had
+//! one, has been freed), using the reason from the exit notice.
+//!
+//! 1. Its [`Restart`] type decides whether it comes back: a temporary child is
+//!    forgotten, a transient one that did not fail stays down; nothing else
+//!    happens in either case.
+//! 2. Otherwise the restart is counted. More than `max_restarts` restarts within
+//!    the last `period` means the children cannot be kept up: the supervisor shuts
+//!    down (below) and exits with [`SupervisorError::IntensityExceeded`], and
+//!    whoever supervises or watches it takes over.
+//! 3. The strategy names the children to restart: the failed one
+//!    ([`Strategy::OneForOne`]), all of them ([`Strategy::OneForAll`]), or it and
+//!    the ones started after it ([`Strategy::RestForOne`]). Those still running are
+//!    stopped in reverse start order, each as its [`Shutdown`] says; temporary ones
+//!    among them are forgotten.
+//! 4. After the backoff delay they are started again in start order, each as a
+//!    fresh process from its factory, registered under its name if it has one. A
+//!    start that fails (a panicking factory, a name held by another process) counts
+//!    as another exit of that child. During the delay the supervisor goes on
+//!    handling other children's exits, questions and its own shutdown.
+//!
+//! # Shutting down
+//!
+//! [`SupervisorPid::stop`] (or [`AnyPid::stop`]), an exit signal from the process
+//! that spawned it linked, or an exceeded intensity makes the supervisor stop its
+//! children in reverse start order, one at a time: stop (or kill) the child, wait
+//! for its `Down`, kill it if it outlives its shutdown timeout, go on with the
+//! next. Then it exits: [`Exit::Stopped`] when asked to stop, the parent's reason
+//! when its parent ended, the intensity error otherwise. A kill cannot be trapped:
+//! a killed supervisor ends at once, and its links take its children down with it.
+//!
+//! [`AnyPid::stop`]: crate::AnyPid::stop
+//! [`Exit::Stopped`]: crate::Exit::Stopped
+
+mod address;
+mod run;
+mod spec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use address::{ChildInfo, SpawnSupervisor, SupervisorError, SupervisorPid};
+pub use spec::{ChildSpec, Restart, Shutdown};
+
+use crate::error::SpawnError;
+use crate::free::FnContext;
+use crate::process::{ProcessId, Task};
+use crate::runtime::Handle;
+use crate::scheduler::Shared;
+use crate::scope::Scope;
+
+/// Which children a supervisor restarts when one of them has to be restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Only the child that ended.
+    OneForOne,
+    /// All children: the others are stopped in reverse start order, then all are
+    /// started again in start order. For children that cannot work without each
+    /// other.
+    OneForAll,
+    /// The child that ended and those started after it, which are stopped in
+    /// reverse order and started again in order. For children that depend on the
+    /// ones started before them.
+    RestForOne,
+}
+
+/// How long a supervisor waits before it restarts a child.
+///
+/// The delay grows with a child's recent restarts: a child's count starts at zero
+/// and goes up by one with each restart, and goes back to zero when an incarnation
+/// has run for at least the intensity period before it ended. When the restart
+/// takes siblings along, the delay is that of the child that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backoff {
+    /// Restart at once (the default).
+    #[default]
+    None,
+    /// Wait the same time before every restart.
+    Fixed(Duration),
+    /// Wait `initial` before the first restart, twice as long before the next,
+    /// and so on, never longer than `max`.
+    Exponential {
+        /// The first delay.
+        initial: Duration,
+        /// The longest delay.
+        max: Duration,
+    },
+}
+
+impl Backoff {
+    /// The delay before restart number `count` (counted from zero) of a child.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::Backoff;
+    ///
+    /// let ms = Duration::from_millis;
+    /// let backoff = Backoff::Exponential { initial: ms(10), max: ms(50) };
+    /// let delays: Vec<_> = (0..5).map(|n| backoff.delay(n)).collect();
+    /// assert_eq!(delays, [ms(10), ms(20), ms(40), ms(50), ms(50)]);
+    /// ```
+    pub fn delay(&self, count: u32) -> Duration {
+        match *self {
+            Backoff::None => Duration::ZERO,
+            Backoff::Fixed(delay) => delay,
+            Backoff::Exponential { initial, max } => 2u32
+                .checked_pow(count)
+                .and_then(|factor| initial.checked_mul(factor))
+                .map_or(max, |delay| delay.min(max)),
+        }
+    }
+}
+
+/// The default restart intensity: at most this many restarts...
+const MAX_RESTARTS: u32 = 3;
+/// ...within this period. Erlang/OTP allows 1 in 5 s; a little more slack lets a
+/// child survive a short burst of bad input, and is still quick to give up on a
+/// child that cannot start at all.
+const PERIOD: Duration = Duration::from_secs(5);
+
+/// A supervisor's recipe: its strategy, restart limits and children, in start
+/// order. Spawn it with [`SpawnSupervisor::spawn_supervisor`] or
+/// [`Supervisor::spawn_link`], or nest it as a child with
+/// [`ChildSpec::supervisor`]. See the module documentation for what it does.
+///
+/// ```
+/// use std::time::Duration;
+/// use fibra_runtime::*;
+///
+/// let rt = Runtime::builder().workers(2).build().unwrap();
+/// let sup = Supervisor::new(Strategy::OneForOne)
+///     .intensity(5, Duration::from_secs(10))
+///     .backoff(Backoff::Fixed(Duration::from_millis(10)))
+///     .child(ChildSpec::free("ticker", || {
+///         |cx: &mut FnContext<()>| loop {
+///             cx.sleep(Duration::from_millis(100));
+///         }
+///     }));
+/// let sup = rt.handle().spawn_supervisor(sup).unwrap();
+/// let children = sup.children(Duration::from_secs(5)).unwrap();
+/// assert_eq!(children[0].id(), "ticker");
+/// assert!(children[0].pid().is_some());
+/// sup.stop();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    /// Which children a restart takes along.
+    pub(crate) strategy: Strategy,
+    /// At most this many restarts...
+    pub(crate) max_restarts: u32,
+    /// ...within this sliding window.
+    pub(crate) period: Duration,
+    /// The delay before restarts.
+    pub(crate) backoff: Backoff,
+    /// The children, in start order.
+    pub(crate) children: Vec<ChildSpec>,
+}
+
+impl Supervisor {
+    /// A supervisor with no children yet, a restart intensity of 3 restarts in
+    /// 5 seconds, and no backoff.
+    pub fn new(strategy: Strategy) -> Supervisor {
+        Supervisor {
+            strategy,
+            max_restarts: MAX_RESTARTS,
+            period: PERIOD,
+            backoff: Backoff::None,
+            children: Vec::new(),
+        }
+    }
+
+    /// Allows at most `max_restarts` restarts within any `period`; one more and
+    /// the supervisor gives up (stops its children and exits with
+    /// [`SupervisorError::IntensityExceeded`]). Zero means it gives up at the first
+    /// restart.
+    pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Supervisor {
+        self.max_restarts = max_restarts;
+        self.period = period;
+        self
+    }
+
+    /// Sets the delay before restarts (default [`Backoff::None`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Supervisor {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Adds a child, started after the ones added before it.
+    ///
+    /// # Panics
+    /// If a child with the same id was added already.
+    pub fn child(mut self, spec: ChildSpec) -> Supervisor {
+        assert!(
+            self.children.iter().all(|c| c.id != spec.id),
+            "a supervisor already has a child with id {:?}",
+            spec.id
+        );
+        self.children.push(spec);
+        self
+    }
+
+    /// Adds children, in order (see [`Supervisor::child`]).
+    pub fn children(self, specs: impl IntoIterator<Item = ChildSpec>) -> Supervisor {
+        specs.into_iter().fold(self, Supervisor::child)
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The child specs, in start order.
+    pub fn specs(&self) -> &[ChildSpec] {
+        &self.children
+    }
+
+    /// Spawns the supervisor on `handle`'s runtime, unlinked. It starts its
+    /// children once it runs; [`SupervisorPid::children`] answers once they are.
+    pub fn spawn(self, handle: &Handle) -> Result<SupervisorPid, SpawnError> {
+        spawn(handle.shared(), self, None)
+    }
+
+    /// Spawns the supervisor linked to the calling process, atomically: when the
+    /// caller ends, whatever the reason, the supervisor stops its children and
+    /// exits with the same reason; when the supervisor fails, the caller gets its
+    /// exit signal.
+    ///
+    /// `cx` is the caller's context (either kind dereferences to a [`Scope`]).
+    pub fn spawn_link(self, cx: &Scope<'_>) -> Result<SupervisorPid, SpawnError> {
+        let me = cx.frame.task();
+        spawn(&me.header().shared, self, Some(&me))
+    }
+}
+
+/// Spawns a supervisor process, linked to `parent` if there is one.
+pub(crate) fn spawn(
+    shared: &Arc<Shared>,
+    supervisor: Supervisor,
+    parent: Option<&Task>,
+) -> Result<SupervisorPid, SpawnError> {
+    let parent_id = parent.map(|p| ProcessId(p.header().id));
+    let child = crate::free::spawn(
+        shared,
+        move |cx: &mut FnContext<'_, address::Control>| run::run(cx, supervisor, parent_id),
+        parent,
+    )?;
+    Ok(SupervisorPid::new(child.pid()))
+}

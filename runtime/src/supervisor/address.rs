@@ -1,0 +1,263 @@
+//! A running supervisor as others see it: its address, what it reports about its
+//! children, and why it may end.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Exit, SpawnError};
+use crate::call::{CallError, ReplyTo};
+use crate::free::FnContext;
+use crate::handler::{Context, Process};
+use crate::process::{AnyPid, Pid, ProcessId};
+use crate::runtime::{Handle, Runtime};
+
+use super::{Restart, Supervisor};
+
+/// What a supervisor's mailbox takes.
+pub(crate) enum Control {
+    /// Report the children.
+    WhichChildren(ReplyTo<Vec<ChildInfo>>),
+}
+
+/// The address of a running supervisor.
+///
+/// ```
+/// use fibra_runtime::*;
+///
+/// let rt = Runtime::builder().workers(1).build().unwrap();
+/// let sup = rt
+///     .handle()
+///     .spawn_supervisor(Supervisor::new(Strategy::OneForOne))
+///     .unwrap();
+/// let reason = rt.block_on(move |cx| {
+///     cx.monitor(&sup);
+///     sup.stop();
+///     match cx.receive_notice() {
+///         Notice::Down(down) => down.reason,
+///         other => panic!("{other:?}"),
+///     }
+/// });
+/// assert_eq!(reason, Exit::Stopped);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SupervisorPid {
+    /// The supervisor process.
+    pid: Pid<Control>,
+}
+
+impl SupervisorPid {
+    pub(crate) fn new(pid: Pid<Control>) -> SupervisorPid {
+        SupervisorPid { pid }
+    }
+
+    /// The supervisor process's typed address.
+    pub(crate) fn pid(&self) -> &Pid<Control> {
+        &self.pid
+    }
+
+    /// The supervisor registered under `name` (a child spec's
+    /// [`name`](super::ChildSpec::name)), if that is a live supervisor.
+    pub fn whereis(handle: &Handle, name: &str) -> Option<SupervisorPid> {
+        handle.whereis::<Control>(name).map(SupervisorPid::new)
+    }
+
+    /// The supervisor's process id.
+    pub fn id(&self) -> ProcessId {
+        self.pid.id()
+    }
+
+    /// The supervisor's address without its type, for links, monitors and kill.
+    pub fn any(&self) -> AnyPid {
+        self.pid.any()
+    }
+
+    /// Whether the supervisor is alive (see [`Pid::is_alive`]).
+    pub fn is_alive(&self) -> bool {
+        self.pid.is_alive()
+    }
+
+    /// Asks the supervisor to shut down: it stops its children in reverse start
+    /// order and exits with [`Exit::Stopped`]. Monitor it to learn when it is done.
+    pub fn stop(&self) {
+        self.pid.any().stop();
+    }
+
+    /// The children as they are now, in start order. Asks the supervisor, which
+    /// answers between handling exits (not while it is stopping children), and
+    /// waits at most `timeout` (see [`Pid::call`]); fails with
+    /// [`CallError::Exited`] if the supervisor has ended.
+    pub fn children(&self, timeout: Duration) -> Result<Vec<ChildInfo>, CallError> {
+        self.pid.call(Control::WhichChildren, timeout)
+    }
+}
+
+impl fmt::Debug for SupervisorPid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SupervisorPid({})", self.id())
+    }
+}
+
+impl From<&SupervisorPid> for AnyPid {
+    fn from(sup: &SupervisorPid) -> AnyPid {
+        sup.any()
+    }
+}
+
+/// One child of a running supervisor, as [`SupervisorPid::children`] reports it.
+#[derive(Clone)]
+pub struct ChildInfo {
+    /// The child spec's id.
+    pub(crate) id: String,
+    /// The current incarnation and its `Pid<M>`; `None` while the child is down.
+    pub(crate) current: Option<(AnyPid, Arc<dyn Any + Send + Sync>)>,
+    /// The child's restart type.
+    pub(crate) restart: Restart,
+    /// Whether the child is a supervisor.
+    pub(crate) supervisor: bool,
+    /// How many times the child has been restarted.
+    pub(crate) restarts: u64,
+}
+
+impl ChildInfo {
+    /// The child spec's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The current incarnation; `None` while the child is down (waiting out a
+    /// backoff, or a transient child that ended normally).
+    pub fn pid(&self) -> Option<&AnyPid> {
+        self.current.as_ref().map(|(pid, _)| pid)
+    }
+
+    /// The current incarnation's typed address, if it is up and its messages are
+    /// of type `M`.
+    pub fn address<M: Send + 'static>(&self) -> Option<Pid<M>> {
+        let (_, typed) = self.current.as_ref()?;
+        typed.downcast_ref::<Pid<M>>().cloned()
+    }
+
+    /// The child as a supervisor, if it is one and is up.
+    pub fn supervisor(&self) -> Option<SupervisorPid> {
+        self.address::<Control>().map(SupervisorPid::new)
+    }
+
+    /// Whether the child is a supervisor.
+    pub fn is_supervisor(&self) -> bool {
+        self.supervisor
+    }
+
+    /// The child's restart type.
+    pub fn restart(&self) -> Restart {
+        self.restart
+    }
+
+    /// How many times the supervisor has restarted the child (a child restarted
+    /// along with a sibling counts too).
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+}
+
+impl fmt::Debug for ChildInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildInfo")
+            .field("id", &self.id)
+            .field("pid", &self.pid())
+            .field("restart", &self.restart)
+            .field("supervisor", &self.supervisor)
+            .field("restarts", &self.restarts)
+            .finish()
+    }
+}
+
+/// Why a supervisor gave up. It ends with [`Exit::Error`] carrying one of these;
+/// find it with `exit_error.get().downcast_ref::<SupervisorError>()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SupervisorError {
+    /// More restarts than allowed within the period.
+    IntensityExceeded {
+        /// The restart limit.
+        max_restarts: u32,
+        /// The period it applies to.
+        period: Duration,
+        /// The child whose end would have been one restart too many.
+        child: String,
+        /// Why that child ended.
+        reason: Exit,
+    },
+    /// A child could not be started when the supervisor started.
+    StartFailed {
+        /// The child.
+        child: String,
+        /// Why its start failed.
+        reason: Exit,
+    },
+}
+
+impl fmt::Display for SupervisorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SupervisorError::IntensityExceeded {
+                max_restarts,
+                period,
+                child,
+                reason,
+            } => write!(
+                f,
+                "restart intensity exceeded: more than {max_restarts} restarts within \
+                 {period:?} (child {child:?} ended: {reason})"
+            ),
+            SupervisorError::StartFailed { child, reason } => {
+                write!(f, "child {child:?} failed to start: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SupervisorError {}
+
+/// Spawning supervisors from wherever processes are spawned.
+///
+/// ```
+/// use fibra_runtime::*;
+///
+/// let rt = Runtime::builder().workers(1).build().unwrap();
+/// rt.block_on(|cx| {
+///     let sup = cx.spawn_supervisor(Supervisor::new(Strategy::OneForAll)).unwrap();
+///     let children = sup.children(std::time::Duration::from_secs(5)).unwrap();
+///     assert!(children.is_empty());
+///     sup.stop();
+/// });
+/// ```
+pub trait SpawnSupervisor {
+    /// Spawns `supervisor`, unlinked (see [`Supervisor::spawn`]).
+    fn spawn_supervisor(&self, supervisor: Supervisor) -> Result<SupervisorPid, SpawnError>;
+}
+
+impl SpawnSupervisor for Handle {
+    fn spawn_supervisor(&self, supervisor: Supervisor) -> Result<SupervisorPid, SpawnError> {
+        supervisor.spawn(self)
+    }
+}
+
+impl SpawnSupervisor for Runtime {
+    fn spawn_supervisor(&self, supervisor: Supervisor) -> Result<SupervisorPid, SpawnError> {
+        supervisor.spawn(&self.handle())
+    }
+}
+
+impl<M: Send + 'static> SpawnSupervisor for FnContext<'_, M> {
+    fn spawn_supervisor(&self, supervisor: Supervisor) -> Result<SupervisorPid, SpawnError> {
+        supervisor.spawn(&self.runtime())
+    }
+}
+
+impl<P: Process> SpawnSupervisor for Context<'_, P> {
+    fn spawn_supervisor(&self, supervisor: Supervisor) -> Result<SupervisorPid, SpawnError> {
+        supervisor.spawn(&self.runtime())
+    }
+}

@@ -1,0 +1,494 @@
+//! The supervisor process: its state, its loop, restarts and shutdown.
+//!
+//! # Surviving a stop
+//!
+//! A stop signal ends a free-running process by unwinding its stack from the
+//! blocking call it is in, which for a supervisor could be anywhere: waiting for
+//! the next event, waiting for a child to stop, in a send that used up its budget,
+//! in a child's factory. The supervisor catches that unwind (and only that one: a
+//! kill or a runtime shutdown goes on unwinding) and runs its shutdown instead. It
+//! can do so because its state lives outside the unwound code and is consistent at
+//! every blocking call:
+//!
+//! * a child is recorded as running right after it is spawned, with nothing in
+//!   between that can block;
+//! * a child's status changes only when a notice about it is handled, or when a
+//!   decision about it is taken, before anything blocks;
+//! * stopping a child is repeatable: a second stop of a stopping child is harmless,
+//!   and the child is done once its `Down` has come, whoever waited for it.
+//!
+//! A second stop during the shutdown starts the shutdown over from where it is; a
+//! child being stopped then gets its full timeout again.
+
+use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::carrier::Cancelled;
+use crate::error::{panic_message, Exit};
+use crate::free::{FnContext, Received};
+use crate::process::{AnyPid, ProcessId};
+use crate::signal::{MonitorRef, Notice, Terminated};
+
+use super::address::{ChildInfo, Control, SupervisorError};
+use super::spec::{ChildSpec, Restart, Shutdown, Started};
+use super::{Backoff, Strategy, Supervisor};
+
+/// The supervisor process's body.
+pub(super) fn run(
+    cx: &mut FnContext<'_, Control>,
+    supervisor: Supervisor,
+    parent: Option<ProcessId>,
+) {
+    cx.trap_exits(true);
+    let mut state = State::new(supervisor, parent, cx.me());
+    let reason = loop {
+        match panic::catch_unwind(AssertUnwindSafe(|| state.serve(cx))) {
+            Ok(reason) => break reason,
+            Err(payload) => match payload.downcast::<Terminated>() {
+                Ok(terminated) if terminated.0 == Exit::Stopped => state.exit_with(Exit::Stopped),
+                Ok(terminated) => panic::resume_unwind(terminated),
+                Err(payload) => panic::resume_unwind(payload),
+            },
+        }
+    };
+    tracing::debug!(supervisor = %state.me.id(), %reason, "supervisor exits");
+    if reason != Exit::Normal {
+        cx.exit(reason);
+    }
+}
+
+/// Where a child is in its life.
+enum Status {
+    /// Not running, and not to be started unless a sibling's restart takes it
+    /// along: before the first start, after a transient child ended normally, or
+    /// once the supervisor stopped it.
+    Down,
+    /// Running.
+    Running(Incarnation),
+    /// Ended (its `Down` came) with this reason; the supervisor has yet to decide
+    /// what to do.
+    Exited(Exit),
+    /// To be started at this time.
+    Waiting(Instant),
+}
+
+/// One running incarnation of a child.
+struct Incarnation {
+    /// The process.
+    pid: AnyPid,
+    /// Its `Pid<M>`, for reports.
+    typed: Arc<dyn std::any::Any + Send + Sync>,
+    /// The supervisor's monitor on it.
+    monitor: MonitorRef,
+    /// The reason its link reported, which comes just before the `Down` (whose own
+    /// reason is `NoProc` if the child ended before the monitor was set).
+    reason: Option<Exit>,
+    /// When it started.
+    since: Instant,
+}
+
+/// A child and its life so far.
+struct Child {
+    /// How to start and stop it.
+    spec: ChildSpec,
+    /// Where it is now.
+    status: Status,
+    /// How long its last incarnation ran (set when it ends).
+    ran_for: Duration,
+    /// Restarts since it last ran for a whole intensity period, for the backoff.
+    recent: u32,
+    /// Restarts in all, for reports.
+    restarts: u64,
+}
+
+impl Child {
+    fn running(&self) -> Option<&Incarnation> {
+        match &self.status {
+            Status::Running(incarnation) => Some(incarnation),
+            _ => None,
+        }
+    }
+
+    fn due(&self) -> Option<Instant> {
+        match self.status {
+            Status::Waiting(due) => Some(due),
+            _ => None,
+        }
+    }
+
+    fn info(&self) -> ChildInfo {
+        ChildInfo {
+            id: self.spec.id.clone(),
+            current: self
+                .running()
+                .map(|run| (run.pid.clone(), Arc::clone(&run.typed))),
+            restart: self.spec.restart,
+            supervisor: self.spec.supervisor,
+            restarts: self.restarts,
+        }
+    }
+}
+
+/// Everything the supervisor knows.
+struct State {
+    /// This supervisor.
+    me: AnyPid,
+    /// The process that spawned it linked, if any: its exit ends the supervisor.
+    parent: Option<ProcessId>,
+    /// Which children a restart takes along.
+    strategy: Strategy,
+    /// At most this many restarts...
+    max_restarts: u32,
+    /// ...within this period.
+    period: Duration,
+    /// The delay before restarts.
+    backoff: Backoff,
+    /// The children, in start order.
+    children: Vec<Child>,
+    /// When the restarts of the last period happened, oldest first.
+    restarts: VecDeque<Instant>,
+    /// Whether the initial start is still to be done.
+    starting: bool,
+    /// Set once the supervisor is to shut down, with the reason it will exit with.
+    exiting: Option<Exit>,
+}
+
+impl State {
+    fn new(supervisor: Supervisor, parent: Option<ProcessId>, me: AnyPid) -> State {
+        State {
+            me,
+            parent,
+            strategy: supervisor.strategy,
+            max_restarts: supervisor.max_restarts,
+            period: supervisor.period,
+            backoff: supervisor.backoff,
+            children: supervisor
+                .children
+                .into_iter()
+                .map(|spec| Child {
+                    spec,
+                    status: Status::Down,
+                    ran_for: Duration::ZERO,
+                    recent: 0,
+                    restarts: 0,
+                })
+                .collect(),
+            restarts: VecDeque::new(),
+            starting: true,
+            exiting: None,
+        }
+    }
+
+    /// Decides to shut down and exit with `reason`, unless already decided.
+    fn exit_with(&mut self, reason: Exit) {
+        if self.exiting.is_none() {
+            self.exiting = Some(reason);
+        }
+    }
+
+    /// Runs the supervisor until it is to exit; returns the reason. Called again
+    /// after a stop signal unwound it (see the module comment).
+    fn serve(&mut self, cx: &mut FnContext<'_, Control>) -> Exit {
+        if std::mem::take(&mut self.starting) {
+            self.start_all();
+        }
+        loop {
+            if let Some(reason) = self.exiting.clone() {
+                self.shut_down(cx);
+                return reason;
+            }
+            if let Some(i) = self
+                .children
+                .iter()
+                .position(|c| matches!(c.status, Status::Exited(_)))
+            {
+                self.decide(cx, i);
+                continue;
+            }
+            let now = Instant::now();
+            if let Some(i) = self
+                .children
+                .iter()
+                .position(|c| c.due().is_some_and(|due| due <= now))
+            {
+                self.restart(i);
+                continue;
+            }
+            let next = self.children.iter().filter_map(Child::due).min();
+            let received = match next {
+                Some(due) => cx.receive_either_timeout(due.saturating_duration_since(now)),
+                None => Some(cx.receive_either()),
+            };
+            match received {
+                Some(Received::Notice(notice)) => self.note(notice),
+                Some(Received::Message(Control::WhichChildren(reply_to))) => {
+                    reply_to.reply(self.children.iter().map(Child::info).collect());
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Starts every child in order; the first that fails makes the supervisor shut
+    /// down and exit with [`SupervisorError::StartFailed`].
+    fn start_all(&mut self) {
+        for i in 0..self.children.len() {
+            if let Err(reason) = self.start(i) {
+                let child = self.children[i].spec.id.clone();
+                tracing::warn!(supervisor = %self.me.id(), child = %child, %reason, "child failed to start");
+                self.exit_with(Exit::error(SupervisorError::StartFailed { child, reason }));
+                return;
+            }
+        }
+    }
+
+    /// Starts child `i` and records it as running.
+    fn start(&mut self, i: usize) -> Result<(), Exit> {
+        let child = &mut self.children[i];
+        let start = Arc::clone(&child.spec.start);
+        let started = panic::catch_unwind(AssertUnwindSafe(|| {
+            start(&self.me.0, child.spec.name.as_deref())
+        }))
+        .unwrap_or_else(|payload| {
+            // A stop, a kill or a cancellation that reached the supervisor while the
+            // factory ran goes on; a panic of the factory is a failed start.
+            if payload.is::<Terminated>() || payload.is::<Cancelled>() {
+                panic::resume_unwind(payload);
+            }
+            Err(Exit::Panicked(panic_message(payload.as_ref())))
+        });
+        let Started { pid, typed } = started?;
+        // Nothing between the spawn and this record can block (see the module
+        // comment).
+        let monitor = crate::signal::monitor(&self.me.0, &pid.0);
+        tracing::debug!(supervisor = %self.me.id(), child = %child.spec.id, pid = %pid.id(), "child started");
+        child.status = Status::Running(Incarnation {
+            pid,
+            typed,
+            monitor,
+            reason: None,
+            since: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Starts child `i` again, its restart being due.
+    fn restart(&mut self, i: usize) {
+        self.children[i].restarts += 1;
+        match self.start(i) {
+            Ok(()) => {
+                let child = &self.children[i];
+                if let Some(run) = child.running() {
+                    tracing::info!(
+                        supervisor = %self.me.id(),
+                        child = %child.spec.id,
+                        pid = %run.pid.id(),
+                        "child restarted"
+                    );
+                }
+            }
+            Err(Exit::Shutdown) => self.exit_with(Exit::Shutdown),
+            Err(reason) => {
+                tracing::warn!(
+                    supervisor = %self.me.id(),
+                    child = %self.children[i].spec.id,
+                    %reason,
+                    "child failed to restart"
+                );
+                let child = &mut self.children[i];
+                child.ran_for = Duration::ZERO;
+                child.status = Status::Exited(reason);
+            }
+        }
+    }
+
+    /// Takes in a notice: a child's exit reason or end, or the parent's exit.
+    fn note(&mut self, notice: Notice) {
+        match notice {
+            Notice::Exit { from, reason } => {
+                if let Some(Status::Running(run)) = self
+                    .children
+                    .iter_mut()
+                    .map(|c| &mut c.status)
+                    .find(|s| matches!(s, Status::Running(run) if run.pid.id() == from))
+                {
+                    run.reason = Some(reason);
+                } else if Some(from) == self.parent {
+                    tracing::info!(supervisor = %self.me.id(), parent = %from, %reason, "parent ended; shutting down");
+                    self.exit_with(reason);
+                } else {
+                    tracing::debug!(supervisor = %self.me.id(), from = %from, %reason, "ignored an exit signal from a process that is not a child");
+                }
+            }
+            Notice::Down(down) => {
+                let Some(child) = self.children.iter_mut().find(
+                    |c| matches!(&c.status, Status::Running(run) if run.monitor == down.monitor),
+                ) else {
+                    return;
+                };
+                let Status::Running(run) = std::mem::replace(&mut child.status, Status::Down)
+                else {
+                    unreachable!("found running above");
+                };
+                child.ran_for = run.since.elapsed();
+                child.status = Status::Exited(run.reason.unwrap_or(down.reason));
+            }
+        }
+    }
+
+    /// Acts on the end of child `i` (see the module comment of `supervisor`).
+    fn decide(&mut self, cx: &mut FnContext<'_, Control>, i: usize) {
+        let Status::Exited(reason) = std::mem::replace(&mut self.children[i].status, Status::Down)
+        else {
+            return;
+        };
+        let sup = self.me.id();
+        let child = &self.children[i];
+        let id = child.spec.id.clone();
+        match child.spec.restart {
+            Restart::Temporary => {
+                tracing::debug!(supervisor = %sup, child = %child.spec.id, %reason, "temporary child ended");
+                self.children.remove(i);
+                return;
+            }
+            Restart::Transient if !reason.is_failure() => {
+                tracing::debug!(supervisor = %sup, child = %child.spec.id, %reason, "transient child ended");
+                return;
+            }
+            _ => {}
+        }
+        if reason.is_failure() {
+            tracing::warn!(supervisor = %sup, child = %id, %reason, "child failed");
+        } else {
+            tracing::info!(supervisor = %sup, child = %id, %reason, "child ended");
+        }
+        if !self.count_restart() {
+            tracing::warn!(
+                supervisor = %sup,
+                child = %id,
+                max_restarts = self.max_restarts,
+                period = ?self.period,
+                "restart intensity exceeded; shutting down"
+            );
+            self.exit_with(Exit::error(SupervisorError::IntensityExceeded {
+                max_restarts: self.max_restarts,
+                period: self.period,
+                child: id,
+                reason,
+            }));
+            return;
+        }
+        let delay = self.next_delay(i);
+        let group = match self.strategy {
+            Strategy::OneForOne => i..i + 1,
+            Strategy::OneForAll => 0..self.children.len(),
+            Strategy::RestForOne => i..self.children.len(),
+        };
+        for j in group.clone().rev() {
+            self.terminate(cx, j);
+        }
+        let due = Instant::now() + delay;
+        if !delay.is_zero() {
+            tracing::info!(supervisor = %sup, child = %id, ?delay, "restart delayed");
+        }
+        let mut j = 0;
+        self.children.retain_mut(|child| {
+            let in_group = group.contains(&j);
+            j += 1;
+            if !in_group {
+                return true;
+            }
+            if child.spec.restart == Restart::Temporary {
+                return false;
+            }
+            child.status = Status::Waiting(due);
+            true
+        });
+    }
+
+    /// Counts a restart now; false if it is one too many for the period.
+    fn count_restart(&mut self) -> bool {
+        let now = Instant::now();
+        self.restarts.push_back(now);
+        while let Some(&oldest) = self.restarts.front() {
+            if now.duration_since(oldest) > self.period {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.restarts.len() <= self.max_restarts as usize
+    }
+
+    /// The backoff delay before child `i`'s restart, counting the restart.
+    fn next_delay(&mut self, i: usize) -> Duration {
+        let child = &mut self.children[i];
+        if child.ran_for >= self.period {
+            child.recent = 0;
+        }
+        let delay = self.backoff.delay(child.recent);
+        child.recent = child.recent.saturating_add(1);
+        delay
+    }
+
+    /// Stops child `i` if it runs, and waits until it has ended (see [`Shutdown`]).
+    fn terminate(&mut self, cx: &mut FnContext<'_, Control>, i: usize) {
+        let Some(run) = self.children[i].running() else {
+            if matches!(self.children[i].status, Status::Waiting(_) | Status::Exited(_)) {
+                self.children[i].status = Status::Down;
+            }
+            return;
+        };
+        let pid = run.pid.clone();
+        let shutdown = self.children[i].spec.shutdown;
+        let mut deadline = match shutdown {
+            Shutdown::Kill => {
+                pid.kill();
+                None
+            }
+            Shutdown::Timeout(timeout) => {
+                pid.stop();
+                Some(Instant::now() + timeout)
+            }
+            Shutdown::Infinity => {
+                pid.stop();
+                None
+            }
+        };
+        // The child is done once its `Down` has been noted.
+        while self.children[i].running().is_some() {
+            let notice = match deadline {
+                None => Some(cx.receive_notice()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        tracing::warn!(
+                            supervisor = %self.me.id(),
+                            child = %self.children[i].spec.id,
+                            pid = %pid.id(),
+                            ?shutdown,
+                            "child did not stop in time; killing it"
+                        );
+                        pid.kill();
+                        deadline = None;
+                        continue;
+                    }
+                    cx.receive_notice_timeout(left)
+                }
+            };
+            if let Some(notice) = notice {
+                self.note(notice);
+            }
+        }
+        self.children[i].status = Status::Down;
+    }
+
+    /// Stops every child, in reverse start order.
+    fn shut_down(&mut self, cx: &mut FnContext<'_, Control>) {
+        for i in (0..self.children.len()).rev() {
+            self.terminate(cx, i);
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The name registry, as a user sees it: register, whereis, send_named, unregister,
+//! and names freed when their processes end.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::within;
+use fibra::prelude::*;
+use fibra::{Builder, ProcessId};
+
+fn runtime() -> Runtime {
+    Builder::default().workers(2).build().expect("runtime")
+}
+
+/// A free-running process that waits for one message and returns it.
+fn echo<M: Send + 'static>(cx: &mut FnContext<M>) -> M {
+    cx.receive()
+}
+
+/// Waits, inside a process, until `pid` has ended (its exit hooks have run by the
+/// time the monitor's notice arrives).
+fn await_end(cx: &mut FnContext<()>, pid: impl Into<AnyPid>) {
+    cx.monitor(pid);
+    match cx.receive_notice() {
+        Notice::Down(_) => {}
+        other => panic!("expected a Down, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_registered_process_is_found_and_reached_by_name() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        let got = rt.block_on(move |cx| {
+            let server = cx.spawn_fn(echo::<String>);
+            handle.register("server", &server.pid()).unwrap();
+            assert_eq!(handle.whereis::<String>("server"), Some(server.pid()));
+            assert_eq!(handle.whereis_any("server"), Some(server.pid().any()));
+            assert_eq!(handle.registered(), vec!["server".to_string()]);
+            handle.send_named("server", "ping".to_string()).unwrap();
+            server.join().unwrap()
+        });
+        assert_eq!(got, "ping");
+    });
+}
+
+#[test]
+fn a_taken_name_cannot_be_registered_and_a_process_has_one_name() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        rt.block_on(move |cx| {
+            let first = cx.spawn_fn(echo::<u32>);
+            let second = cx.spawn_fn(echo::<u32>);
+            handle.register("db", &first.pid()).unwrap();
+
+            let taken = handle.register("db", &second.pid()).unwrap_err();
+            assert_eq!(
+                taken,
+                RegisterError::Taken {
+                    name: "db".into(),
+                    holder: first.id(),
+                }
+            );
+            assert_eq!(taken.name(), "db");
+            let text = taken.to_string();
+            assert!(text.contains("\"db\"") && text.contains(&first.id().to_string()));
+
+            // One name per process, as in Erlang; the same name again is no different.
+            for name in ["db2", "db"] {
+                let named = handle.register(name, &first.pid()).unwrap_err();
+                assert_eq!(
+                    named,
+                    RegisterError::AlreadyNamed {
+                        name: name.into(),
+                        process: first.id(),
+                        existing: "db".into(),
+                    }
+                );
+                assert!(named.to_string().contains("already registered as \"db\""));
+            }
+            assert_eq!(handle.whereis::<u32>("db"), Some(first.pid()));
+            assert_eq!(handle.whereis_any("db2"), None);
+
+            first.pid().send(1).unwrap();
+            second.pid().send(2).unwrap();
+            assert_eq!((first.join(), second.join()), (Ok(1), Ok(2)));
+        });
+    });
+}
+
+#[test]
+fn a_name_is_freed_when_its_process_ends_and_can_be_reused() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        rt.block_on(move |cx| {
+            let old = cx.spawn_fn(echo::<u32>);
+            handle.register("worker", &old.pid()).unwrap();
+            old.pid().send(7).unwrap();
+            assert_eq!(old.join(), Ok(7));
+
+            // Gone as soon as the process is, even before the exit hook has run.
+            assert_eq!(handle.whereis::<u32>("worker"), None);
+            assert!(handle.registered().is_empty());
+            let bounced = handle.send_named("worker", 8u32).unwrap_err();
+            assert_eq!(bounced.into_inner(), 8);
+
+            let new = cx.spawn_fn(echo::<u32>);
+            handle.register("worker", &new.pid()).unwrap();
+            handle.send_named("worker", 9u32).unwrap();
+            assert_eq!(new.join(), Ok(9));
+        });
+    });
+}
+
+#[test]
+fn a_killed_process_frees_its_name_for_its_replacement() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        rt.block_on(move |cx| {
+            let first = cx.spawn_fn(echo::<u32>);
+            handle.register("child", &first.pid()).unwrap();
+            first.pid().any().kill();
+            await_end(cx, &first.pid());
+            assert_eq!(handle.whereis_any("child"), None);
+            assert!(handle.registered().is_empty());
+
+            let second = cx.spawn_fn(echo::<u32>);
+            handle.register("child", &second.pid()).unwrap();
+            assert_eq!(handle.whereis::<u32>("child"), Some(second.pid()));
+            second.pid().any().kill();
+            assert_eq!(second.join(), Err(Exit::Killed));
+        });
+    });
+}
+
+/// A free-running process that takes messages until it is killed.
+fn forever(cx: &mut FnContext<u32>) {
+    loop {
+        let _ = cx.receive();
+    }
+}
+
+#[test]
+fn a_supervisor_trapping_exits_re_registers_the_moment_it_hears_of_the_end() {
+    within(60, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        let reached = rt.block_on(move |cx| {
+            let supervisor = cx.spawn_fn(move |cx: &mut FnContext<()>| {
+                cx.trap_exits(true);
+                let mut reached = 0;
+                let mut child = cx.spawn_fn_link(forever);
+                handle.register("svc", &child.pid()).unwrap();
+                for round in 0..200u32 {
+                    child.pid().any().kill();
+                    // The link's notice can come before the exit hook has freed the
+                    // name; registering the replacement must work all the same.
+                    match cx.receive_notice() {
+                        Notice::Exit { from, reason } => {
+                            assert_eq!((from, reason), (child.id(), Exit::Killed));
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                    child = cx.spawn_fn_link(forever);
+                    handle.register("svc", &child.pid()).unwrap();
+                    if handle.send_named("svc", round).is_ok() {
+                        reached += 1;
+                    }
+                }
+                child.pid().any().kill();
+                reached
+            });
+            supervisor.join().unwrap()
+        });
+        assert_eq!(reached, 200);
+    });
+}
+
+#[test]
+fn a_name_held_by_another_message_type_is_not_found_by_type() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        rt.block_on(move |cx| {
+            let numbers = cx.spawn_fn(echo::<u64>);
+            handle.register("numbers", &numbers.pid()).unwrap();
+            assert_eq!(handle.whereis::<String>("numbers"), None);
+            assert_eq!(handle.whereis::<u32>("numbers"), None);
+            assert_eq!(handle.whereis_any("numbers"), Some(numbers.pid().any()));
+            let bounced = handle
+                .send_named("numbers", "text".to_string())
+                .unwrap_err();
+            assert_eq!(bounced.into_inner(), "text");
+            assert_eq!(handle.whereis::<u64>("nobody"), None);
+            assert!(handle.send_named("nobody", 1u64).is_err());
+            handle.send_named("numbers", 5u64).unwrap();
+            assert_eq!(numbers.join(), Ok(5));
+        });
+    });
+}
+
+#[test]
+fn unregister_frees_the_name_and_leaves_the_process_running() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        rt.block_on(move |cx| {
+            let server = cx.spawn_fn(echo::<u32>);
+            handle.register("a", &server.pid()).unwrap();
+            assert!(handle.unregister("a"));
+            assert!(!handle.unregister("a"));
+            assert!(!handle.unregister("never registered"));
+            assert_eq!(handle.whereis::<u32>("a"), None);
+            assert!(handle.registered().is_empty());
+            assert!(server.pid().is_alive());
+
+            // Nameless again, it may take another name; the old one is free for others.
+            handle.register("b", &server.pid()).unwrap();
+            let other = cx.spawn_fn(echo::<u32>);
+            handle.register("a", &other.pid()).unwrap();
+            assert_eq!(handle.registered(), vec!["a".to_string(), "b".to_string()]);
+
+            // The first registration's exit hook was removed with the name: the
+            // server's end frees "b" and leaves "a" alone.
+            server.pid().send(1).unwrap();
+            assert_eq!(server.join(), Ok(1));
+            assert_eq!(handle.registered(), vec!["a".to_string()]);
+            other.pid().send(2).unwrap();
+            assert_eq!(other.join(), Ok(2));
+            assert!(handle.registered().is_empty());
+        });
+    });
+}
+
+#[test]
+fn registering_an_exited_process_fails() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        rt.block_on(move |cx| {
+            let done = cx.spawn_fn(|_: &mut FnContext<u32>| ());
+            let pid = done.pid();
+            done.join().unwrap();
+            let err = handle.register("late", &pid).unwrap_err();
+            assert_eq!(
+                err,
+                RegisterError::Exited {
+                    name: "late".into(),
+                    process: pid.id(),
+                }
+            );
+            assert!(err.to_string().contains("has exited"));
+            assert_eq!(handle.whereis_any("late"), None);
+            assert!(handle.registered().is_empty());
+
+            // Also once its exit hooks have certainly run.
+            await_end(cx, &pid);
+            assert!(matches!(
+                handle.register("late", &pid),
+                Err(RegisterError::Exited { .. })
+            ));
+            assert!(handle.registered().is_empty());
+        });
+    });
+}
+
+#[test]
+fn handler_processes_can_be_registered_too() {
+    struct Adder {
+        total: u64,
+        report: Pid<u64>,
+    }
+    impl Process for Adder {
+        type Message = Option<u64>;
+        fn handle(&mut self, msg: Option<u64>, cx: &mut Context<Self>) {
+            match msg {
+                Some(k) => self.total += k,
+                None => {
+                    let _ = self.report.send(self.total);
+                    cx.stop();
+                }
+            }
+        }
+    }
+
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        let total = rt.block_on(move |cx| {
+            let report = cx.spawn_fn(echo::<u64>);
+            let adder = cx.spawn(Adder {
+                total: 0,
+                report: report.pid(),
+            });
+            handle.register("adder", &adder).unwrap();
+            for k in 1..=10u64 {
+                handle.send_named("adder", Some(k)).unwrap();
+            }
+            handle.send_named("adder", None::<u64>).unwrap();
+            report.join().unwrap()
+        });
+        assert_eq!(total, 55);
+    });
+}
+
+/// Eight threads race registrations, unregistrations and exits of 10,000 processes
+/// under five names; afterwards no name is held, and each can be taken again.
+#[test]
+fn concurrent_churn_leaves_no_stale_names() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 1250;
+    const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+    within(120, || {
+        let rt = Builder::default().workers(4).build().expect("runtime");
+        let registered = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let handle = rt.handle();
+                let registered = Arc::clone(&registered);
+                std::thread::spawn(move || {
+                    let mut rng =
+                        0x9E37_79B9_7F4A_7C15u64 ^ ((t as u64 + 1) * 0x1234_5678_9ABC_DEF1);
+                    let mut next = move || {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        rng
+                    };
+                    for _ in 0..PER_THREAD {
+                        let roll = next();
+                        let name = NAMES[(roll % NAMES.len() as u64) as usize];
+                        // One in four ends by itself at once, racing its registration.
+                        let child = if roll % 4 == 0 {
+                            handle.spawn_fn(|_: &mut FnContext<u32>| 0).unwrap()
+                        } else {
+                            handle.spawn_fn(echo::<u32>).unwrap()
+                        };
+                        match handle.register(name, &child.pid()) {
+                            Ok(()) => {
+                                registered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(RegisterError::Taken { .. } | RegisterError::Exited { .. }) => {}
+                            Err(other) => panic!("unexpected {other}"),
+                        }
+                        match (roll >> 8) % 3 {
+                            0 => {
+                                handle.unregister(name);
+                            }
+                            1 => {
+                                let _ = handle.send_named(name, 1u32);
+                            }
+                            _ => {
+                                let _ = handle.whereis::<u32>(name);
+                            }
+                        }
+                        // Whatever happened above, the child ends now.
+                        let _ = child.pid().send(2);
+                        child.join().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert!(registered.load(Ordering::Relaxed) > 0);
+
+        let handle = rt.handle();
+        let leftovers = rt.block_on(move |cx| {
+            let mut leftovers: Vec<(String, ProcessId)> = Vec::new();
+            for name in NAMES {
+                if let Some(pid) = handle.whereis_any(name) {
+                    leftovers.push((name.to_string(), pid.id()));
+                }
+            }
+            assert!(handle.registered().is_empty());
+            // Every name can be taken again.
+            let fresh: Vec<_> = NAMES.iter().map(|_| cx.spawn_fn(echo::<u32>)).collect();
+            for (name, child) in NAMES.iter().zip(&fresh) {
+                handle.register(*name, &child.pid()).unwrap();
+            }
+            assert_eq!(handle.registered().len(), NAMES.len());
+            for child in fresh {
+                child.pid().send(0).unwrap();
+                child.join().unwrap();
+            }
+            leftovers
+        });
+        assert!(leftovers.is_empty(), "stale names: {leftovers:?}");
+    });
+}
