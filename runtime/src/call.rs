@@ -9,8 +9,9 @@
 //!
 //! 1. The caller allocates the slot and registers an exit hook on the callee
 //!    *before* it sends anything, so the callee cannot end unobserved in between.
-//!    If the callee has ended already, the call fails at once with
-//!    `Exited(NoProc)`; the request is never built.
+//!    If the callee has ended already (its state word says so, or the hook runs
+//!    at once), the call fails at once with `Exited(NoProc)`; the request is never
+//!    built.
 //! 2. It builds the request around a `ReplyTo` and sends it. A failed send means
 //!    the callee is ending: the request is dropped on the spot, its `ReplyTo` with
 //!    it, and step 5 explains why that still reports the exit reason.
@@ -27,8 +28,9 @@
 //!    waiter: [`ReplyTo::reply`] with the value, the drop of an unused `ReplyTo`
 //!    ("no reply"), and the exit hook with the callee's exit reason.
 //! 5. The one exception to "first wins": an exit reason replaces "no reply". A
-//!    callee that ends drops the messages still in its mailbox before its exit hooks
-//!    run, so an unanswered request drops its `ReplyTo` first:
+//!    callee that ends can drop an unanswered `ReplyTo` before its exit hooks run,
+//!    in two ways. Its mailbox is closed, and the requests still queued dropped,
+//!    before the hooks run:
 //!
 //!    ```text
 //!      callee, ending                           caller
@@ -40,8 +42,13 @@
 //!      exit hook: slot := Exited(reason) --->  wakes: returns Exited(reason)
 //!    ```
 //!
-//!    The caller therefore takes "no reply" as final only while the callee is
-//!    alive. The slot's lock orders the `EXITED` store before the caller's look.
+//!    So the caller takes "no reply" as final only while the callee is alive; the
+//!    slot's lock orders the `EXITED` store before the caller's look. And a callee
+//!    that panics (or is killed) with the `ReplyTo` in hand drops it while it
+//!    unwinds, still alive. That drop runs on the callee's own carrier, which is
+//!    how `ReplyTo::drop` recognises it: it records `Unwound`, which is never final
+//!    and wakes nobody, and the exit hook follows. (Should the callee catch the
+//!    panic itself and live on, the call ends at its timeout.)
 //! 6. The caller takes the outcome, or gives up at the deadline, and *closes* the
 //!    slot in the same critical section. Whatever arrives later finds it closed and
 //!    is dropped where it is, so a late reply never shows up anywhere: there is no
@@ -65,7 +72,7 @@ use parking_lot::Mutex;
 
 use crate::carrier::{with_current, Frame, Suspend};
 use crate::error::Exit;
-use crate::process::{Pid, Task};
+use crate::process::{Pid, Run, Task};
 use crate::signal::{on_exit, remove_exit_hook, HookId};
 use crate::state::{Deadline, Rights, Wait};
 use crate::time::{arm, deadline_after, disarm};
@@ -74,6 +81,11 @@ use crate::time::{arm, deadline_after, disarm};
 /// it arms a timer and waits for the reply. One yield covers a callee on the same
 /// worker; more would mostly spin for a callee on another one.
 const YIELDS_BEFORE_WAITING: u32 = 1;
+
+/// The address of a process, for comparing identities.
+fn process_address(process: &dyn Run) -> usize {
+    process as *const dyn Run as *const () as usize
+}
 
 /// Why a [`Pid::call`] returned no reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +125,9 @@ enum Reply<R> {
     /// The `ReplyTo` was dropped unused. Final only while the callee is alive (step 5
     /// of the protocol).
     Dropped,
+    /// The callee dropped the `ReplyTo` unused while it unwound: it is ending, and
+    /// its exit hook will bring the reason (step 5).
+    Unwound,
     /// The callee ended, with this reason.
     Exited(Exit),
     /// The caller took the outcome or gave up; whatever comes now is dropped.
@@ -177,33 +192,53 @@ impl<R> SlotState<R> {
 struct Slot<R> {
     /// The outcome and the waiter.
     state: Mutex<SlotState<R>>,
+    /// The callee's address, to tell whether a `ReplyTo` is dropped by the callee
+    /// itself. Only an address to compare: the call holds the callee alive, so no
+    /// other process can have it while the comparison matters.
+    callee: usize,
 }
 
 impl<R> Slot<R> {
-    fn new() -> Slot<R> {
+    /// A slot for a call to the process at `callee` (see [`process_address`]).
+    fn new(callee: usize) -> Slot<R> {
         Slot {
             state: Mutex::new(SlotState {
                 reply: Reply::Pending,
                 waiter: Waiter::None,
             }),
+            callee,
         }
     }
 
+    /// Whether the thread runs the callee, unwinding: a panic, a kill or `exit`
+    /// is ending it.
+    fn callee_unwinds_here(&self) -> bool {
+        thread::panicking()
+            && with_current(|frame| {
+                frame.is_some_and(|frame| process_address(frame.process()) == self.callee)
+            })
+    }
+
     /// Records `reply` and wakes the caller, unless the call is settled already
-    /// (an exit reason still replaces a dropped `ReplyTo`). A refused outcome is
+    /// (an exit reason still replaces a dropped `ReplyTo`, step 5). A refused outcome is
     /// handed back, so that it is dropped outside the lock.
     fn settle(&self, reply: Reply<R>) -> Result<(), Reply<R>> {
         let waiter = {
             let mut state = self.state.lock();
             let accepted = matches!(
                 (&state.reply, &reply),
-                (Reply::Pending, _) | (Reply::Dropped, Reply::Exited(_))
+                (Reply::Pending, _) | (Reply::Dropped | Reply::Unwound, Reply::Exited(_))
             );
             if !accepted {
                 return Err(reply);
             }
+            // An unwinding callee is no news for the caller: its exit will be.
+            let waiter = match reply {
+                Reply::Unwound => Waiter::None,
+                _ => mem::replace(&mut state.waiter, Waiter::None),
+            };
             state.reply = reply;
-            mem::replace(&mut state.waiter, Waiter::None)
+            waiter
         };
         waiter.wake();
         Ok(())
@@ -215,8 +250,8 @@ impl<R> Slot<R> {
 ///
 /// It can be sent anywhere (another process may answer on the callee's behalf),
 /// but not cloned: a call gets one reply. Dropping it without replying ends the
-/// call at once with [`CallError::NoReply`] (or, if the callee has ended,
-/// [`CallError::Exited`] with its reason).
+/// call at once with [`CallError::NoReply`] (or, if it is dropped because the
+/// callee is ending, [`CallError::Exited`] with the callee's exit reason).
 pub struct ReplyTo<R> {
     /// The slot shared with the caller; `reply` takes it, so the drop that follows
     /// does nothing.
@@ -239,7 +274,12 @@ impl<R> ReplyTo<R> {
 impl<R> Drop for ReplyTo<R> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            let _ = slot.settle(Reply::Dropped);
+            let dropped = if slot.callee_unwinds_here() {
+                Reply::Unwound
+            } else {
+                Reply::Dropped
+            };
+            let _ = slot.settle(dropped);
         }
     }
 }
@@ -415,7 +455,12 @@ where
     R: Send + 'static,
 {
     let callee = to.any().0;
-    let slot = Arc::new(Slot::new());
+    // A callee seen to have ended may not have run its exit hooks yet; it has ended
+    // all the same, so this is step 1's early failure too.
+    if callee.header().state.is_exited() {
+        return Err(CallError::Exited(Exit::NoProc));
+    }
+    let slot = Arc::new(Slot::new(process_address(&*callee)));
     let for_hook = Arc::clone(&slot);
     // Step 1. The hook runs on the callee's thread under its relations lock: it only
     // settles the slot and wakes the caller.
@@ -451,7 +496,7 @@ mod tests {
 
     #[test]
     fn the_first_outcome_wins_except_that_an_exit_replaces_a_dropped_reply() {
-        let slot = Slot::<u32>::new();
+        let slot = Slot::<u32>::new(0);
         assert!(slot.settle(Reply::Dropped).is_ok());
         assert!(slot.settle(Reply::Exited(Exit::Killed)).is_ok());
         assert!(slot.settle(Reply::Value(1)).is_err());
@@ -461,7 +506,12 @@ mod tests {
             Reply::Exited(Exit::Killed)
         ));
 
-        let slot = Slot::<u32>::new();
+        let slot = Slot::<u32>::new(0);
+        assert!(slot.settle(Reply::Unwound).is_ok());
+        assert!(slot.settle(Reply::Dropped).is_err());
+        assert!(slot.settle(Reply::Exited(Exit::Killed)).is_ok());
+
+        let slot = Slot::<u32>::new(0);
         assert!(slot.settle(Reply::Value(7)).is_ok());
         assert!(slot.settle(Reply::Dropped).is_err());
         assert!(slot.settle(Reply::Exited(Exit::Killed)).is_err());
@@ -470,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_reply_to_a_closed_slot_is_refused_and_dropped() {
-        let slot = Arc::new(Slot::<String>::new());
+        let slot = Arc::new(Slot::<String>::new(0));
         slot.state.lock().reply = Reply::Closed;
         let reply_to = ReplyTo {
             slot: Some(Arc::clone(&slot)),

@@ -384,7 +384,7 @@ impl<M: Send + 'static> Pid<M> {
     /// assert_eq!(n, Ok(42));
     /// // From a plain thread: the thread blocks.
     /// assert_eq!(counter.call(Msg::Get, Duration::from_secs(5)), Ok(42));
-    /// // A process that has ended answers at once, whatever the timeout.
+    /// // A call to a process that ends fails as soon as it ends, whatever the timeout.
     /// counter.any().kill();
     /// let err = counter.call(Msg::Get, Duration::from_secs(60)).unwrap_err();
     /// assert!(matches!(err, CallError::Exited(_)));

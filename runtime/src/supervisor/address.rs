@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Exit, SpawnError};
 use crate::call::{CallError, ReplyTo};
+use crate::error::{Exit, SpawnError};
 use crate::free::FnContext;
 use crate::handler::{Context, Process};
 use crate::process::{AnyPid, Pid, ProcessId};

@@ -237,7 +237,12 @@ impl State {
         for i in 0..self.children.len() {
             if let Err(reason) = self.start(i) {
                 let child = self.children[i].spec.id.clone();
-                tracing::warn!(supervisor = %self.me.id(), child = %child, %reason, "child failed to start");
+                tracing::warn!(
+                    supervisor = %self.me.id(),
+                    child = %child,
+                    %reason,
+                    "child failed to start"
+                );
                 self.exit_with(Exit::error(SupervisorError::StartFailed { child, reason }));
                 return;
             }
@@ -263,7 +268,12 @@ impl State {
         // Nothing between the spawn and this record can block (see the module
         // comment).
         let monitor = crate::signal::monitor(&self.me.0, &pid.0);
-        tracing::debug!(supervisor = %self.me.id(), child = %child.spec.id, pid = %pid.id(), "child started");
+        tracing::debug!(
+            supervisor = %self.me.id(),
+            child = %child.spec.id,
+            pid = %pid.id(),
+            "child started"
+        );
         child.status = Status::Running(Incarnation {
             pid,
             typed,
@@ -316,10 +326,20 @@ impl State {
                 {
                     run.reason = Some(reason);
                 } else if Some(from) == self.parent {
-                    tracing::info!(supervisor = %self.me.id(), parent = %from, %reason, "parent ended; shutting down");
+                    tracing::info!(
+                        supervisor = %self.me.id(),
+                        parent = %from,
+                        %reason,
+                        "parent ended; shutting down"
+                    );
                     self.exit_with(reason);
                 } else {
-                    tracing::debug!(supervisor = %self.me.id(), from = %from, %reason, "ignored an exit signal from a process that is not a child");
+                    tracing::debug!(
+                        supervisor = %self.me.id(),
+                        from = %from,
+                        %reason,
+                        "ignored an exit signal from a process that is not a child"
+                    );
                 }
             }
             Notice::Down(down) => {
@@ -347,22 +367,18 @@ impl State {
         let sup = self.me.id();
         let child = &self.children[i];
         let id = child.spec.id.clone();
-        match child.spec.restart {
-            Restart::Temporary => {
-                tracing::debug!(supervisor = %sup, child = %child.spec.id, %reason, "temporary child ended");
-                self.children.remove(i);
-                return;
-            }
-            Restart::Transient if !reason.is_failure() => {
-                tracing::debug!(supervisor = %sup, child = %child.spec.id, %reason, "transient child ended");
-                return;
-            }
-            _ => {}
-        }
         if reason.is_failure() {
             tracing::warn!(supervisor = %sup, child = %id, %reason, "child failed");
         } else {
             tracing::info!(supervisor = %sup, child = %id, %reason, "child ended");
+        }
+        match child.spec.restart {
+            Restart::Temporary => {
+                self.children.remove(i);
+                return;
+            }
+            Restart::Transient if !reason.is_failure() => return,
+            _ => {}
         }
         if !self.count_restart() {
             tracing::warn!(
@@ -436,7 +452,10 @@ impl State {
     /// Stops child `i` if it runs, and waits until it has ended (see [`Shutdown`]).
     fn terminate(&mut self, cx: &mut FnContext<'_, Control>, i: usize) {
         let Some(run) = self.children[i].running() else {
-            if matches!(self.children[i].status, Status::Waiting(_) | Status::Exited(_)) {
+            if matches!(
+                self.children[i].status,
+                Status::Waiting(_) | Status::Exited(_)
+            ) {
                 self.children[i].status = Status::Down;
             }
             return;

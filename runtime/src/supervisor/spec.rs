@@ -140,8 +140,8 @@ impl ChildSpec {
     {
         ChildSpec::worker(id, move |sup: &Task, name: Option<&str>| {
             let body = factory();
-            let child = crate::free::spawn(&sup.header().shared, body, Some(sup))
-                .map_err(spawn_failure)?;
+            let child =
+                crate::free::spawn(&sup.header().shared, body, Some(sup)).map_err(spawn_failure)?;
             register(sup, name, child.pid())
         })
     }
