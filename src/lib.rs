@@ -80,26 +80,25 @@
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
 pub use fibra_mailbox as mailbox;
-pub use fibra_runtime::{CallError, ReplyTo};
-pub use fibra_runtime::{
-    Backoff, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
-    SupervisorError, SupervisorPid,
-};
 pub use fibra_runtime::{
     sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext, Handle,
     Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, RegisterError, Runtime,
     Scope, SendError, SpawnError, TimerRef, DEFAULT_STACK_SIZE,
 };
+pub use fibra_runtime::{
+    Backoff, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
+    SupervisorError, SupervisorPid,
+};
+pub use fibra_runtime::{CallError, ReplyTo};
 
 /// The names most programs need: `use fibra::prelude::*;`.
 pub mod prelude {
-    pub use fibra_runtime::{CallError, ReplyTo};
-    pub use fibra_runtime::{
-        Backoff, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
-        SupervisorPid,
-    };
     pub use fibra_runtime::{
         sleep, AnyPid, Context, Down, Exit, FnContext, Handle, JoinHandle, Notice, Pid, Process,
         RegisterError, Runtime, SendError, SpawnError,
     };
+    pub use fibra_runtime::{
+        Backoff, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor, SupervisorPid,
+    };
+    pub use fibra_runtime::{CallError, ReplyTo};
 }

@@ -67,15 +67,14 @@ use std::sync::Arc;
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use fibra_timer::TimerKey;
 use parking_lot::Mutex;
 
 use crate::carrier::{with_current, Frame, Suspend};
 use crate::error::Exit;
 use crate::process::{Pid, Run, Task};
 use crate::signal::{on_exit, remove_exit_hook, HookId};
-use crate::state::{Deadline, Rights, Wait};
-use crate::time::{arm, deadline_after, disarm};
+use crate::state::{Rights, Wait};
+use crate::time::{deadline_after, WaitTimer};
 
 /// How many times a calling process yields, looking for the reply after each, before
 /// it arms a timer and waits for the reply. One yield covers a callee on the same
@@ -360,7 +359,7 @@ impl<R> Call<R> {
             }
         }
         let deadline = deadline_after(timeout);
-        let mut timer = WaitTimer { frame, key: None };
+        let mut timer = WaitTimer::new(frame);
         loop {
             let polled = self.poll(
                 deadline,
@@ -408,39 +407,6 @@ impl<R> Drop for Call<R> {
             drop((reply, waiter));
         }
         remove_exit_hook(&*self.callee, self.hook);
-    }
-}
-
-/// The timer that bounds a process's wait; cancelled when the wait ends, also by
-/// unwinding.
-struct WaitTimer<'a, 'f> {
-    /// The waiting process's frame.
-    frame: &'a Frame<'f>,
-    /// The armed timer, if any.
-    key: Option<TimerKey>,
-}
-
-impl WaitTimer<'_, '_> {
-    /// Replaces the armed timer by a new one for the next wait, and says how that
-    /// wait is bounded (not at all if the runtime is shutting down: shutdown ends
-    /// the wait instead).
-    fn rearm(&mut self, deadline: Instant) -> Deadline {
-        if let Some(key) = self.key.take() {
-            disarm(self.frame, key);
-        }
-        self.key = arm(self.frame, deadline);
-        match self.key {
-            Some(_) => Deadline::Timed,
-            None => Deadline::None,
-        }
-    }
-}
-
-impl Drop for WaitTimer<'_, '_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            disarm(self.frame, key);
-        }
     }
 }
 

@@ -24,7 +24,7 @@ use crate::scheduler::Shared;
 use crate::scope::Scope;
 use crate::signal::{exit_from_unwind, take_notice, Notice};
 use crate::state::{Deadline, Rights, Wait};
-use crate::time::{arm, deadline_after, disarm, sleep_until};
+use crate::time::{deadline_after, sleep_until, WaitTimer};
 
 /// Who waits for a result.
 enum Waiter {
@@ -387,7 +387,7 @@ impl<M: Send + 'static> FnContext<'_, M> {
         deadline: Option<Instant>,
         mut take: impl FnMut(&Mailbox<M>) -> Option<R>,
     ) -> Option<R> {
-        let mut timer = None;
+        let mut timer = WaitTimer::new(self.frame);
         let received = loop {
             if let Some(msg) = take(&self.core.mailbox) {
                 break Some(msg);
@@ -400,22 +400,11 @@ impl<M: Send + 'static> FnContext<'_, M> {
             if Instant::now() >= deadline {
                 break None;
             }
-            // Every timed wait gets a timer of its own (its sequence number changes),
-            // so a wake-up by a message that did not match re-arms.
-            if let Some(key) = timer.take() {
-                disarm(self.frame, key);
-            }
-            timer = arm(self.frame, deadline);
-            let bound = if timer.is_some() {
-                Deadline::Timed
-            } else {
-                Deadline::None
-            };
+            // A wake-up by a message that did not match re-arms.
+            let bound = timer.rearm(deadline);
             self.frame.suspend(Suspend::Wait(Wait::Message, bound));
         };
-        if let Some(key) = timer {
-            disarm(self.frame, key);
-        }
+        drop(timer);
         if received.is_some() {
             self.frame.tick();
         }
@@ -539,16 +528,9 @@ impl<M: Send + 'static> FnContext<'_, M> {
                     .suspend(Suspend::Wait(Wait::Sleep, Deadline::None)),
                 Some(deadline) if Instant::now() >= deadline => return None,
                 Some(deadline) => {
-                    let timer = arm(self.frame, deadline);
-                    let bound = if timer.is_some() {
-                        Deadline::Timed
-                    } else {
-                        Deadline::None
-                    };
+                    let mut timer = WaitTimer::new(self.frame);
+                    let bound = timer.rearm(deadline);
                     self.frame.suspend(Suspend::Wait(Wait::Sleep, bound));
-                    if let Some(key) = timer {
-                        disarm(self.frame, key);
-                    }
                 }
             }
         }

@@ -70,7 +70,7 @@ pub trait Process: Sized + Send + 'static {
 
     /// Runs for each notice: a [`Down`](crate::Down) from a monitor, or an exit
     /// signal from a link while the process traps exits
-    /// ([`Context::trap_exits`]). Notices are handled before queued messages.
+    /// ([`Scope::trap_exits`]). Notices are handled before queued messages.
     fn notice(&mut self, notice: Notice, cx: &mut Context<'_, Self>) {
         let _ = (notice, cx);
     }

@@ -46,6 +46,7 @@
 //! [`Exit::Stopped`]: crate::Exit::Stopped
 
 mod address;
+mod intensity;
 mod run;
 mod spec;
 

@@ -261,16 +261,55 @@ pub(crate) fn disarm(frame: &Frame<'_>, key: TimerKey) {
     drop(frame.process().header().shared.timers.cancel(key));
 }
 
+/// The timer of the running process's timed wait, cancelled when dropped, so it
+/// never outlives its wait, also when the wait unwinds (a kill, a stop).
+pub(crate) struct WaitTimer<'a, 'y> {
+    /// The waiting process's frame.
+    frame: &'a Frame<'y>,
+    /// The armed timer, if any.
+    key: Option<TimerKey>,
+}
+
+impl<'a, 'y> WaitTimer<'a, 'y> {
+    pub(crate) fn new(frame: &'a Frame<'y>) -> Self {
+        WaitTimer { frame, key: None }
+    }
+
+    /// Arms a fresh timer for the next timed wait (each wait needs its own: the
+    /// sequence number changes), dropping the previous one. Says how the wait is
+    /// bounded: `None` if the runtime is shutting down and no timer could be armed.
+    pub(crate) fn rearm(&mut self, deadline: Instant) -> Deadline {
+        if let Some(key) = self.key.take() {
+            disarm(self.frame, key);
+        }
+        self.key = arm(self.frame, deadline);
+        match self.key {
+            Some(_) => Deadline::Timed,
+            None => Deadline::None,
+        }
+    }
+}
+
+impl Drop for WaitTimer<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            disarm(self.frame, key);
+        }
+    }
+}
+
 /// Suspends the current process until `deadline`.
 pub(crate) fn sleep_until(frame: &Frame<'_>, deadline: Instant) {
+    let mut timer = WaitTimer::new(frame);
     while Instant::now() < deadline {
-        let Some(key) = arm(frame, deadline) else {
+        match timer.rearm(deadline) {
+            Deadline::Timed => frame.suspend(Suspend::Wait(Wait::Sleep, Deadline::Timed)),
             // Shutting down: the process is about to be stopped anyway.
-            frame.suspend(Suspend::Yield);
-            return;
-        };
-        frame.suspend(Suspend::Wait(Wait::Sleep, Deadline::Timed));
-        disarm(frame, key);
+            Deadline::None => {
+                frame.suspend(Suspend::Yield);
+                return;
+            }
+        }
     }
 }
 

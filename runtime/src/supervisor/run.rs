@@ -20,7 +20,6 @@
 //! A second stop during the shutdown starts the shutdown over from where it is; a
 //! child being stopped then gets its full timeout again.
 
-use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +29,10 @@ use crate::error::{panic_message, Exit};
 use crate::free::{FnContext, Received};
 use crate::process::{AnyPid, ProcessId};
 use crate::signal::{MonitorRef, Notice, Terminated};
+use crate::time::deadline_after;
 
 use super::address::{ChildInfo, Control, SupervisorError};
+use super::intensity::RestartWindow;
 use super::spec::{ChildSpec, Restart, Shutdown, Started};
 use super::{Backoff, Strategy, Supervisor};
 
@@ -139,16 +140,12 @@ struct State {
     parent: Option<ProcessId>,
     /// Which children a restart takes along.
     strategy: Strategy,
-    /// At most this many restarts...
-    max_restarts: u32,
-    /// ...within this period.
-    period: Duration,
+    /// The restart intensity and the restarts it has counted.
+    window: RestartWindow,
     /// The delay before restarts.
     backoff: Backoff,
     /// The children, in start order.
     children: Vec<Child>,
-    /// When the restarts of the last period happened, oldest first.
-    restarts: VecDeque<Instant>,
     /// Whether the initial start is still to be done.
     starting: bool,
     /// Set once the supervisor is to shut down, with the reason it will exit with.
@@ -161,8 +158,7 @@ impl State {
             me,
             parent,
             strategy: supervisor.strategy,
-            max_restarts: supervisor.max_restarts,
-            period: supervisor.period,
+            window: RestartWindow::new(supervisor.max_restarts, supervisor.period),
             backoff: supervisor.backoff,
             children: supervisor
                 .children
@@ -175,7 +171,6 @@ impl State {
                     restarts: 0,
                 })
                 .collect(),
-            restarts: VecDeque::new(),
             starting: true,
             exiting: None,
         }
@@ -380,17 +375,17 @@ impl State {
             Restart::Transient if !reason.is_failure() => return,
             _ => {}
         }
-        if !self.count_restart() {
+        if !self.window.admit(Instant::now()) {
             tracing::warn!(
                 supervisor = %sup,
                 child = %id,
-                max_restarts = self.max_restarts,
-                period = ?self.period,
+                max_restarts = self.window.max_restarts,
+                period = ?self.window.period,
                 "restart intensity exceeded; shutting down"
             );
             self.exit_with(Exit::error(SupervisorError::IntensityExceeded {
-                max_restarts: self.max_restarts,
-                period: self.period,
+                max_restarts: self.window.max_restarts,
+                period: self.window.period,
                 child: id,
                 reason,
             }));
@@ -405,7 +400,7 @@ impl State {
         for j in group.clone().rev() {
             self.terminate(cx, j);
         }
-        let due = Instant::now() + delay;
+        let due = deadline_after(delay);
         if !delay.is_zero() {
             tracing::info!(supervisor = %sup, child = %id, ?delay, "restart delayed");
         }
@@ -424,24 +419,10 @@ impl State {
         });
     }
 
-    /// Counts a restart now; false if it is one too many for the period.
-    fn count_restart(&mut self) -> bool {
-        let now = Instant::now();
-        self.restarts.push_back(now);
-        while let Some(&oldest) = self.restarts.front() {
-            if now.duration_since(oldest) > self.period {
-                self.restarts.pop_front();
-            } else {
-                break;
-            }
-        }
-        self.restarts.len() <= self.max_restarts as usize
-    }
-
     /// The backoff delay before child `i`'s restart, counting the restart.
     fn next_delay(&mut self, i: usize) -> Duration {
         let child = &mut self.children[i];
-        if child.ran_for >= self.period {
+        if child.ran_for >= self.window.period {
             child.recent = 0;
         }
         let delay = self.backoff.delay(child.recent);
@@ -469,7 +450,7 @@ impl State {
             }
             Shutdown::Timeout(timeout) => {
                 pid.stop();
-                Some(Instant::now() + timeout)
+                Some(deadline_after(timeout))
             }
             Shutdown::Infinity => {
                 pid.stop();
