@@ -38,6 +38,8 @@
 //! | `million_idle` | fibra only: 1,000,000 idle handler processes, each has handled one message | `rss_mib`, `bytes_per_process` (RSS growth / 1,000,000), `max_map_count` of the machine |
 //! | `timers` | `processes=<n>` processes (1,000 and 100,000) each wait once for a pseudo-random delay in 1..=100 ms | `late_p50_us`, `late_p99_us`: median and 99th percentile of lateness, in µs, where a process's lateness is the time it measured itself from its start to its wake-up, minus its delay; `wall_secs`: from spawning the first process to the last wake-up |
 //! | `timeout_churn` | fibra only: 2 processes, 500,000 round trips, every receive a `receive_timeout(1 s)` that gets its message in time | `calls_per_sec`: `receive_timeout` calls (1,000,000, both processes) / wall time |
+//! | `call` | a caller and a server, 1,000,000 request/reply round trips; fibra: a handler process answering `Pid::call` requests, each call with a 5 s timeout; tokio: a task answering `(n, oneshot::Sender)` pairs from an unbounded `mpsc`, the caller awaiting the `oneshot` with no timeout (fibra's `call` always carries one) | `ns_per_call`: wall time / calls |
+//! | `restart` | fibra only: a one-for-one supervisor with one permanent handler child, registered under a name; the child is made to panic 10,000 times | `crashes`; `p50_us`, `p99_us`: median and 99th percentile, in µs, of the time from sending the crash to a new incarnation answering a call |
 //!
 //! The `timers` lines and how their processes wait:
 //!
@@ -61,22 +63,39 @@
 //! (the ball is still with the other one), so every call arms a timer and the ball's
 //! arrival cancels it.
 //!
-//! `ping_pong` and `ring` warm up (10,000 round trips or hops) in the same processes
-//! before the clock starts. RSS comes from `/proc/self/statm`, peak RSS from `VmHWM` in
+//! In `call` the server answers request `n` with `3n + 1`, and the caller checks each
+//! reply. The target is fibra at most 0.7 times tokio's `ns_per_call`, although every
+//! fibra call also arms (or, when the reply is back by its first look, skips) a
+//! timeout that the tokio caller does without.
+//!
+//! In `restart` the driver sends the child a crash, then looks the name up with
+//! `Handle::whereis` and calls what it finds, again and again, until a process with
+//! another id than the crashed one answers; the time from just before the crash was
+//! sent to that answer is one sample, so it covers the panic, the supervisor's
+//! handling of the child's exit, the new spawn, its registration and one call. The
+//! supervisor allows 1,000,000 restarts a second, far more than the workload makes, so
+//! it never gives up; the deliberate panics are kept off stderr by a panic hook. The
+//! target is `p99_us` at most 50.
+//!
+//! `ping_pong`, `ring` and `call` warm up (10,000 round trips or hops) in the same
+//! processes before the clock starts, `restart` with 100 crashes. RSS comes from `/proc/self/statm`, peak RSS from `VmHWM` in
 //! `/proc/self/status`; the vector that keeps the addresses of the spawned processes is
 //! faulted in before the baseline is taken, so its pages are not charged to them.
 //!
 //! Every workload checks its result (the skynet sum, the token's final position, each
 //! sender's sequence, the count of acknowledgements, a report from every timer process
-//! and none woken before its delay, every `receive_timeout` returning its ball), so a
-//! runtime that loses or duplicates messages or fires timers early fails instead of
-//! printing a good number.
+//! and none woken before its delay, every `receive_timeout` returning its ball, every
+//! call's reply, one restart reported by the supervisor per crash), so a runtime that
+//! loses or duplicates messages or fires timers early fails instead of printing a good
+//! number.
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "actors/calls.rs"]
+mod calls;
 #[path = "actors/memory.rs"]
 mod memory;
 #[path = "actors/on_fibra.rs"]
@@ -179,7 +198,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 8] = [
+const WORKLOADS: [Workload; 10] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -242,6 +261,16 @@ const WORKLOADS: [Workload; 8] = [
         fibra: &[Case::only(|| {
             timing::timeout_churn(on_fibra::timeout_churn())
         })],
+        tokio: &[],
+    },
+    Workload {
+        name: "call",
+        fibra: &[Case::only(|| calls::call(on_fibra::call()))],
+        tokio: &[Case::only(|| calls::call(on_tokio::call()))],
+    },
+    Workload {
+        name: "restart",
+        fibra: &[Case::only(|| calls::restart(on_fibra::restart()))],
         tokio: &[],
     },
 ];

@@ -1,7 +1,7 @@
 //! The workloads on fibra, on a default runtime (one worker per core).
 //!
 //! Processes that wait for messages between bursts of work (the echo, ring members,
-//! skynet nodes, idle processes, timer sleepers) are handler processes, so they hold no
+//! skynet nodes, idle processes, timer sleepers, the call server) are handler processes, so they hold no
 //! stack while idle. Processes that run a loop from start to end (a pinger, a fan-in
 //! sender or receiver, each workload's driver) are free-running.
 
@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use fibra::prelude::*;
 
+use super::calls::{
+    answer, RestartOutcome, CALLS, CALL_TIMEOUT, RESTART_CHILD, RESTART_CRASHES, RESTART_INTENSITY,
+    RESTART_PATIENCE, RESTART_PERIOD, RESTART_WARM_UP,
+};
 use super::timing::{
     timer_delay, TimeoutChurnOutcome, TimerOutcome, TimerReport, TIMEOUT_CHURN_CALLS,
     TIMEOUT_CHURN_TIMEOUT,
@@ -463,5 +467,147 @@ pub fn timeout_churn() -> TimeoutChurnOutcome {
             elapsed,
             echoed: echo.join().expect("the echo process failed"),
         }
+    })
+}
+
+/// What a [`Server`] is asked to do.
+enum Request {
+    /// Reply [`answer`]`(n)`.
+    Get(u64, ReplyTo<u64>),
+    /// Panic (`restart`).
+    Crash,
+}
+
+/// The payload of a [`Server`]'s deliberate panic, which the `restart` panic hook
+/// recognises and keeps off stderr.
+const DELIBERATE_CRASH: &str = "a deliberate crash of the bench server";
+
+/// Answers calls (`call`, `restart`); in `restart` it is a supervised child and panics
+/// when asked to.
+struct Server;
+
+impl Process for Server {
+    type Message = Request;
+
+    fn handle(&mut self, request: Request, _cx: &mut Context<Self>) {
+        match request {
+            // A false return means the caller gave up; it reports that itself.
+            Request::Get(n, reply_to) => {
+                reply_to.reply(answer(n));
+            }
+            Request::Crash => std::panic::panic_any(DELIBERATE_CRASH),
+        }
+    }
+}
+
+/// Calls `server` with the requests `0..count` and checks every reply.
+fn call_each(server: &Pid<Request>, count: u64) {
+    for n in 0..count {
+        let reply = server
+            .call(|reply_to| Request::Get(n, reply_to), CALL_TIMEOUT)
+            .unwrap_or_else(|e| panic!("call {n} failed: {e}"));
+        assert_eq!(reply, answer(n), "wrong reply to call {n}");
+    }
+}
+
+pub fn call() -> Duration {
+    run(|cx: &mut FnContext<()>| {
+        let server = cx.spawn(Server);
+        call_each(&server, WARM_UP);
+        let start = Instant::now();
+        call_each(&server, CALLS);
+        start.elapsed()
+    })
+}
+
+/// Keeps the [`Server`]'s deliberate panics off stderr, where the default hook would
+/// print a message for each of the thousands of crashes (and its printing would be
+/// timed along with them); any other panic still goes to the hook installed before.
+fn silence_deliberate_crashes() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<&str>() != Some(&DELIBERATE_CRASH) {
+            previous(info);
+        }
+    }));
+}
+
+/// Waits until an incarnation of the `restart` child other than `old` is registered
+/// and answers request `n`, checks its answer and returns it. Looks again at once
+/// after each miss, letting the other processes on this worker run in between.
+fn replacement(
+    cx: &mut FnContext<()>,
+    handle: &Handle,
+    old: Option<&Pid<Request>>,
+    n: u64,
+) -> Pid<Request> {
+    let give_up = Instant::now() + RESTART_PATIENCE;
+    loop {
+        if let Some(pid) = handle.whereis::<Request>(RESTART_CHILD) {
+            if old.is_none_or(|old| old.id() != pid.id()) {
+                match pid.call(|reply_to| Request::Get(n, reply_to), CALL_TIMEOUT) {
+                    Ok(reply) => {
+                        assert_eq!(reply, answer(n), "wrong reply from a new incarnation");
+                        return pid;
+                    }
+                    // Gone again before it answered: not a working replacement.
+                    Err(CallError::Exited(_)) => {}
+                    Err(e) => panic!("a new incarnation did not answer: {e}"),
+                }
+            }
+        }
+        assert!(
+            Instant::now() < give_up,
+            "no new incarnation answered within {RESTART_PATIENCE:?}"
+        );
+        cx.yield_now();
+    }
+}
+
+/// Crashes the current incarnation and waits for its replacement to answer; returns
+/// the replacement and the time from just before the crash was sent to its answer.
+fn crash_and_replace(
+    cx: &mut FnContext<()>,
+    handle: &Handle,
+    current: &Pid<Request>,
+    n: u64,
+) -> (Pid<Request>, Duration) {
+    let start = Instant::now();
+    current.send(Request::Crash).expect(GONE);
+    let next = replacement(cx, handle, Some(current), n);
+    (next, start.elapsed())
+}
+
+pub fn restart() -> RestartOutcome {
+    silence_deliberate_crashes();
+    run(|cx: &mut FnContext<()>| {
+        let handle = cx.runtime();
+        let supervisor = Supervisor::new(Strategy::OneForOne)
+            .intensity(RESTART_INTENSITY, RESTART_PERIOD)
+            .child(ChildSpec::handler("server", || Server).name(RESTART_CHILD));
+        let supervisor = cx
+            .spawn_supervisor(supervisor)
+            .expect("spawning the supervisor");
+
+        let mut current = replacement(cx, &handle, None, 0);
+        for n in 0..RESTART_WARM_UP as u64 {
+            current = crash_and_replace(cx, &handle, &current, n).0;
+        }
+        let mut samples = Vec::with_capacity(RESTART_CRASHES);
+        for n in 0..RESTART_CRASHES as u64 {
+            let (next, sample) = crash_and_replace(cx, &handle, &current, n);
+            samples.push(sample);
+            current = next;
+        }
+
+        let children = supervisor
+            .children(CALL_TIMEOUT)
+            .expect("the supervisor gave up");
+        let [child] = children.as_slice() else {
+            panic!("the supervisor has {} children, not 1", children.len());
+        };
+        let restarts = child.restarts();
+        supervisor.stop();
+        RestartOutcome { samples, restarts }
     })
 }

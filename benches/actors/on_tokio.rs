@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Builder;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::oneshot;
 
+use super::calls::{answer, CALLS};
 use super::timing::{timer_delay, TimerOutcome, TimerReport};
 use super::{
     fan_in_message, memory, ring_successor, skynet_child, FanInCheck, RingOutcome, SkynetOutcome,
@@ -247,5 +249,31 @@ pub fn timers(processes: usize) -> TimerOutcome {
             start,
             reports,
         }
+    })
+}
+
+/// `call`: a server task answers each request through the `oneshot` that came with it;
+/// the driver sends a request and awaits the answer, with no timeout.
+pub fn call() -> Duration {
+    run(async {
+        let (to_server, mut requests) = unbounded_channel::<(u64, oneshot::Sender<u64>)>();
+        tokio::spawn(async move {
+            while let Some((n, reply_to)) = requests.recv().await {
+                // An error means the caller stopped waiting; it reports that itself.
+                let _ = reply_to.send(answer(n));
+            }
+        });
+        let call_each = async |count: u64| {
+            for n in 0..count {
+                let (reply_to, reply) = oneshot::channel();
+                to_server.send((n, reply_to)).expect(CLOSED);
+                let reply = reply.await.expect("the server dropped a request");
+                assert_eq!(reply, answer(n), "wrong reply to call {n}");
+            }
+        };
+        call_each(WARM_UP).await;
+        let start = Instant::now();
+        call_each(CALLS).await;
+        start.elapsed()
     })
 }

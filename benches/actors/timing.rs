@@ -112,7 +112,7 @@ pub fn timers(outcome: TimerOutcome) -> String {
 
 /// The `p`th percentile of `sorted` (ascending, not empty), by nearest rank: the
 /// smallest value that at least `p` percent of the values do not exceed.
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
     let rank = (p * sorted.len()).div_ceil(100).max(1);
     sorted[rank - 1]
 }
