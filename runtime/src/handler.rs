@@ -199,21 +199,24 @@ impl<P: Process> Run for ProcessCell<P> {
                     return Step::More;
                 }
                 // Signals first: a kill or a stop must not wait behind the mailbox.
-                // Safety: the running process is its signal queue's one consumer.
-                if let Some(exit) = unsafe { take_fatal(self) } {
-                    return match exit {
-                        Exit::Stopped => Step::Stop(exit),
-                        exit => Step::End(exit),
-                    };
-                }
-                // Safety: as above, and fatal signals were taken just before.
-                if let Some(notice) = unsafe { take_notice(self) } {
-                    frame.spend(1);
-                    user.notice(notice, &mut cx);
-                    if cx.stop {
-                        return Step::Stop(Exit::Normal);
+                // (One load when there are none, the common case.)
+                if !self.core.header.signals.is_empty() {
+                    // Safety: the running process is its signal queue's one consumer.
+                    if let Some(exit) = unsafe { take_fatal(self) } {
+                        return match exit {
+                            Exit::Stopped => Step::Stop(exit),
+                            exit => Step::End(exit),
+                        };
                     }
-                    continue;
+                    // Safety: as above, and fatal signals were taken just before.
+                    if let Some(notice) = unsafe { take_notice(self) } {
+                        frame.spend(1);
+                        user.notice(notice, &mut cx);
+                        if cx.stop {
+                            return Step::Stop(Exit::Normal);
+                        }
+                        continue;
+                    }
                 }
                 // Safety: the holder of the run rights is the mailbox's one consumer.
                 let Some(msg) = (unsafe { self.core.mailbox.pop() }) else {
