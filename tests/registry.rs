@@ -6,28 +6,9 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::within;
+use common::{await_end, echo, two_worker_runtime as runtime, within};
 use fibra::prelude::*;
 use fibra::{Builder, ProcessId};
-
-fn runtime() -> Runtime {
-    Builder::default().workers(2).build().expect("runtime")
-}
-
-/// A free-running process that waits for one message and returns it.
-fn echo<M: Send + 'static>(cx: &mut FnContext<M>) -> M {
-    cx.receive()
-}
-
-/// Waits, inside a process, until `pid` has ended (its exit hooks have run by the
-/// time the monitor's notice arrives).
-fn await_end(cx: &mut FnContext<()>, pid: impl Into<AnyPid>) {
-    cx.monitor(pid);
-    match cx.receive_notice() {
-        Notice::Down(_) => {}
-        other => panic!("expected a Down, got {other:?}"),
-    }
-}
 
 #[test]
 fn a_registered_process_is_found_and_reached_by_name() {

@@ -64,7 +64,7 @@
 use std::fmt;
 use std::mem;
 use std::sync::Arc;
-use std::thread::{self, Thread};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -73,8 +73,9 @@ use crate::carrier::{with_current, Frame, Suspend};
 use crate::error::Exit;
 use crate::process::{Pid, Run, Task};
 use crate::signal::{on_exit, remove_exit_hook, HookId};
-use crate::state::{Rights, Wait};
+use crate::state::Wait;
 use crate::time::{deadline_after, WaitTimer};
+use crate::waiter::Waiter;
 
 /// How many times a calling process yields, looking for the reply after each, before
 /// it arms a timer and waits for the reply. One yield covers a callee on the same
@@ -131,34 +132,6 @@ enum Reply<R> {
     Exited(Exit),
     /// The caller took the outcome or gave up; whatever comes now is dropped.
     Closed,
-}
-
-/// Who waits for the outcome.
-enum Waiter {
-    /// Nobody yet, or the waiter was woken already.
-    None,
-    /// A process suspended in `call`.
-    Process(Task),
-    /// A plain thread parked in `call`.
-    Thread(Thread),
-}
-
-impl Waiter {
-    /// Wakes the waiter; called after the slot's lock is released.
-    fn wake(self) {
-        match self {
-            Waiter::None => {}
-            Waiter::Thread(thread) => thread.unpark(),
-            Waiter::Process(task) => {
-                if task.header().state.notify() == Rights::Acquired {
-                    // Safety: notify just acquired the run rights, and with them the
-                    // reference the parked process left behind (process.rs).
-                    let rights = unsafe { task.adopt_rights() };
-                    task.header().shared.schedule_woken(rights);
-                }
-            }
-        }
-    }
 }
 
 /// What the slot's lock guards.

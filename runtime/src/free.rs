@@ -8,7 +8,7 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, Thread};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use fibra_mailbox::Mailbox;
@@ -23,18 +23,9 @@ use crate::runtime::Handle;
 use crate::scheduler::Shared;
 use crate::scope::Scope;
 use crate::signal::{exit_from_unwind, take_notice, Notice};
-use crate::state::{Deadline, Rights, Wait};
+use crate::state::{Deadline, Wait};
 use crate::time::{deadline_after, sleep_until, WaitTimer};
-
-/// Who waits for a result.
-enum Waiter {
-    /// Nobody yet.
-    None,
-    /// A process suspended in `join`.
-    Process(Task),
-    /// A plain thread parked in `join`.
-    Thread(Thread),
-}
+use crate::waiter::Waiter;
 
 /// Where a free-running process leaves its result for its [`JoinHandle`].
 pub(crate) struct Completion<T> {
@@ -60,18 +51,7 @@ impl<T> Completion<T> {
             self.done.store(true, Ordering::Release);
             std::mem::replace(&mut slot.1, Waiter::None)
         };
-        match waiter {
-            Waiter::None => {}
-            Waiter::Thread(thread) => thread.unpark(),
-            Waiter::Process(task) => {
-                if task.header().state.notify() == Rights::Acquired {
-                    // Safety: notify just acquired the run rights, and with them the
-                    // reference the parked process left behind.
-                    let rights = unsafe { task.adopt_rights() };
-                    task.header().shared.schedule_woken(rights);
-                }
-            }
-        }
+        waiter.wake();
     }
 
     /// Waits for the result: suspends the calling process, or parks the calling

@@ -35,6 +35,8 @@ mod supervisor;
 mod table;
 #[cfg(not(loom))]
 mod time;
+#[cfg(not(loom))]
+mod waiter;
 
 mod sync;
 

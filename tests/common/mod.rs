@@ -48,3 +48,26 @@ impl Drop for Tracked {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A runtime with two workers, as most tests use.
+pub fn two_worker_runtime() -> fibra::Runtime {
+    fibra::Builder::default()
+        .workers(2)
+        .build()
+        .expect("runtime")
+}
+
+/// A free-running process that waits for one message and returns it.
+pub fn echo<M: Send + 'static>(cx: &mut fibra::FnContext<M>) -> M {
+    cx.receive()
+}
+
+/// Waits, inside a process, until `pid` has ended (its exit hooks have run by the
+/// time the monitor's notice arrives).
+pub fn await_end(cx: &mut fibra::FnContext<()>, pid: impl Into<fibra::AnyPid>) {
+    cx.monitor(pid);
+    match cx.receive_notice() {
+        fibra::Notice::Down(_) => {}
+        other => panic!("expected a Down, got {other:?}"),
+    }
+}

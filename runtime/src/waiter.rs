@@ -1,0 +1,36 @@
+//! Who waits for a one-off event (a join, a call's reply): a process suspended on
+//! it, or a plain thread parked on it.
+
+use std::thread::Thread;
+
+use crate::process::Task;
+use crate::state::Rights;
+
+/// Who waits for an outcome.
+pub(crate) enum Waiter {
+    /// Nobody yet, or the waiter was woken already.
+    None,
+    /// A process suspended in an event wait.
+    Process(Task),
+    /// A plain thread parked.
+    Thread(Thread),
+}
+
+impl Waiter {
+    /// Wakes the waiter; call it after releasing the lock that guards the outcome,
+    /// which the woken side takes first.
+    pub(crate) fn wake(self) {
+        match self {
+            Waiter::None => {}
+            Waiter::Thread(thread) => thread.unpark(),
+            Waiter::Process(task) => {
+                if task.header().state.notify() == Rights::Acquired {
+                    // Safety: notify just acquired the run rights, and with them the
+                    // reference the parked process left behind (process.rs).
+                    let rights = unsafe { task.adopt_rights() };
+                    task.header().shared.schedule_woken(rights);
+                }
+            }
+        }
+    }
+}
