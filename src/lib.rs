@@ -102,3 +102,8 @@ pub mod prelude {
     };
     pub use fibra_runtime::{CallError, ReplyTo};
 }
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
