@@ -54,6 +54,12 @@ const LIFO_STREAK: u32 = 16;
 /// work from outside is not starved by a busy local queue (a prime, as in tokio).
 const INJECTOR_INTERVAL: u32 = 61;
 
+/// A local queue at least this long makes a worker alternate its own work with
+/// single tasks from the injector (see `next_local`). Short queues drain soon
+/// anyway; picked so that the check costs nothing in message ping-pong, where the
+/// local queue holds at most a task or two.
+const LOCAL_BACKLOG: usize = 64;
+
 /// Idle carriers a worker keeps. Each is a mapped stack; beyond this, returned
 /// carriers are unmapped. Picked so that bursts of free-running processes reuse
 /// stacks while an idle runtime holds at most a few dozen MiB of address space.
@@ -377,6 +383,14 @@ impl WorkerCore {
         self.ticks.set(ticks);
         if ticks % INJECTOR_INTERVAL == 0 {
             if let Some(task) = self.steal_from_injector() {
+                return Some(task);
+            }
+        } else if self.deque.len() >= LOCAL_BACKLOG && !self.shared.injector.is_empty() {
+            // Wake-ups from outside the workers (the timeout thread, other threads)
+            // would otherwise wait behind the whole local backlog: a batch stolen
+            // every INJECTOR_INTERVAL runs lands at its back. Take them one at a time
+            // instead, alternating with local work.
+            if let Steal::Success(task) = self.shared.injector.steal() {
                 return Some(task);
             }
         }
