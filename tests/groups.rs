@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{await_end, echo, two_worker_runtime as runtime, within};
+use common::{await_end, echo, two_worker_runtime as runtime, within, xorshift};
 use fibra::prelude::*;
 use fibra::Builder;
 
@@ -160,14 +160,9 @@ fn concurrent_churn_leaves_no_stale_members() {
                 let handle = rt.handle();
                 let joined = Arc::clone(&joined);
                 std::thread::spawn(move || {
-                    let mut rng =
-                        0x2545_F491_4F6C_DD1Du64 ^ ((t as u64 + 1) * 0x1234_5678_9ABC_DEF1);
-                    let mut next = move || {
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        rng
-                    };
+                    let mut next = xorshift(
+                        0x2545_F491_4F6C_DD1Du64 ^ ((t as u64 + 1) * 0x1234_5678_9ABC_DEF1),
+                    );
                     for _ in 0..PER_THREAD {
                         let roll = next();
                         // One in four ends by itself at once, racing its joins.

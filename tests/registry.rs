@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{await_end, echo, two_worker_runtime as runtime, within};
+use common::{await_end, echo, two_worker_runtime as runtime, within, xorshift};
 use fibra::prelude::*;
 use fibra::{Builder, ProcessId};
 
@@ -306,14 +306,9 @@ fn concurrent_churn_leaves_no_stale_names() {
                 let handle = rt.handle();
                 let registered = Arc::clone(&registered);
                 std::thread::spawn(move || {
-                    let mut rng =
-                        0x9E37_79B9_7F4A_7C15u64 ^ ((t as u64 + 1) * 0x1234_5678_9ABC_DEF1);
-                    let mut next = move || {
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        rng
-                    };
+                    let mut next = xorshift(
+                        0x9E37_79B9_7F4A_7C15u64 ^ ((t as u64 + 1) * 0x1234_5678_9ABC_DEF1),
+                    );
                     for _ in 0..PER_THREAD {
                         let roll = next();
                         let name = NAMES[(roll % NAMES.len() as u64) as usize];

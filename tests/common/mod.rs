@@ -71,3 +71,14 @@ pub fn await_end(cx: &mut fibra::FnContext<()>, pid: impl Into<fibra::AnyPid>) {
         other => panic!("expected a Down, got {other:?}"),
     }
 }
+
+/// A small pseudo-random sequence (xorshift64) for stress tests; `seed` must not
+/// be zero.
+pub fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
