@@ -80,10 +80,11 @@
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
 pub use fibra_mailbox as mailbox;
+pub use fibra_runtime::park;
 pub use fibra_runtime::{
-    sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext, Handle,
-    Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, RegisterError, Runtime,
-    Scope, SendError, SpawnError, TimerRef, DEFAULT_STACK_SIZE,
+    blocking, sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext,
+    Handle, Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, RegisterError,
+    Runtime, Scope, SendError, SpawnError, TimerRef, DEFAULT_STACK_SIZE,
 };
 pub use fibra_runtime::{
     Backoff, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,

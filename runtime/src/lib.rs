@@ -4,6 +4,8 @@
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(loom))]
+mod blocking;
+#[cfg(not(loom))]
 mod call;
 #[cfg(not(loom))]
 mod carrier;
@@ -17,6 +19,8 @@ mod group;
 mod handler;
 #[cfg(not(loom))]
 mod overflow;
+#[cfg(not(loom))]
+pub mod park;
 #[cfg(not(loom))]
 mod process;
 #[cfg(not(loom))]
@@ -47,6 +51,8 @@ pub mod state;
 #[cfg(not(loom))]
 mod state;
 
+#[cfg(not(loom))]
+pub use blocking::blocking;
 #[cfg(not(loom))]
 pub use call::{CallError, ReplyTo};
 #[cfg(not(loom))]

@@ -240,6 +240,7 @@ impl Runtime {
         // Pending timers go with the timeout thread: their messages are dropped and
         // their references to waiting processes released.
         self.timer.shutdown();
+        shared.blocking.close();
         for task in shared.table.close_and_drain() {
             // Safety: every worker has stopped, so this thread is the only one that
             // can touch a process's carrier now.

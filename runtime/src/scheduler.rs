@@ -143,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) table: Table,
     /// The timeout thread.
     pub(crate) timers: TimerHandle<TimerAction>,
+    /// Threads for blocking calls.
+    pub(crate) blocking: Arc<crate::blocking::BlockingPool>,
     /// The next process id.
     next_id: AtomicU64,
     /// Set when the runtime shuts down.
@@ -200,6 +202,7 @@ impl Shared {
             },
             table: Table::new(config.workers + 1),
             timers,
+            blocking: Arc::new(crate::blocking::BlockingPool::new(&config.name)),
             next_id: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
             registry: Registry::new(),

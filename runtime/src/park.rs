@@ -1,0 +1,126 @@
+//! Parking and unparking processes, for event sources outside the runtime (an IO
+//! poller, a pool thread finishing a blocking call): the one primitive they need.
+//!
+//! A process parks with [`park_until`]: an event wait on its state word, bounded by
+//! an optional deadline. An [`Unparker`] taken beforehand wakes it through
+//! [`StateWord::notify`](crate::state::StateWord::notify): if the process is not
+//! parked yet, the notification stays as a permit and the next park returns at
+//! once, so the usual sequence (register the unparker, re-check the condition,
+//! park) loses no wake-up. Outside any process the same calls park and unpark the
+//! thread, whose own token gives the same guarantee.
+//!
+//! A park may return without an unpark (a signal, a stale permit): callers re-check
+//! their condition and park again.
+//!
+//! ```
+//! use fibra_runtime::park::{current_unparker, park_until, ParkOutcome};
+//! use fibra_runtime::*;
+//!
+//! let rt = Runtime::builder().workers(1).build().unwrap();
+//! let woken = rt.block_on(|_cx| {
+//!     let me = current_unparker();
+//!     std::thread::spawn(move || me.unpark());
+//!     // Loop: a park can return early, never late.
+//!     loop {
+//!         if let ParkOutcome::Unparked = park_until(None) {
+//!             break true;
+//!         }
+//!     }
+//! });
+//! assert!(woken);
+//! ```
+
+use std::fmt;
+use std::thread::{self, Thread};
+use std::time::Instant;
+
+use crate::carrier::{with_current, Suspend};
+use crate::process::Task;
+use crate::state::Wait;
+use crate::time::WaitTimer;
+use crate::waiter::Waiter;
+
+/// Wakes one parked process, or one parked thread. Cloning it gives another handle
+/// on the same waiter.
+#[derive(Clone)]
+pub struct Unparker {
+    /// Who to wake.
+    target: Target,
+}
+
+/// The waiter behind an [`Unparker`].
+#[derive(Clone)]
+enum Target {
+    /// A process.
+    Process(Task),
+    /// A plain thread.
+    Thread(Thread),
+}
+
+impl Unparker {
+    /// Wakes the waiter, or leaves it a permit if it is not parked right now.
+    pub fn unpark(&self) {
+        match &self.target {
+            Target::Process(task) => Waiter::Process(task.clone()).wake(),
+            Target::Thread(thread) => thread.unpark(),
+        }
+    }
+}
+
+impl fmt::Debug for Unparker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Target::Process(task) => write!(f, "Unparker(process <0.{}>)", task.header().id),
+            Target::Thread(thread) => write!(f, "Unparker(thread {:?})", thread.id()),
+        }
+    }
+}
+
+/// An unparker for the calling process, or for the calling thread outside any
+/// process.
+pub fn current_unparker() -> Unparker {
+    with_current(|frame| Unparker {
+        target: match frame {
+            Some(frame) => Target::Process(frame.task()),
+            None => Target::Thread(thread::current()),
+        },
+    })
+}
+
+/// How a park ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkOutcome {
+    /// Unparked, or spuriously: re-check and park again if need be.
+    Unparked,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Suspends the calling process (or parks the calling thread outside any process)
+/// until it is unparked or `deadline` passes. Returns at once if a permit is
+/// pending.
+pub fn park_until(deadline: Option<Instant>) -> ParkOutcome {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return ParkOutcome::TimedOut;
+    }
+    with_current(|frame| match frame {
+        Some(frame) => {
+            let mut timer = WaitTimer::new(frame);
+            let bound = match deadline {
+                Some(deadline) => timer.rearm(deadline),
+                None => crate::state::Deadline::None,
+            };
+            frame.suspend(Suspend::Wait(Wait::Event, bound));
+        }
+        None => match deadline {
+            Some(deadline) => {
+                thread::park_timeout(deadline.saturating_duration_since(Instant::now()))
+            }
+            None => thread::park(),
+        },
+    });
+    match deadline {
+        Some(deadline) if Instant::now() >= deadline => ParkOutcome::TimedOut,
+        _ => ParkOutcome::Unparked,
+    }
+}
