@@ -80,6 +80,7 @@
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
 pub use fibra_mailbox as mailbox;
+pub use fibra_net as net;
 pub use fibra_runtime::park;
 pub use fibra_runtime::{
     blocking, sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext,

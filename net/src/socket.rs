@@ -1,0 +1,157 @@
+//! What every socket type shares: the mio source, its registration with the
+//! poller, the read and write timeouts, and the closing rules.
+//!
+//! A socket lives in an `Arc`, so handles made by `try_clone` share one
+//! descriptor, one registration and one pair of timeouts. `close` on any handle
+//! closes the registration for all of them; the descriptor itself is closed when
+//! the last handle is dropped, so no process can ever call into a descriptor
+//! number that the OS has handed to someone else meanwhile.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::Interest;
+
+use crate::poller::{closed_error, Direction, Registration};
+
+/// "No timeout" in a timeout cell.
+const NO_TIMEOUT: u64 = 0;
+
+/// A registered mio source with its timeouts.
+pub(crate) struct Socket<S: Source> {
+    /// The non-blocking OS socket.
+    io: S,
+    /// Its registration with the poller.
+    registration: Registration,
+    /// The read timeout in nanoseconds, or [`NO_TIMEOUT`].
+    read_timeout: AtomicU64,
+    /// The write timeout in nanoseconds, or [`NO_TIMEOUT`].
+    write_timeout: AtomicU64,
+}
+
+impl<S: Source> Socket<S> {
+    /// Registers `io` for `interest`.
+    pub(crate) fn new(mut io: S, interest: Interest) -> io::Result<Socket<S>> {
+        let registration = Registration::new(&mut io, interest)?;
+        Ok(Socket {
+            io,
+            registration,
+            read_timeout: AtomicU64::new(NO_TIMEOUT),
+            write_timeout: AtomicU64::new(NO_TIMEOUT),
+        })
+    }
+
+    /// The mio source, for calls that never wait (addresses, options).
+    pub(crate) fn io(&self) -> &S {
+        &self.io
+    }
+
+    /// The source, for calls that never wait, unless the socket is closed.
+    pub(crate) fn open(&self) -> io::Result<&S> {
+        if self.registration.is_closed() {
+            return Err(closed_error());
+        }
+        Ok(&self.io)
+    }
+
+    /// Runs `op` until it stops returning `WouldBlock`, waiting in `direction`,
+    /// bounded by the direction's timeout.
+    pub(crate) fn wait<T>(
+        &self,
+        direction: Direction,
+        mut op: impl FnMut(&S) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let deadline = self
+            .timeout(direction)
+            .and_then(|timeout| Instant::now().checked_add(timeout));
+        self.wait_until(direction, deadline, || op(&self.io))
+    }
+
+    /// Like [`wait`](Self::wait), with an explicit deadline.
+    pub(crate) fn wait_until<T>(
+        &self,
+        direction: Direction,
+        deadline: Option<Instant>,
+        op: impl FnMut() -> io::Result<T>,
+    ) -> io::Result<T> {
+        self.registration.io(direction, deadline, op)
+    }
+
+    /// Closes the socket for every handle (see the module docs).
+    pub(crate) fn close(&self) {
+        self.registration.close();
+    }
+
+    fn cell(&self, direction: Direction) -> &AtomicU64 {
+        match direction {
+            Direction::Read => &self.read_timeout,
+            Direction::Write => &self.write_timeout,
+        }
+    }
+
+    /// Sets the timeout of one direction; like std, a zero duration is refused.
+    pub(crate) fn set_timeout(
+        &self,
+        direction: Direction,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let nanos = match timeout {
+            None => NO_TIMEOUT,
+            Some(timeout) if timeout.is_zero() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "cannot set a 0 duration timeout",
+                ))
+            }
+            // Saturates at about 584 years.
+            Some(timeout) => u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+        };
+        self.cell(direction).store(nanos, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The timeout of one direction.
+    pub(crate) fn timeout(&self, direction: Direction) -> Option<Duration> {
+        match self.cell(direction).load(Ordering::Relaxed) {
+            NO_TIMEOUT => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+impl<S: Source> Drop for Socket<S> {
+    fn drop(&mut self) {
+        self.registration.close();
+        self.registration.deregister(&mut self.io);
+        // The descriptor closes when `io` drops, right after.
+    }
+}
+
+/// Calls `f` with each address `addr` resolves to until one works, like std:
+/// the last error if none does. Resolving a host name blocks the calling thread.
+pub(crate) fn each_addr<A: ToSocketAddrs, T>(
+    addr: A,
+    mut f: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last = None;
+    for addr in addr.to_socket_addrs()? {
+        match f(addr) {
+            Ok(value) => return Ok(value),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any addresses",
+        )
+    }))
+}
+
+/// The first address `addr` resolves to.
+pub(crate) fn first_addr<A: ToSocketAddrs>(addr: A) -> io::Result<SocketAddr> {
+    each_addr(addr, Ok)
+}
