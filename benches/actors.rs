@@ -40,6 +40,8 @@
 //! | `timeout_churn` | fibra only: 2 processes, 500,000 round trips, every receive a `receive_timeout(1 s)` that gets its message in time | `calls_per_sec`: `receive_timeout` calls (1,000,000, both processes) / wall time |
 //! | `call` | a caller and a server, 1,000,000 request/reply round trips; fibra: a handler process answering `Pid::call` requests, each call with a 5 s timeout; tokio: a task answering `(n, oneshot::Sender)` pairs from an unbounded `mpsc`, the caller awaiting the `oneshot` with no timeout (fibra's `call` always carries one) | `ns_per_call`: wall time / calls |
 //! | `restart` | fibra only: a one-for-one supervisor with one permanent handler child, registered under a name; the child is made to panic 10,000 times | `crashes`; `p50_us`, `p99_us`: median and 99th percentile, in µs, of the time from sending the crash to a new incarnation answering a call |
+//! | `blocking` | fibra only: 8 processes each make 20,000 calls, one after another, of `fibra::blocking(|| n)`, which runs the closure on the blocking pool while only the calling process waits | `calls_per_sec`: calls (160,000) / time from spawning the first process to the last result |
+//! | `tcp_echo` | an acceptor spawns one echo process (task) per connection; 100 client processes (tasks) each make 10,000 round trips of 64 bytes over loopback, server and clients in the one OS process; fibra: `fibra::net`, tokio: `tokio::net` | `clients`, `requests` (1,000,000); `req_per_sec`: requests / time from spawning the first client to the last client's last response |
 //!
 //! The `timers` lines and how their processes wait:
 //!
@@ -77,6 +79,17 @@
 //! it never gives up; the deliberate panics are kept off stderr by a panic hook. The
 //! target is `p99_us` at most 50.
 //!
+//! In `blocking` each call's closure returns a number unique to the call, which the caller
+//! checks. There are more calling processes than workers, so that calls overlap and the
+//! pool runs several threads; each call is a hand-off to a pool thread and a wake-up of
+//! the caller, so the rate is the pool's round-trip cost, not any work.
+//!
+//! In `tcp_echo` every socket has `TCP_NODELAY` set, on both runtimes; a client writes
+//! its request, reads until it has 64 bytes back and compares them with what it sent
+//! (its number, the request's number and a pattern of both), and only then sends the
+//! next. The echo side writes back each read as it comes. The clock includes the 100
+//! connects, a few milliseconds of the seconds a run takes.
+//!
 //! `ping_pong`, `ring` and `call` warm up (10,000 round trips or hops) in the same
 //! processes before the clock starts, `restart` with 100 crashes. RSS comes from `/proc/self/statm`, peak RSS from `VmHWM` in
 //! `/proc/self/status`; the vector that keeps the addresses of the spawned processes is
@@ -85,7 +98,8 @@
 //! Every workload checks its result (the skynet sum, the token's final position, each
 //! sender's sequence, the count of acknowledgements, a report from every timer process
 //! and none woken before its delay, every `receive_timeout` returning its ball, every
-//! call's reply, one restart reported by the supervisor per crash), so a runtime that
+//! call's reply, one restart reported by the supervisor per crash, every blocking call's
+//! result, every echoed request), so a runtime that
 //! loses or duplicates messages or fires timers early fails instead of printing a good
 //! number.
 
@@ -96,6 +110,8 @@ use std::time::{Duration, Instant};
 
 #[path = "actors/calls.rs"]
 mod calls;
+#[path = "actors/io.rs"]
+mod io;
 #[path = "actors/memory.rs"]
 mod memory;
 #[path = "actors/on_fibra.rs"]
@@ -198,7 +214,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 10] = [
+const WORKLOADS: [Workload; 12] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -272,6 +288,16 @@ const WORKLOADS: [Workload; 10] = [
         name: "restart",
         fibra: &[Case::only(|| calls::restart(on_fibra::restart()))],
         tokio: &[],
+    },
+    Workload {
+        name: "blocking",
+        fibra: &[Case::only(|| io::blocking(on_fibra::blocking()))],
+        tokio: &[],
+    },
+    Workload {
+        name: "tcp_echo",
+        fibra: &[Case::only(|| io::tcp_echo(on_fibra::tcp_echo()))],
+        tokio: &[Case::only(|| io::tcp_echo(on_tokio::tcp_echo()))],
     },
 ];
 

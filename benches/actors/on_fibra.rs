@@ -5,13 +5,20 @@
 //! stack while idle. Processes that run a loop from start to end (a pinger, a fan-in
 //! sender or receiver, each workload's driver) are free-running.
 
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use fibra::net::{TcpListener, TcpStream};
 use fibra::prelude::*;
 
 use super::calls::{
     answer, RestartOutcome, CALLS, CALL_TIMEOUT, RESTART_CHILD, RESTART_CRASHES, RESTART_INTENSITY,
     RESTART_PATIENCE, RESTART_PERIOD, RESTART_WARM_UP,
+};
+use super::io::{
+    tcp_echo_request, TcpEchoOutcome, BLOCKING_CALLS, BLOCKING_PROCESSES, TCP_ECHO_CLIENTS,
+    TCP_ECHO_PATIENCE, TCP_ECHO_REQUESTS, TCP_ECHO_SIZE,
 };
 use super::timing::{
     timer_delay, TimeoutChurnOutcome, TimerOutcome, TimerReport, TIMEOUT_CHURN_CALLS,
@@ -610,4 +617,88 @@ pub fn restart() -> RestartOutcome {
         supervisor.stop();
         RestartOutcome { samples, restarts }
     })
+}
+
+/// `blocking`: processes that each hand `BLOCKING_CALLS` trivial closures, one after
+/// another, to the blocking pool; the time runs from spawning the first to the last
+/// one's last result.
+pub fn blocking() -> Duration {
+    run(|cx: &mut FnContext<()>| {
+        let start = Instant::now();
+        let callers: Vec<_> = (0..BLOCKING_PROCESSES)
+            .map(|caller| {
+                cx.spawn_fn(move |_cx: &mut FnContext<()>| {
+                    for n in 0..BLOCKING_CALLS {
+                        let token = caller * BLOCKING_CALLS + n;
+                        assert_eq!(fibra::blocking(move || token), token, "wrong result");
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.join().expect("a blocking caller failed");
+        }
+        start.elapsed()
+    })
+}
+
+/// `tcp_echo`: an acceptor process spawns one echo process per connection; 100 client
+/// processes each connect over loopback and make their round trips one after another.
+pub fn tcp_echo() -> TcpEchoOutcome {
+    run(|cx: &mut FnContext<()>| {
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding the echo server");
+        let addr = listener.local_addr().expect("the echo server's address");
+        let acceptor = cx.spawn_fn(move |cx: &mut FnContext<()>| {
+            for _ in 0..TCP_ECHO_CLIENTS {
+                let (stream, _) = listener.accept().expect("accepting a client");
+                cx.spawn_fn(move |_cx: &mut FnContext<()>| echo(stream));
+            }
+        });
+
+        let start = Instant::now();
+        let clients: Vec<_> = (0..TCP_ECHO_CLIENTS)
+            .map(|client| cx.spawn_fn(move |_cx: &mut FnContext<()>| echo_client(addr, client)))
+            .collect();
+        let mut echoed = 0;
+        for client in clients {
+            echoed += client.join().expect("a client process failed");
+        }
+        let elapsed = start.elapsed();
+        acceptor.join().expect("the acceptor failed");
+        TcpEchoOutcome { elapsed, echoed }
+    })
+}
+
+/// Writes back whatever `stream` brings, until the client closes it.
+fn echo(mut stream: TcpStream) {
+    stream.set_nodelay(true).expect("setting TCP_NODELAY");
+    let mut buf = [0u8; TCP_ECHO_SIZE];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => stream.write_all(&buf[..n]).expect("echoing to a client"),
+            Err(e) => panic!("reading from a client: {e}"),
+        }
+    }
+}
+
+/// Client number `client`: connects, makes its round trips and checks each response;
+/// returns how many came back right.
+fn echo_client(addr: SocketAddr, client: u64) -> u64 {
+    let mut stream = TcpStream::connect(addr).expect("connecting");
+    stream.set_nodelay(true).expect("setting TCP_NODELAY");
+    stream
+        .set_read_timeout(Some(TCP_ECHO_PATIENCE))
+        .expect("setting the read timeout");
+    let mut response = [0u8; TCP_ECHO_SIZE];
+    for seq in 0..TCP_ECHO_REQUESTS {
+        let request = tcp_echo_request(client, seq);
+        stream.write_all(&request).expect("sending a request");
+        stream
+            .read_exact(&mut response)
+            .unwrap_or_else(|e| panic!("client {client}, response {seq}: {e}"));
+        assert_eq!(response, request, "client {client} got a wrong response");
+    }
+    TCP_ECHO_REQUESTS
 }

@@ -5,13 +5,20 @@
 //! driver is a process.
 
 use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Builder;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::oneshot;
 
 use super::calls::{answer, CALLS};
+use super::io::{
+    tcp_echo_request, TcpEchoOutcome, TCP_ECHO_CLIENTS, TCP_ECHO_PATIENCE, TCP_ECHO_REQUESTS,
+    TCP_ECHO_SIZE,
+};
 use super::timing::{timer_delay, TimerOutcome, TimerReport};
 use super::{
     fan_in_message, memory, ring_successor, skynet_child, FanInCheck, RingOutcome, SkynetOutcome,
@@ -39,6 +46,18 @@ where
 {
     let mut builder = Builder::new_multi_thread();
     builder.enable_time();
+    run_on(builder, driver)
+}
+
+/// [`run`] with tokio's IO and time drivers enabled, which `tokio::net` and
+/// `tokio::time::timeout` need; `#[tokio::main]` enables both.
+fn run_with_io<F>(driver: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut builder = Builder::new_multi_thread();
+    builder.enable_io().enable_time();
     run_on(builder, driver)
 }
 
@@ -276,4 +295,69 @@ pub fn call() -> Duration {
         call_each(CALLS).await;
         start.elapsed()
     })
+}
+
+/// `tcp_echo`: an acceptor task spawns one echo task per connection; 100 client tasks
+/// each connect over loopback and make their round trips one after another.
+pub fn tcp_echo() -> TcpEchoOutcome {
+    run_with_io(async {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("binding the echo server");
+        let addr = listener.local_addr().expect("the echo server's address");
+        tokio::spawn(async move {
+            // Ends with the runtime; every client is accepted long before that.
+            for _ in 0..TCP_ECHO_CLIENTS {
+                let (stream, _) = listener.accept().await.expect("accepting a client");
+                tokio::spawn(echo(stream));
+            }
+        });
+
+        let start = Instant::now();
+        let clients: Vec<_> = (0..TCP_ECHO_CLIENTS)
+            .map(|client| tokio::spawn(echo_client(addr, client)))
+            .collect();
+        let mut echoed = 0;
+        for client in clients {
+            echoed += client.await.expect("a client task failed");
+        }
+        TcpEchoOutcome {
+            elapsed: start.elapsed(),
+            echoed,
+        }
+    })
+}
+
+/// Writes back whatever `stream` brings, until the client closes it.
+async fn echo(mut stream: TcpStream) {
+    stream.set_nodelay(true).expect("setting TCP_NODELAY");
+    let mut buf = [0u8; TCP_ECHO_SIZE];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => stream
+                .write_all(&buf[..n])
+                .await
+                .expect("echoing to a client"),
+            Err(e) => panic!("reading from a client: {e}"),
+        }
+    }
+}
+
+/// Client number `client`: connects, makes its round trips and checks each response;
+/// returns how many came back right.
+async fn echo_client(addr: SocketAddr, client: u64) -> u64 {
+    let mut stream = TcpStream::connect(addr).await.expect("connecting");
+    stream.set_nodelay(true).expect("setting TCP_NODELAY");
+    let mut response = [0u8; TCP_ECHO_SIZE];
+    for seq in 0..TCP_ECHO_REQUESTS {
+        let request = tcp_echo_request(client, seq);
+        stream.write_all(&request).await.expect("sending a request");
+        tokio::time::timeout(TCP_ECHO_PATIENCE, stream.read_exact(&mut response))
+            .await
+            .unwrap_or_else(|_| panic!("client {client} waited too long for response {seq}"))
+            .expect("reading a response");
+        assert_eq!(response, request, "client {client} got a wrong response");
+    }
+    TCP_ECHO_REQUESTS
 }

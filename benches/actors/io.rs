@@ -1,0 +1,61 @@
+//! What the IO workloads (`blocking`, `tcp_echo`) share between the runtimes: their
+//! sizes, the bytes a `tcp_echo` client sends, and the checks and metrics computed from
+//! what the drivers saw.
+
+use std::time::Duration;
+
+/// Processes calling into the blocking pool at once in `blocking`. More than the
+/// workers, so that calls overlap and the pool runs several threads, as it does under
+/// a server's file IO; picked out of thin air.
+pub const BLOCKING_PROCESSES: u64 = 8;
+/// Calls each `blocking` process makes, one after another.
+pub const BLOCKING_CALLS: u64 = 20_000;
+
+/// Client connections in `tcp_echo`.
+pub const TCP_ECHO_CLIENTS: u64 = 100;
+/// Request/response round trips each `tcp_echo` client makes.
+pub const TCP_ECHO_REQUESTS: u64 = 10_000;
+/// Bytes in a `tcp_echo` request, and in its response.
+pub const TCP_ECHO_SIZE: usize = 64;
+/// The longest a `tcp_echo` client waits for one response before the run fails. A
+/// response comes within milliseconds even at full load; one that takes this long is
+/// lost, not slow.
+pub const TCP_ECHO_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The calls per second of a `blocking` run that took `elapsed` for all its calls.
+/// Each call's result was checked by its caller as it came.
+pub fn blocking(elapsed: Duration) -> String {
+    let calls = BLOCKING_PROCESSES * BLOCKING_CALLS;
+    format!("calls_per_sec={:.0}", calls as f64 / elapsed.as_secs_f64())
+}
+
+/// Request `seq` of client `client`: the two numbers, then a pattern that depends on
+/// both, so that a response carrying another request's bytes, or bytes out of order,
+/// fails the client's comparison.
+pub fn tcp_echo_request(client: u64, seq: u64) -> [u8; TCP_ECHO_SIZE] {
+    let mut request = [0u8; TCP_ECHO_SIZE];
+    request[..8].copy_from_slice(&client.to_le_bytes());
+    request[8..16].copy_from_slice(&seq.to_le_bytes());
+    for (i, byte) in request.iter_mut().enumerate().skip(16) {
+        *byte = (client as usize + seq as usize * 7 + i) as u8;
+    }
+    request
+}
+
+/// What a tcp_echo run saw.
+pub struct TcpEchoOutcome {
+    /// From spawning the first client to the last client's last response.
+    pub elapsed: Duration,
+    /// Responses that came back equal to their request, over all clients.
+    pub echoed: u64,
+}
+
+/// Checks that every request came back, and returns the request rate.
+pub fn tcp_echo(outcome: TcpEchoOutcome) -> String {
+    let requests = TCP_ECHO_CLIENTS * TCP_ECHO_REQUESTS;
+    assert_eq!(outcome.echoed, requests, "responses went missing");
+    format!(
+        "clients={TCP_ECHO_CLIENTS} requests={requests} req_per_sec={:.0}",
+        requests as f64 / outcome.elapsed.as_secs_f64()
+    )
+}

@@ -1,0 +1,502 @@
+//! A chat server on TCP: every line a client sends reaches every other client.
+//!
+//! Try it:
+//!
+//! ```text
+//! cargo run --release --example chat              # 127.0.0.1:7878, idle timeout 5 minutes
+//! cargo run --release --example chat -- 9000 60   # port 9000, idle timeout 60 s
+//! nc 127.0.0.1 7878                               # in two or more other terminals
+//! ```
+//!
+//! A line typed into one `nc` shows up in the others, after the sender's address.
+//! Lines that start with `*` come from the server: who joined, who left, and why a
+//! connection is being closed. Ctrl-C stops the server.
+//!
+//! # How it is built
+//!
+//! ```text
+//! supervisor (one-for-one)
+//! └── acceptor      free-running: accepts connections, spawns a connection for each
+//!
+//! connection        one per client, spawned by the acceptor and linked to nothing above
+//! ├── reader        free-running: reads the client's lines, hands each to the room
+//! └── writer        handler, linked to its reader, a member of the room: writes to the
+//!                   client whatever the room sends it
+//!
+//! room              a process group named after the server's address
+//! ```
+//!
+//! * Code in a process may block, so the reader simply loops over `read`, and the
+//!   writer over `write_all`; only the process waits, never a worker thread. A
+//!   connection has two processes because a process waits for one thing at a time:
+//!   the reader for its client's next line, the writer for the room's next message.
+//!   Each client's writes happen in its own writer, so a client that is slow to read
+//!   holds up nobody but itself.
+//! * The room is a process group ([`Handle::join_group`]) whose members are the
+//!   writers. The runtime takes a writer out of the group when it ends, however it
+//!   ends, so the room never holds a dead client and needs no process of its own.
+//! * A connection's two processes are linked to each other and to nothing else: when
+//!   either of them crashes, the link takes the other one down, their socket closes,
+//!   and nothing else notices. The acceptor is the supervised part: if `accept` fails for good it
+//!   exits with the error, and the supervisor starts a fresh acceptor on the same
+//!   listening socket after a growing delay; if that keeps happening, the supervisor
+//!   gives up and `main` reports it.
+//! * A line longer than [`MAX_LINE`] bytes, and silence for the idle timeout, end a
+//!   connection with a notice to the client.
+//!
+//! [`serve`] is the whole server, so that `tests/chat.rs` can start one and talk to
+//! it; `main` only reads the arguments and waits.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fibra::net::{TcpListener, TcpStream};
+use fibra::prelude::*;
+
+/// The port `main` listens on when given none.
+const DEFAULT_PORT: u16 = 7878;
+/// How long `main` lets a client stay silent when not told otherwise.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The longest line a client may send, in bytes, not counting its line ending.
+pub const MAX_LINE: usize = 4096;
+/// Bytes taken from a socket per `read`.
+const READ_CHUNK: usize = 4096;
+/// How long a writer waits for its client to take one line before it gives the
+/// client up. A client that reads nothing for this long is gone or stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines a writer may have waiting before its client counts as too slow and is
+/// dropped; this bounds the memory a client that never reads can cost. Picked out
+/// of thin air: a few seconds of a busy room.
+const MAX_BACKLOG: usize = 1024;
+/// How long a reader that has said goodbye keeps reading, and throwing away, what
+/// the client still sends. Closing a socket with unread input makes the kernel
+/// reset the connection, and a reset can cost the client the goodbye; reading on
+/// until the client closes (or this long) lets the goodbye arrive.
+const LINGER: Duration = Duration::from_secs(2);
+/// The most a lingering reader throws away before it closes anyway.
+const LINGER_BYTES: usize = 64 * 1024;
+/// At most this many restarts of the acceptor...
+const ACCEPTOR_RESTARTS: u32 = 5;
+/// ...within this period, or the supervisor gives up.
+const ACCEPTOR_PERIOD: Duration = Duration::from_secs(30);
+
+/// What a writer takes.
+#[derive(Clone)]
+pub enum Out {
+    /// A line for the client, with its line ending.
+    Line(Arc<str>),
+    /// Write this last line, if any, end the client's stream and stop.
+    Close(Option<String>),
+}
+
+/// A running chat server.
+pub struct Server {
+    /// Where it listens.
+    addr: SocketAddr,
+    /// The name of its room's process group.
+    room: Arc<str>,
+    /// The supervisor of its acceptor.
+    supervisor: SupervisorPid,
+    /// The runtime it runs in.
+    handle: Handle,
+}
+
+#[allow(dead_code)] // each of `main` and tests/chat.rs uses some of these
+impl Server {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The supervisor of its acceptor: stopping it stops taking connections.
+    pub fn supervisor(&self) -> &SupervisorPid {
+        &self.supervisor
+    }
+
+    /// The writers of the connections in the room, in the order they joined. A
+    /// connection's reader and writer are linked, so killing the writer ends the
+    /// connection.
+    pub fn connections(&self) -> Vec<AnyPid> {
+        self.handle
+            .group_members::<Out>(&self.room)
+            .iter()
+            .map(Pid::any)
+            .collect()
+    }
+}
+
+/// Starts a chat server in the runtime of `handle`, listening on `addr`, that closes
+/// connections silent for `idle_timeout`. It runs until its supervisor is stopped or
+/// gives up, or the runtime shuts down.
+pub fn serve(
+    handle: &Handle,
+    addr: impl ToSocketAddrs,
+    idle_timeout: Duration,
+) -> io::Result<Server> {
+    if idle_timeout.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the idle timeout must be longer than zero",
+        ));
+    }
+    // Bound once, here, so that a bad address is reported to the caller, and so that
+    // every incarnation of the acceptor takes connections from the same socket.
+    let listener = Arc::new(TcpListener::bind(addr)?);
+    let addr = listener.local_addr()?;
+    let room: Arc<str> = format!("chat room on {addr}").into();
+    let acceptor = {
+        let room = Arc::clone(&room);
+        move || {
+            let listener = Arc::clone(&listener);
+            let room = Arc::clone(&room);
+            move |cx: &mut FnContext<()>| accept(cx, &listener, &room, idle_timeout)
+        }
+    };
+    let supervisor = Supervisor::new(Strategy::OneForOne)
+        .intensity(ACCEPTOR_RESTARTS, ACCEPTOR_PERIOD)
+        .backoff(Backoff::Exponential {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        })
+        .child(ChildSpec::free("acceptor", acceptor));
+    let supervisor = handle
+        .spawn_supervisor(supervisor)
+        .map_err(io::Error::other)?;
+    Ok(Server {
+        addr,
+        room,
+        supervisor,
+        handle: handle.clone(),
+    })
+}
+
+/// The acceptor: spawns a connection for each client, for as long as it runs.
+fn accept(cx: &mut FnContext<()>, listener: &TcpListener, room: &Arc<str>, idle: Duration) {
+    // One turn per client, for the life of the server.
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            // The client gave up before it was accepted: its loss, not the server's.
+            Err(e) if is_one_connection(&e) => continue,
+            // Anything else (out of descriptors, say) may not pass by itself: exit,
+            // and let the supervisor start afresh after its backoff.
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                cx.exit(Exit::error(e));
+            }
+        };
+        let room = Arc::clone(room);
+        let connection = move |cx: &mut FnContext<()>| converse(cx, stream, peer, &room, idle);
+        if let Err(e) = cx.try_spawn_fn(connection) {
+            // The runtime is shutting down; the client's socket closes with the
+            // closure that was not spawned.
+            tracing::warn!("cannot serve {peer}: {e}");
+        }
+    }
+}
+
+/// Whether an `accept` error concerns only the connection being accepted.
+fn is_one_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// The reader of a connection: sets up its writer and the room membership, hands
+/// the client's lines to the room, and says goodbye.
+fn converse(
+    cx: &mut FnContext<()>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    room: &str,
+    idle: Duration,
+) {
+    let handle = cx.runtime();
+    let setup = stream
+        .set_read_timeout(Some(idle))
+        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
+        .and_then(|()| stream.try_clone());
+    let writer_stream = match setup {
+        Ok(writer_stream) => writer_stream,
+        Err(e) => {
+            tracing::info!("{peer}: lost at once: {e}");
+            return;
+        }
+    };
+    let writer = cx.spawn_link(Writer {
+        stream: writer_stream,
+    });
+    if !handle.join_group(room, &writer) {
+        // The writer has ended already, which before its first message only a kill
+        // does; the link takes this process along.
+        return;
+    }
+    let others = match handle.group_members::<Out>(room).len().saturating_sub(1) {
+        0 => "nobody else here".to_string(),
+        1 => "1 other here".to_string(),
+        n => format!("{n} others here"),
+    };
+    let _ = writer.send(Out::Line(format!("* welcome, {peer}; {others}\n").into()));
+    tell_room(&handle, room, &writer, format!("* {peer} joined\n"));
+    tracing::info!("{peer}: joined");
+
+    let mut lines = Lines::default();
+    // One turn per line the client sends; the client's silence ends it.
+    let end = loop {
+        match lines.next(&stream) {
+            Heard::Line(line) if line.is_empty() => {}
+            Heard::Line(line) => tell_room(&handle, room, &writer, format!("{peer}: {line}\n")),
+            Heard::End(end) => break end,
+        }
+    };
+
+    handle.leave_group(room, &writer);
+    tell_room(&handle, room, &writer, format!("* {peer} left\n"));
+    let goodbye = match end {
+        End::Closed => {
+            tracing::info!("{peer}: left");
+            None
+        }
+        End::TooLong => {
+            tracing::info!("{peer}: sent a line over {MAX_LINE} bytes");
+            Some(format!(
+                "* line too long (over {MAX_LINE} bytes), closing\n"
+            ))
+        }
+        End::Silent => {
+            tracing::info!("{peer}: timed out");
+            Some(format!("* no word from you for {idle:?}, closing\n"))
+        }
+        End::Failed(e) => {
+            tracing::info!("{peer}: lost: {e}");
+            stream.close();
+            None
+        }
+    };
+    let lingers = goodbye.is_some();
+    // The writer may have ended already; then there is nobody left to tell.
+    let _ = writer.send(Out::Close(goodbye));
+    if lingers {
+        linger(&stream);
+    }
+}
+
+/// Hands `line` to every member of `room` except `sender`.
+fn tell_room(handle: &Handle, room: &str, sender: &Pid<Out>, line: String) {
+    let line: Arc<str> = line.into();
+    for member in handle.group_members::<Out>(room) {
+        if member != *sender {
+            // A member that has just ended has left the room anyway.
+            let _ = member.send(Out::Line(Arc::clone(&line)));
+        }
+    }
+}
+
+/// Reads and throws away what the client still sends, until it closes its end, or
+/// for at most [`LINGER`] or [`LINGER_BYTES`] (see [`LINGER`] for why).
+fn linger(stream: &TcpStream) {
+    let until = Instant::now() + LINGER;
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut thrown_away = 0;
+    while thrown_away < LINGER_BYTES {
+        let Some(left) = until.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => thrown_away += n,
+        }
+    }
+}
+
+/// What a reader heard from its client.
+enum Heard {
+    /// A line, without its line ending.
+    Line(String),
+    /// The end of the conversation.
+    End(End),
+}
+
+/// Why a conversation ended.
+enum End {
+    /// The client closed its end.
+    Closed,
+    /// A line longer than [`MAX_LINE`].
+    TooLong,
+    /// Nothing for the idle timeout.
+    Silent,
+    /// The connection failed.
+    Failed(io::Error),
+}
+
+/// Splits what a client sends into lines.
+#[derive(Default)]
+struct Lines {
+    /// Bytes received and not yet returned as a line.
+    buf: Vec<u8>,
+    /// How much of `buf`, from its start, is known to hold no newline.
+    scanned: usize,
+}
+
+impl Lines {
+    /// The next line from `stream`. A last line without a newline is dropped when
+    /// the client closes.
+    fn next(&mut self, stream: &TcpStream) -> Heard {
+        let mut chunk = [0u8; READ_CHUNK];
+        // Every turn returns or reads at least a byte into `buf`, and `buf` over
+        // `MAX_LINE` (and its ending) returns: at most that many turns.
+        loop {
+            if let Some(at) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + at;
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                self.scanned = 0;
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.len() > MAX_LINE {
+                    return Heard::End(End::TooLong);
+                }
+                return Heard::Line(String::from_utf8_lossy(&line).into_owned());
+            }
+            self.scanned = self.buf.len();
+            // Room for the longest line and a "\r" before its newline.
+            if self.buf.len() > MAX_LINE + 1 {
+                return Heard::End(End::TooLong);
+            }
+            match (&*stream).read(&mut chunk) {
+                Ok(0) => return Heard::End(End::Closed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Heard::End(End::Silent),
+                Err(e) => return Heard::End(End::Failed(e)),
+            }
+        }
+    }
+}
+
+/// Whether `e` is a read that ran out of time.
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+/// The writer of a connection: writes what the room sends to the client.
+struct Writer {
+    /// The connection, shared with its reader.
+    stream: TcpStream,
+}
+
+impl Writer {
+    /// Gives up on the client: closes the connection, which also wakes the reader,
+    /// and stops.
+    fn give_up(&mut self, why: &str, cx: &mut Context<Self>) {
+        if let Ok(peer) = self.stream.peer_addr() {
+            tracing::info!("{peer}: {why}");
+        }
+        self.stream.close();
+        cx.stop();
+    }
+}
+
+impl Process for Writer {
+    type Message = Out;
+
+    fn handle(&mut self, msg: Out, cx: &mut Context<Self>) {
+        match msg {
+            Out::Line(line) => {
+                if cx.pid().mailbox_len() > MAX_BACKLOG {
+                    self.give_up("too slow to read, dropped", cx);
+                } else if let Err(e) = self.stream.write_all(line.as_bytes()) {
+                    self.give_up(&format!("write failed: {e}"), cx);
+                }
+            }
+            Out::Close(goodbye) => {
+                if let Some(goodbye) = goodbye {
+                    let _ = self.stream.write_all(goodbye.as_bytes());
+                }
+                // The reader may still be reading (to linger); end only our half.
+                let _ = self.stream.shutdown(Shutdown::Write);
+                cx.stop();
+            }
+        }
+    }
+}
+
+/// How to run the example, for bad arguments.
+const USAGE: &str = "usage: chat [PORT [IDLE_TIMEOUT_SECS]]";
+
+#[allow(dead_code)] // tests/chat.rs includes this file and has its own `main`
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let port = match args.next().map(|port| port.parse::<u16>()) {
+        None => DEFAULT_PORT,
+        Some(Ok(port)) => port,
+        Some(Err(_)) => {
+            eprintln!("{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let idle = match args.next().map(|secs| secs.parse::<u64>()) {
+        None => DEFAULT_IDLE_TIMEOUT,
+        Some(Ok(secs)) if secs > 0 => Duration::from_secs(secs),
+        Some(_) => {
+            eprintln!("{USAGE} (the idle timeout is a whole number of seconds, at least 1)");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let runtime = match Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match serve(&runtime.handle(), (Ipv4Addr::LOCALHOST, port), idle) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("cannot listen on 127.0.0.1:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = server.local_addr();
+    println!(
+        "chat server on {addr}, idle timeout {idle:?}; try `nc {} {}`; Ctrl-C stops it",
+        addr.ip(),
+        addr.port()
+    );
+
+    // Ctrl-C ends the program; until then, wait for the supervisor, which ends only
+    // if the acceptor keeps failing.
+    let supervisor = server.supervisor().clone();
+    let reason = runtime.block_on(move |cx| {
+        cx.monitor(&supervisor);
+        // The monitor is this process's only relation, so its notice is the one.
+        match cx.receive_notice() {
+            Notice::Down(down) => down.reason,
+            Notice::Exit { reason, .. } => reason,
+        }
+    });
+    eprintln!("the chat server stopped: {reason}");
+    ExitCode::FAILURE
+}
