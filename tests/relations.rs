@@ -316,3 +316,37 @@ fn spawn_link_is_atomic_with_spawning() {
         }
     });
 }
+
+#[test]
+fn a_kill_that_arrives_while_a_process_unwinds_does_not_abort_the_program() {
+    // A destructor that blocks while the process unwinds from a panic, with a kill
+    // pending: the kill must not start a second unwind (which would abort).
+    struct SleepsOnDrop;
+    impl Drop for SleepsOnDrop {
+        fn drop(&mut self) {
+            fibra::sleep(Duration::from_millis(50));
+        }
+    }
+    within(30, || {
+        let rt = runtime();
+        let victim = rt
+            .spawn_fn(|cx: &mut FnContext<()>| {
+                let _guard = SleepsOnDrop;
+                cx.receive();
+                panic!("on purpose");
+            })
+            .unwrap();
+        victim.pid().send(()).unwrap();
+        // Kill it while its guard sleeps during the unwind (or before: either way
+        // the program must go on).
+        std::thread::sleep(Duration::from_millis(10));
+        victim.pid().any().kill();
+        let exit = victim.join().unwrap_err();
+        assert!(
+            matches!(exit, Exit::Panicked(_) | Exit::Killed),
+            "unexpected {exit:?}"
+        );
+        // The runtime is unharmed.
+        assert_eq!(rt.block_on(|_| 1), 1);
+    });
+}
