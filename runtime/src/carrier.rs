@@ -127,7 +127,16 @@ impl Frame<'_> {
     /// Suspends the activation and returns once the worker resumes it.
     pub(crate) fn suspend(&self, why: Suspend) {
         if self.cancelled.get() {
-            // A destructor tried to block while the stack unwinds at shutdown.
+            // A destructor tried to block while the stack unwinds at shutdown. There
+            // is no worker left to resume it, and unwinding again from inside an
+            // unwind would abort anyway: say why first.
+            if std::thread::panicking() {
+                eprintln!(
+                    "fibra: a destructor blocked (receive, join, sleep, call, a socket) \
+                     while the runtime shut down and unwound its process; aborting"
+                );
+                std::process::abort();
+            }
             panic::resume_unwind(Box::new(Cancelled));
         }
         set_current(ptr::null::<Frame<'static>>());

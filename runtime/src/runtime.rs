@@ -9,7 +9,9 @@
 //!    process runs until its next suspension), drops what its queues hold, unmaps
 //!    its pooled stacks and exits; the runtime joins them.
 //! 3. Every process still in the table is ended with [`Exit::Shutdown`]: a
-//!    suspended stack is unwound (the destructors of its locals run), the mailbox is
+//!    suspended stack is unwound (the destructors of its locals run, on the thread
+//!    that shuts down and as code outside any process: a destructor that blocks,
+//!    say in `sleep` or `join`, blocks that thread), the mailbox is
 //!    closed and emptied, the process value is dropped and joiners are woken.
 //!    From then on every send fails and hands its message back. A parked
 //!    process's rights reference (see `process.rs`) is released with it.
