@@ -3,7 +3,7 @@
 //!
 //! A process parks with [`park_until`]: an event wait on its state word, bounded by
 //! an optional deadline. An [`Unparker`] taken beforehand wakes it through
-//! [`StateWord::notify`](crate::state::StateWord::notify): if the process is not
+//! the state word's `notify`: if the process is not
 //! parked yet, the notification stays as a permit and the next park returns at
 //! once, so the usual sequence (register the unparker, re-check the condition,
 //! park) loses no wake-up. Outside any process the same calls park and unpark the
