@@ -429,34 +429,6 @@ impl<M: Send + 'static> FnContext<'_, M> {
         crate::handler::spawn(&self.core.header.shared, process, None)
     }
 
-    /// Spawns a handler process linked to this one, atomically: the child cannot
-    /// end before the link exists.
-    ///
-    /// # Panics
-    /// As [`FnContext::spawn`].
-    pub fn spawn_link<P: Process>(&self, process: P) -> Pid<P::Message> {
-        let me = self.frame.task();
-        crate::runtime::expect_spawn(crate::handler::spawn(
-            &self.core.header.shared,
-            process,
-            Some(&me),
-        ))
-    }
-
-    /// Spawns a free-running process linked to this one, atomically.
-    ///
-    /// # Panics
-    /// As [`FnContext::spawn_fn`].
-    pub fn spawn_fn_link<N, T, F>(&self, body: F) -> JoinHandle<T, N>
-    where
-        N: Send + 'static,
-        T: Send + 'static,
-        F: FnOnce(&mut FnContext<'_, N>) -> T + Send + 'static,
-    {
-        let me = self.frame.task();
-        crate::runtime::expect_spawn(spawn(&self.core.header.shared, body, Some(&me)))
-    }
-
     /// Waits for the next notice (a monitor's `Down`, or a trapped exit signal).
     /// Messages stay queued.
     pub fn receive_notice(&mut self) -> Notice {

@@ -430,16 +430,6 @@ impl<P: Process> Context<'_, P> {
         spawn(&self.cell.core.header.shared, process, None)
     }
 
-    /// Spawns a handler process linked to this one, atomically: the child cannot
-    /// end before the link exists.
-    ///
-    /// # Panics
-    /// As [`Context::spawn`].
-    pub fn spawn_link<Q: Process>(&self, process: Q) -> Pid<Q::Message> {
-        let me = self.frame.task();
-        crate::runtime::expect_spawn(spawn(&self.cell.core.header.shared, process, Some(&me)))
-    }
-
     /// Spawns a free-running process. See [`Handle::spawn_fn`].
     ///
     /// # Panics

@@ -8,8 +8,10 @@
 use std::panic;
 
 use crate::carrier::Frame;
-use crate::error::Exit;
-use crate::process::AnyPid;
+use crate::error::{Exit, SpawnError};
+use crate::free::{FnContext, JoinHandle};
+use crate::handler::Process;
+use crate::process::{AnyPid, Pid};
 use crate::signal::{self, MonitorRef, Terminated};
 
 /// The running process's view of its relations to others.
@@ -55,6 +57,46 @@ impl Scope<'_> {
     /// previous setting. Kills cannot be trapped.
     pub fn trap_exits(&self, trap: bool) -> bool {
         signal::set_trap_exits(self.frame.process(), trap)
+    }
+
+    /// Spawns a handler process linked to this one, atomically: the child cannot
+    /// end before the link exists.
+    ///
+    /// # Panics
+    /// If the runtime is shutting down; [`Scope::try_spawn_link`] returns the error.
+    pub fn spawn_link<P: Process>(&self, process: P) -> Pid<P::Message> {
+        crate::runtime::expect_spawn(self.try_spawn_link(process))
+    }
+
+    /// Spawns a handler process linked to this one, or says why it could not.
+    pub fn try_spawn_link<P: Process>(&self, process: P) -> Result<Pid<P::Message>, SpawnError> {
+        let me = self.frame.task();
+        crate::handler::spawn(&me.header().shared, process, Some(&me))
+    }
+
+    /// Spawns a free-running process linked to this one, atomically.
+    ///
+    /// # Panics
+    /// If the runtime is shutting down or no stack can be mapped;
+    /// [`Scope::try_spawn_fn_link`] returns the error.
+    pub fn spawn_fn_link<M, T, F>(&self, body: F) -> JoinHandle<T, M>
+    where
+        M: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+    {
+        crate::runtime::expect_spawn(self.try_spawn_fn_link(body))
+    }
+
+    /// Spawns a free-running process linked to this one, or says why it could not.
+    pub fn try_spawn_fn_link<M, T, F>(&self, body: F) -> Result<JoinHandle<T, M>, SpawnError>
+    where
+        M: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+    {
+        let me = self.frame.task();
+        crate::free::spawn(&me.header().shared, body, Some(&me))
     }
 
     /// Ends this process now with `reason` (its stack unwinds; a handler's `stopped`
