@@ -140,14 +140,29 @@ fn poller() -> io::Result<&'static Poller> {
     Ok(POLLER.get_or_init(|| poller))
 }
 
+/// After a round that found events, the poller keeps polling without blocking for
+/// this long before it sleeps in the kernel again. Under load the next readiness
+/// usually comes within microseconds, and finding it by polling spares the kernel
+/// waking a sleeping poller, which perf showed as about a fifth of a TCP echo's
+/// time. Each empty poll yields the core, and an idle poller sleeps after this
+/// long. tcp_echo went from 0.60-0.63x to 0.84-0.89x tokio's throughput with it;
+/// 50 us is about twice a loopback round trip here.
+const BUSY_POLL: Duration = Duration::from_micros(50);
+
 /// The poller thread: waits for events and wakes whoever waits on them, forever.
 fn run(mut poll: Poll, poller: &Poller) {
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     // Both reused across rounds, so a steady state allocates nothing.
     let mut ready: Vec<(Arc<IoState>, Readiness)> = Vec::with_capacity(EVENTS_CAPACITY);
     let mut wake: Vec<Unparker> = Vec::new();
+    // Until when to poll without blocking (see BUSY_POLL).
+    let mut busy_until: Option<Instant> = None;
     loop {
-        if let Err(err) = poll.poll(&mut events, None) {
+        let timeout = match busy_until {
+            Some(until) if Instant::now() < until => Some(Duration::ZERO),
+            _ => None,
+        };
+        if let Err(err) = poll.poll(&mut events, timeout) {
             if err.kind() != io::ErrorKind::Interrupted {
                 tracing::error!(error = %err, "network poller: poll failed");
                 thread::sleep(POLL_ERROR_BACKOFF);
@@ -166,6 +181,12 @@ fn run(mut poll: Poll, poller: &Poller) {
                     }
                 }
             }
+        }
+        if !events.is_empty() {
+            busy_until = Some(Instant::now() + BUSY_POLL);
+        } else if timeout.is_some() {
+            // An empty poll while busy-polling: let a worker have the core.
+            thread::yield_now();
         }
         for (state, readiness) in ready.drain(..) {
             state.wake(readiness, &mut wake);
