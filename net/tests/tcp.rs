@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{raise_fd_limit, runtime, watchdog};
+use common::{connected_pair, raise_fd_limit, runtime, watchdog};
 use fibra_net::{TcpListener, TcpStream};
 use fibra_runtime::{Context, FnContext, Process};
 
@@ -177,9 +177,7 @@ fn read_and_write_timeouts_fail_with_timed_out() {
     watchdog(20, || {
         let rt = runtime();
         rt.block_on(|_cx| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (server, _) = listener.accept().unwrap();
+            let (client, server) = connected_pair();
 
             assert_eq!(
                 client
@@ -304,9 +302,7 @@ fn closing_a_stream_wakes_the_process_suspended_on_it() {
     watchdog(20, || {
         let rt = runtime();
         rt.block_on(|cx| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (mut server, _) = listener.accept().unwrap();
+            let (client, mut server) = connected_pair();
             let reading = client.try_clone().unwrap();
             let reader = cx.spawn_fn(move |_cx: &mut FnContext<'_, ()>| {
                 let started = Instant::now();
@@ -335,9 +331,7 @@ fn shutting_down_the_read_half_ends_a_suspended_read() {
     watchdog(20, || {
         let rt = runtime();
         rt.block_on(|cx| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (_server, _) = listener.accept().unwrap();
+            let (client, _server) = connected_pair();
             let reading = client.try_clone().unwrap();
             let reader = cx.spawn_fn(move |_cx: &mut FnContext<'_, ()>| {
                 (&reading).read(&mut [0; 8]).map_err(|e| e.kind())

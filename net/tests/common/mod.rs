@@ -60,3 +60,13 @@ pub fn raise_fd_limit(wanted: u64) {
     // Safety: setrlimit reads one rlimit through a valid pointer.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
 }
+
+/// A TCP connection over loopback, as (client end, server end). Works inside a
+/// process and on a plain thread alike.
+pub fn connected_pair() -> (fibra_net::TcpStream, fibra_net::TcpStream) {
+    let listener = fibra_net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client =
+        fibra_net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    (client, server)
+}
