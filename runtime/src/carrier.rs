@@ -157,9 +157,11 @@ impl Frame<'_> {
     /// Ends the process (by unwinding its stack) if a fatal signal is pending: a
     /// kill, a stop, or a linked failure it does not trap.
     pub(crate) fn take_fatal_signal(&self) {
-        // A process already unwinding (a destructor that blocked or sent during a
-        // panic) is ending anyway; a second unwind would abort the whole program.
-        if std::thread::panicking() {
+        // Nothing pending is the common case: one load, checked first on this path
+        // that every resume takes. A process already unwinding (a destructor that
+        // blocked or sent during a panic) is ending anyway; a second unwind would
+        // abort the whole program.
+        if self.process().header().signals.is_empty() || std::thread::panicking() {
             return;
         }
         // Safety: the frame's process is the one running, its signal queue's consumer.
