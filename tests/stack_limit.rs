@@ -1,6 +1,7 @@
 //! When the kernel refuses more stacks (vm.max_map_count), spawning a
-//! free-running process fails with an error naming the limit; nothing crashes or
-//! hangs, and the runtime recovers once stacks are freed.
+//! free-running process fails with an error naming the limit; a handler process
+//! waits for a stack with its messages kept; nothing crashes or hangs, and the
+//! runtime recovers once stacks are freed.
 //!
 //! Its own test binary: while it runs, any other spawn in the OS process would fail.
 
@@ -10,11 +11,16 @@ use common::within;
 use fibra::prelude::*;
 use fibra::Builder;
 
-struct Echo;
+/// Reports every message it handles.
+struct Echo {
+    handled: std::sync::mpsc::Sender<u32>,
+}
 
 impl Process for Echo {
-    type Message = ();
-    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+    type Message = u32;
+    fn handle(&mut self, n: u32, _cx: &mut Context<Self>) {
+        let _ = self.handled.send(n);
+    }
 }
 
 #[test]
@@ -52,18 +58,20 @@ fn running_out_of_mappings_is_a_clear_spawn_error() {
             parked.len()
         );
 
-        // A handler process needs a stack only to run; with none to be had it ends
-        // (reported, not hung) and later sends fail.
-        let starved = rt.spawn(Echo).expect("spawning a handler needs no stack");
-        let start = std::time::Instant::now();
-        while starved.is_alive() {
-            assert!(
-                start.elapsed().as_secs() < 60,
-                "a handler without a stack hung"
-            );
-            std::thread::yield_now();
-        }
-        assert!(starved.send(()).is_err());
+        // A handler process needs a stack only to run; with none to be had it waits
+        // for one, its messages kept, and handles them once stacks are freed.
+        let (handled, got) = std::sync::mpsc::channel();
+        let starved = rt
+            .spawn(Echo { handled })
+            .expect("spawning a handler needs no stack");
+        starved.send(1).unwrap();
+        starved.send(2).unwrap();
+        assert_eq!(
+            got.recv_timeout(std::time::Duration::from_millis(200)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout),
+            "a handler ran without a stack"
+        );
+        assert!(starved.is_alive(), "a handler without a stack gave up");
 
         // Free them all: every process ends normally.
         for handle in &parked {
@@ -72,6 +80,9 @@ fn running_out_of_mappings_is_a_clear_spawn_error() {
         for handle in parked {
             handle.join().unwrap();
         }
+        // The starved handler got its stack and every message, in order.
+        assert_eq!(got.recv_timeout(std::time::Duration::from_secs(60)), Ok(1));
+        assert_eq!(got.recv_timeout(std::time::Duration::from_secs(60)), Ok(2));
         // The runtime goes on.
         let again = rt.spawn_fn(|_: &mut FnContext<()>| 7).unwrap();
         assert_eq!(again.join().unwrap(), 7);

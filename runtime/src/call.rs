@@ -69,7 +69,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::carrier::{with_current, Frame, Suspend};
+use crate::carrier::{with_current, Frame, Suspend, Suspended};
 use crate::error::Exit;
 use crate::process::{Pid, Run, Task};
 use crate::signal::{on_exit, remove_exit_hook, HookId};
@@ -280,8 +280,14 @@ impl<R> Call<R> {
     /// parks the calling thread outside any process.
     fn wait(&mut self, timeout: Duration) -> Result<R, CallError> {
         with_current(|frame| match frame {
-            Some(frame) => self.wait_in_process(frame, timeout),
-            None => self.wait_on_thread(deadline_after(timeout)),
+            Some(frame) if frame.may_suspend() => self.wait_in_process(frame, timeout),
+            // A process that unwinds may not suspend: it blocks its thread instead,
+            // unless the runtime is ending processes on this very thread.
+            _ if crate::shutdown::draining() => match self.try_take() {
+                Some(result) => result,
+                None => Err(CallError::Exited(Exit::Shutdown)),
+            },
+            _ => self.wait_on_thread(deadline_after(timeout)),
         })
     }
 
@@ -326,7 +332,7 @@ impl<R> Call<R> {
         // from the end of the fast path, later than the send by one turn of the
         // worker's run queue.
         for _ in 0..YIELDS_BEFORE_WAITING {
-            frame.suspend(Suspend::Yield);
+            let _ = frame.suspend(Suspend::Yield);
             if let Some(result) = self.try_take() {
                 return result;
             }
@@ -345,7 +351,12 @@ impl<R> Call<R> {
             // A timer of its own for every wait: one that fired early, or whose wait a
             // signal ended, must not leave the next wait without a bound.
             let bound = timer.rearm(deadline);
-            frame.suspend(Suspend::Wait(Wait::Event, bound));
+            if frame.suspend(Suspend::Wait(Wait::Event, bound)) == Suspended::Refused {
+                // Unwinding began inside the wait (a fatal exit taken on resume was
+                // caught): wait as a thread from here on.
+                drop(timer);
+                return self.wait_on_thread(deadline);
+            }
         }
     }
 

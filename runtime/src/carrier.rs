@@ -10,12 +10,29 @@
 //! Each worker keeps a pool of idle carriers, so activating a process costs a
 //! context switch (a few ns) instead of an `mmap` + `mprotect` (about 9 µs here).
 //!
-//! A carrier holds no thread-local state across a suspension: every time it is
-//! resumed it re-publishes its [`Frame`] in this thread's `CURRENT` slot. That is
-//! what makes moving a suspended carrier to another worker thread sound.
+//! A carrier with an activation in progress is *pinned*: it is resumed only on the
+//! worker it started on (its home, see `scheduler.rs`), because user code may hold
+//! thread-bound state across a suspension. [`Carrier::resume`] asserts it. An idle
+//! carrier holds no user state, so it may move between threads (a pool, a spawn).
+//!
+//! # Suspension points
+//!
+//! An activation suspends only through [`Frame::suspend`], and only when
+//! [`Frame::may_suspend`] allows: never while its process unwinds (a panic, a
+//! fatal exit, a shutdown), since std's panic count is per thread and the other
+//! processes of the worker would see it. Each caller of `suspend` says what its
+//! blocking call does instead (returns at once, fails, or blocks the thread).
+//!
+//! # Sticky exits
+//!
+//! A fatal signal (kill, stop, an untrapped linked failure) is recorded in the
+//! frame when it is taken, and raised as an unwind. A `catch_unwind` in user code
+//! can stop the unwind, but not the exit: it is raised again at every later
+//! suspension point and reduction, and the activation ends with it even if the
+//! process's code returns normally.
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
@@ -24,6 +41,7 @@ use std::sync::Arc;
 use corosensei::stack::{DefaultStack, Stack};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
+use crate::error::Exit;
 use crate::process::{Run, Task};
 use crate::state::{Deadline, Wait};
 
@@ -80,6 +98,18 @@ pub(crate) struct Frame<'y> {
     reductions: Cell<u32>,
     /// Set once the carrier is being unwound; no more suspensions are allowed.
     cancelled: Cell<bool>,
+    /// The fatal exit this process was given, once it was (see "Sticky exits").
+    exit: RefCell<Option<Exit>>,
+}
+
+/// Whether [`Frame::suspend`] suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a refused suspension must be handled by the blocking call"]
+pub(crate) enum Suspended {
+    /// The activation was suspended and has been resumed.
+    Resumed,
+    /// The process is unwinding and may not suspend; nothing happened.
+    Refused,
 }
 
 thread_local! {
@@ -89,8 +119,8 @@ thread_local! {
 
 /// Runs `f` with the frame of the process running on this thread, if any.
 ///
-/// Never inlined: the thread a carrier runs on can change at every suspension, so
-/// the thread-local's address must be computed afresh on each call.
+/// Never inlined, so that the thread-local's address is computed afresh on each
+/// call (cheap insurance; activations no longer move between threads).
 #[inline(never)]
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Frame<'_>>) -> R) -> R {
     let frame = CURRENT.with(Cell::get);
@@ -124,27 +154,34 @@ impl Frame<'_> {
         }
     }
 
-    /// Suspends the activation and returns once the worker resumes it.
-    pub(crate) fn suspend(&self, why: Suspend) {
+    /// Whether the activation may suspend now: not while its process unwinds (a
+    /// panic, a fatal exit, a shutdown). The activation never suspends while it
+    /// unwinds and never changes threads, so std's per-thread panic count is this
+    /// process's own.
+    pub(crate) fn may_suspend(&self) -> bool {
+        !self.cancelled.get() && !std::thread::panicking()
+    }
+
+    /// Suspends the activation and returns once the worker resumes it; refuses
+    /// (and does nothing) while the process unwinds. Re-raises a recorded fatal
+    /// exit before suspending and takes new fatal signals after resuming.
+    pub(crate) fn suspend(&self, why: Suspend) -> Suspended {
+        if std::thread::panicking() {
+            return Suspended::Refused;
+        }
         if self.cancelled.get() {
-            // A destructor tried to block while the stack unwinds at shutdown. There
-            // is no worker left to resume it, and unwinding again from inside an
-            // unwind would abort anyway: say why first.
-            if std::thread::panicking() {
-                eprintln!(
-                    "fibra: a destructor blocked (receive, join, sleep, call, a socket) \
-                     while the runtime shut down and unwound its process; aborting"
-                );
-                std::process::abort();
-            }
+            // The runtime shuts down and the activation caught the unwind that ends
+            // it: the cancellation is sticky too.
             panic::resume_unwind(Box::new(Cancelled));
         }
+        self.raise_recorded_exit();
         set_current(ptr::null::<Frame<'static>>());
         match self.yielder.suspend(why) {
             Resume::Continue => {
                 self.reductions.set(0);
                 set_current(self);
                 self.take_fatal_signal();
+                Suspended::Resumed
             }
             Resume::Cancel => {
                 self.cancelled.set(true);
@@ -154,29 +191,61 @@ impl Frame<'_> {
         }
     }
 
-    /// Ends the process (by unwinding its stack) if a fatal signal is pending: a
-    /// kill, a stop, or a linked failure it does not trap.
+    /// Ends the process (by unwinding its stack) if a fatal signal is pending (a
+    /// kill, a stop, or a linked failure it does not trap) or was recorded earlier.
     pub(crate) fn take_fatal_signal(&self) {
+        self.raise_recorded_exit();
         // Nothing pending is the common case: one load, checked first on this path
-        // that every resume takes. A process already unwinding (a destructor that
-        // blocked or sent during a panic) is ending anyway; a second unwind would
-        // abort the whole program.
-        if self.process().header().signals.is_empty() || std::thread::panicking() {
+        // that every resume takes.
+        if self.process().header().signals.is_empty() {
             return;
         }
         // Safety: the frame's process is the one running, its signal queue's consumer.
         if let Some(exit) = unsafe { crate::signal::take_fatal(self.process()) } {
-            panic::resume_unwind(Box::new(crate::signal::Terminated(exit)));
+            self.record_exit(exit);
+            self.raise_recorded_exit();
         }
     }
 
-    /// Counts one reduction and yields the worker when the budget is spent.
-    pub(crate) fn tick(&self) {
-        let spent = self.reductions.get() + 1;
-        if spent >= REDUCTION_BUDGET && !self.cancelled.get() {
-            self.suspend(Suspend::Yield);
+    /// Unwinds with the recorded fatal exit, if there is one and the process is not
+    /// unwinding already (a second unwind would abort the program; the one under
+    /// way ends the process with the recorded exit anyway).
+    fn raise_recorded_exit(&self) {
+        let exit = match &*self.exit.borrow() {
+            Some(exit) if !std::thread::panicking() && !self.cancelled.get() => exit.clone(),
+            _ => return,
+        };
+        panic::resume_unwind(Box::new(crate::signal::Terminated(exit)));
+    }
+
+    /// Records a fatal exit (the first one counts).
+    pub(crate) fn record_exit(&self, exit: Exit) {
+        self.exit.borrow_mut().get_or_insert(exit);
+    }
+
+    /// Forgets a recorded stop (see `Scope::forget_stop`).
+    pub(crate) fn forget_stop(&self) -> bool {
+        let mut exit = self.exit.borrow_mut();
+        if *exit == Some(Exit::Stopped) {
+            *exit = None;
+            true
         } else {
-            self.reductions.set(spent);
+            false
+        }
+    }
+
+    /// The fatal exit recorded for this process, if any: the reason it ends with,
+    /// however its code returns.
+    pub(crate) fn recorded_exit(&self) -> Option<Exit> {
+        self.exit.borrow().clone()
+    }
+
+    /// At a suspension point: counts one reduction, and yields the worker when the
+    /// budget is spent.
+    pub(crate) fn tick(&self) {
+        self.spend(1);
+        if self.budget_spent() {
+            let _ = self.suspend(Suspend::Yield);
         }
     }
 
@@ -185,9 +254,11 @@ impl Frame<'_> {
         self.reductions.get() >= REDUCTION_BUDGET
     }
 
-    /// Spends `n` reductions without yielding.
+    /// Spends `n` reductions without yielding (a send: never a suspension point),
+    /// but re-raises a recorded fatal exit.
     pub(crate) fn spend(&self, n: u32) {
         self.reductions.set(self.reductions.get().saturating_add(n));
+        self.raise_recorded_exit();
     }
 }
 
@@ -197,16 +268,17 @@ pub(crate) struct Carrier {
     coroutine: Coroutine<Resume, Suspend, (), DefaultStack>,
     /// The lowest address of the stack's mapping, where its guard page starts.
     limit: usize,
-    /// Whether an activation is in progress on this carrier.
-    busy: bool,
+    /// The worker an activation in progress started on, and so must resume on;
+    /// `None` while the carrier is idle.
+    home: Option<usize>,
 }
 
-// Safety: a carrier is only ever resumed by one thread at a time (the worker that
-// holds the process's run rights, or the pool's owner), and it keeps no reference to
-// thread-local state across a suspension: the frame pointer in CURRENT is cleared
-// before every suspension and set again after every resume, on whichever thread that
-// is. User code must not hold thread-local borrows across a blocking call either,
-// which the crate documentation states.
+// Safety: a carrier with an activation in progress is resumed only on its home
+// worker's thread (`resume` asserts it, and the scheduler routes suspended
+// activations home), so thread-bound state that user code holds across a
+// suspension stays on its thread. An idle carrier is a job loop waiting for its
+// next job with nothing of any process on its stack, so moving it to another
+// thread moves only memory.
 unsafe impl Send for Carrier {}
 
 impl Carrier {
@@ -226,6 +298,7 @@ impl Carrier {
                     process,
                     reductions: Cell::new(0),
                     cancelled: Cell::new(false),
+                    exit: RefCell::new(None),
                 };
                 set_current(&frame);
                 let outcome =
@@ -242,24 +315,40 @@ impl Carrier {
         Ok(Box::new(Carrier {
             coroutine,
             limit,
-            busy: false,
+            home: None,
         }))
     }
 
-    /// Runs the carrier until it suspends. `process` is the process to activate
-    /// when the carrier is idle (a busy carrier continues its activation instead);
-    /// the caller holds its run rights.
-    pub(crate) fn resume(&mut self, process: &Task) -> Suspend {
-        let input = if self.busy {
-            Resume::Continue
-        } else {
-            self.busy = true;
-            Resume::Start(Arc::as_ptr(process))
+    /// The worker the activation in progress must resume on, if there is one.
+    pub(crate) fn home(&self) -> Option<usize> {
+        self.home
+    }
+
+    /// Runs the carrier until it suspends, on worker `worker`. `process` is the
+    /// process to activate when the carrier is idle (a busy carrier continues its
+    /// activation instead); the caller holds its run rights.
+    ///
+    /// # Panics
+    /// If the carrier's activation in progress started on another worker: a stack
+    /// in use never changes threads.
+    pub(crate) fn resume(&mut self, process: &Task, worker: usize) -> Suspend {
+        let input = match self.home {
+            Some(home) => {
+                assert_eq!(
+                    home, worker,
+                    "a suspended activation resumed on another worker"
+                );
+                Resume::Continue
+            }
+            None => {
+                self.home = Some(worker);
+                Resume::Start(Arc::as_ptr(process))
+            }
         };
         match self.coroutine.resume(input) {
             CoroutineResult::Yield(suspend) => {
                 if let Suspend::Finished(_) = suspend {
-                    self.busy = false;
+                    self.home = None;
                 }
                 suspend
             }

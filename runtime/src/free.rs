@@ -15,10 +15,11 @@ use fibra_mailbox::Mailbox;
 
 use parking_lot::Mutex;
 
-use crate::carrier::{with_current, Frame, Outcome, Suspend};
+use crate::carrier::{with_current, Cancelled, Frame, Outcome, Suspend, Suspended};
 use crate::error::{Exit, SpawnError};
 use crate::handler::Process;
-use crate::process::{adopt, Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::rights::RunRights;
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
 use crate::scope::Scope;
@@ -55,26 +56,39 @@ impl<T> Completion<T> {
     }
 
     /// Waits for the result: suspends the calling process, or parks the calling
-    /// thread outside any process.
+    /// thread outside any process (and in a process that unwinds, which may not
+    /// suspend). In a shutdown drain it fails at once with [`Exit::Shutdown`]
+    /// instead of waiting (see `shutdown::draining`).
     fn wait(&self) -> Result<T, Exit> {
         loop {
             let mut slot = self.slot.lock();
             if let Some(result) = slot.0.take() {
                 return result;
             }
-            with_current(|frame| {
-                slot.1 = match frame {
-                    Some(frame) => Waiter::Process(frame.task()),
-                    None => Waiter::Thread(thread::current()),
-                };
-                drop(slot);
-                match frame {
-                    Some(frame) => frame.suspend(Suspend::Wait(Wait::Event, Deadline::None)),
-                    // A wake-up between the unlock and the park leaves the thread's
-                    // token set, so park returns at once.
-                    None => thread::park(),
+            let in_process = with_current(|frame| match frame {
+                Some(frame) if frame.may_suspend() => {
+                    slot.1 = Waiter::Process(frame.task());
+                    drop(slot);
+                    let _ = frame.suspend(Suspend::Wait(Wait::Event, Deadline::None));
+                    true
                 }
+                _ => false,
             });
+            if in_process {
+                continue;
+            }
+            if crate::shutdown::draining() {
+                return Err(Exit::Shutdown);
+            }
+            let mut slot = self.slot.lock();
+            if let Some(result) = slot.0.take() {
+                return result;
+            }
+            slot.1 = Waiter::Thread(thread::current());
+            drop(slot);
+            // A wake-up between the unlock and the park leaves the thread's token set,
+            // so park returns at once.
+            thread::park();
         }
     }
 }
@@ -125,11 +139,6 @@ where
         self.core.mailbox.has_new()
     }
 
-    unsafe fn adopt_rights(&self) -> Task {
-        // Safety: passed on from the caller.
-        unsafe { adopt(self) }
-    }
-
     fn activate(&self, frame: &Frame<'_>) -> Outcome {
         // Safety: activate runs only for the holder of the run rights.
         let Some(body) = (unsafe { (*self.body.get()).take() }) else {
@@ -153,9 +162,13 @@ where
             frame.take_fatal_signal();
             body(&mut cx)
         }));
-        match result {
-            Ok(value) => self.finish(Ok(value)),
-            Err(payload) => self.finish(Err(exit_from_unwind(payload))),
+        // A fatal exit recorded in the frame is the reason, also if the closure
+        // caught its unwind and returned normally.
+        match (frame.recorded_exit(), result) {
+            (_, Err(payload)) if payload.is::<Cancelled>() => panic::resume_unwind(payload),
+            (Some(exit), _) => self.finish(Err(exit)),
+            (None, Ok(value)) => self.finish(Ok(value)),
+            (None, Err(payload)) => self.finish(Err(exit_from_unwind(payload))),
         }
         Outcome::Exited
     }
@@ -181,9 +194,8 @@ where
         &self.core
     }
 
-    unsafe fn adopt_rights(&self) -> Task {
-        // Safety: passed on from the caller.
-        unsafe { adopt(self) }
+    fn as_run(&self) -> &dyn Run {
+        self
     }
 
     fn task(self: Arc<Self>) -> Task {
@@ -205,24 +217,37 @@ where
 {
     let carrier = shared.carrier()?;
     let completion = Arc::new(Completion::new());
-    let cell = Arc::new(FnCell {
+    let (rights, cell) = RunRights::new_process(Arc::new(FnCell {
         core: Core::new(Arc::clone(shared), shared.next_id()),
         body: UnsafeCell::new(Some(body)),
         completion: Arc::clone(&completion),
-    });
-    // Safety: nobody else can see the process yet, so spawn holds its run rights.
-    unsafe { cell.core.header.put_carrier(carrier) };
+    }));
+    rights.put_carrier(carrier);
     shared.admit(Arc::clone(&cell) as Task)?;
     if let Some(parent) = linked {
         // Before the child first runs, so it cannot end unobserved.
         crate::signal::link(parent, &(Arc::clone(&cell) as Task));
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a free-running process");
-    shared.schedule_new(Arc::clone(&cell) as Task);
+    shared.schedule_new(rights);
     Ok(JoinHandle {
         completion,
         pid: Pid::new(cell),
     })
+}
+
+/// A wait without a deadline was asked for while the process unwinds, where it
+/// may not suspend and nothing could ever end the wait: say so and abort, since
+/// neither returning nor a second unwind is possible.
+#[cold]
+fn refuse_to_wait_forever(id: u64, call: &str) -> ! {
+    eprintln!(
+        "fibra: process {} called {call} with nothing queued while unwinding (a \
+         destructor during a panic or a fatal exit); a process that unwinds cannot \
+         wait, so this {call} could never return; aborting",
+        ProcessId(id)
+    );
+    std::process::abort();
 }
 
 /// Takes the oldest message; handed to `FnContext::receive_until` as its `take`.
@@ -373,8 +398,12 @@ impl<M: Send + 'static> FnContext<'_, M> {
                 break Some(msg);
             }
             let Some(deadline) = deadline else {
-                self.frame
+                let suspended = self
+                    .frame
                     .suspend(Suspend::Wait(Wait::Message, Deadline::None));
+                if suspended == Suspended::Refused {
+                    refuse_to_wait_forever(self.core.header.id, "receive");
+                }
                 continue;
             };
             if Instant::now() >= deadline {
@@ -382,7 +411,10 @@ impl<M: Send + 'static> FnContext<'_, M> {
             }
             // A wake-up by a message that did not match re-arms.
             let bound = timer.rearm(deadline);
-            self.frame.suspend(Suspend::Wait(Wait::Message, bound));
+            if self.frame.suspend(Suspend::Wait(Wait::Message, bound)) == Suspended::Refused {
+                // Unwinding: a receive with a deadline gives up at once.
+                break None;
+            }
         };
         drop(timer);
         if received.is_some() {
@@ -406,9 +438,10 @@ impl<M: Send + 'static> FnContext<'_, M> {
         self.me.id()
     }
 
-    /// Lets the other processes on this worker run before this one goes on.
+    /// Lets the other processes on this worker run before this one goes on. While
+    /// the process unwinds it does nothing.
     pub fn yield_now(&mut self) {
-        self.frame.suspend(Suspend::Yield);
+        let _ = self.frame.suspend(Suspend::Yield);
     }
 
     /// A handle on the runtime this process runs in.
@@ -475,14 +508,21 @@ impl<M: Send + 'static> FnContext<'_, M> {
             }
             // Only signals end a sleep-kind wait; a timer bounds it if asked.
             match deadline {
-                None => self
-                    .frame
-                    .suspend(Suspend::Wait(Wait::Sleep, Deadline::None)),
+                None => {
+                    let suspended = self
+                        .frame
+                        .suspend(Suspend::Wait(Wait::Sleep, Deadline::None));
+                    if suspended == Suspended::Refused {
+                        refuse_to_wait_forever(self.core.header.id, "receive_notice");
+                    }
+                }
                 Some(deadline) if Instant::now() >= deadline => return None,
                 Some(deadline) => {
                     let mut timer = WaitTimer::new(self.frame);
                     let bound = timer.rearm(deadline);
-                    self.frame.suspend(Suspend::Wait(Wait::Sleep, bound));
+                    if self.frame.suspend(Suspend::Wait(Wait::Sleep, bound)) == Suspended::Refused {
+                        return None;
+                    }
                 }
             }
         }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use fibra_timer::TimerKey;
 
-use crate::carrier::{Frame, Outcome, Suspend};
+use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
 use crate::free::{FnContext, JoinHandle};
-use crate::process::{adopt, Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::rights::RunRights;
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
 use crate::scope::Scope;
@@ -163,11 +164,6 @@ impl<P: Process> Run for ProcessCell<P> {
         self.core.mailbox.has_new()
     }
 
-    unsafe fn adopt_rights(&self) -> Task {
-        // Safety: passed on from the caller.
-        unsafe { adopt(self) }
-    }
-
     fn activate(&self, frame: &Frame<'_>) -> Outcome {
         // Safety: activate runs only for the holder of the run rights.
         let Some(user) = (unsafe { &mut *self.user.get() }).as_mut() else {
@@ -195,6 +191,10 @@ impl<P: Process> Run for ProcessCell<P> {
                 }
             }
             loop {
+                // A fatal exit that user code caught ends the process all the same.
+                if let Some(exit) = frame.recorded_exit() {
+                    return Step::End(exit);
+                }
                 if frame.budget_spent() {
                     return Step::More;
                 }
@@ -253,6 +253,13 @@ impl<P: Process> Run for ProcessCell<P> {
                 }
             }
         }));
+        // A fatal exit recorded during the activation is the reason, whatever the
+        // handler's code made of the unwind.
+        let step = match (frame.recorded_exit(), step) {
+            (_, Err(payload)) if payload.is::<Cancelled>() => panic::resume_unwind(payload),
+            (Some(exit), _) => Ok(Step::End(exit)),
+            (None, step) => step,
+        };
         match step {
             Ok(Step::Idle(deadline)) => Outcome::Idle(deadline),
             Ok(Step::More) => Outcome::More,
@@ -290,9 +297,8 @@ impl<P: Process> Deliver<P::Message> for ProcessCell<P> {
         &self.core
     }
 
-    unsafe fn adopt_rights(&self) -> Task {
-        // Safety: passed on from the caller.
-        unsafe { adopt(self) }
+    fn as_run(&self) -> &dyn Run {
+        self
     }
 
     fn task(self: Arc<Self>) -> Task {
@@ -306,19 +312,19 @@ pub(crate) fn spawn<P: Process>(
     process: P,
     linked: Option<&Task>,
 ) -> Result<Pid<P::Message>, SpawnError> {
-    let cell = Arc::new(ProcessCell {
+    let (rights, cell) = RunRights::new_process(Arc::new(ProcessCell {
         core: Core::new(Arc::clone(shared), shared.next_id()),
         user: UnsafeCell::new(Some(process)),
         started: UnsafeCell::new(false),
         idle: UnsafeCell::new(None),
-    });
+    }));
     shared.admit(Arc::clone(&cell) as Task)?;
     if let Some(parent) = linked {
         // Before the child first runs, so it cannot end unobserved.
         crate::signal::link(parent, &(Arc::clone(&cell) as Task));
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a handler process");
-    shared.schedule_new(Arc::clone(&cell) as Task);
+    shared.schedule_new(rights);
     Ok(Pid::new(cell))
 }
 
@@ -358,9 +364,10 @@ impl<P: Process> Context<'_, P> {
         self.stop = true;
     }
 
-    /// Lets the other processes on this worker run before this one goes on.
+    /// Lets the other processes on this worker run before this one goes on. While
+    /// the process unwinds it does nothing.
     pub fn yield_now(&mut self) {
-        self.frame.suspend(Suspend::Yield);
+        let _ = self.frame.suspend(Suspend::Yield);
     }
 
     /// Suspends this process for `duration`, mid-handler; its worker runs others

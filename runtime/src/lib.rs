@@ -26,11 +26,15 @@ mod process;
 #[cfg(not(loom))]
 mod registry;
 #[cfg(not(loom))]
+mod rights;
+#[cfg(not(loom))]
 mod runtime;
 #[cfg(not(loom))]
 mod scheduler;
 #[cfg(not(loom))]
 mod scope;
+#[cfg(not(loom))]
+mod shutdown;
 #[cfg(not(loom))]
 mod signal;
 #[cfg(not(loom))]
@@ -43,6 +47,13 @@ mod time;
 mod waiter;
 
 mod sync;
+
+/// Parking and waking idle workers. Public only under `--cfg loom`, for the model
+/// checker.
+#[cfg(loom)]
+pub mod idle;
+#[cfg(not(loom))]
+mod idle;
 
 /// The state word and its reschedule protocol. Public only under `--cfg loom`, for
 /// the model checker.

@@ -34,7 +34,7 @@ use std::fmt;
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use crate::carrier::{with_current, Suspend};
+use crate::carrier::{with_current, Suspend, Suspended};
 use crate::process::Task;
 use crate::state::Wait;
 use crate::time::WaitTimer;
@@ -81,10 +81,26 @@ impl fmt::Debug for Unparker {
 pub fn current_unparker() -> Unparker {
     with_current(|frame| Unparker {
         target: match frame {
-            Some(frame) => Target::Process(frame.task()),
-            None => Target::Thread(thread::current()),
+            Some(frame) if frame.may_suspend() => Target::Process(frame.task()),
+            // A process that unwinds parks its thread (see park_until).
+            _ => Target::Thread(thread::current()),
         },
     })
+}
+
+/// Counts one unit of work (a socket read or write that went through without
+/// waiting, say) towards the calling process's reduction budget, and lets the
+/// other processes on its worker run if the budget is spent. Outside any process,
+/// and while a process unwinds, it does nothing.
+///
+/// Event sources call it on their fast paths, so that a process that always finds
+/// its socket ready still yields its worker now and then.
+pub fn consume_budget() {
+    with_current(|frame| {
+        if let Some(frame) = frame {
+            frame.tick();
+        }
+    });
 }
 
 /// How a park ended.
@@ -103,22 +119,31 @@ pub fn park_until(deadline: Option<Instant>) -> ParkOutcome {
     if deadline.is_some_and(|d| Instant::now() >= d) {
         return ParkOutcome::TimedOut;
     }
-    with_current(|frame| match frame {
-        Some(frame) => {
+    let parked = with_current(|frame| match frame {
+        Some(frame) if frame.may_suspend() => {
             let mut timer = WaitTimer::new(frame);
             let bound = match deadline {
                 Some(deadline) => timer.rearm(deadline),
                 None => crate::state::Deadline::None,
             };
-            frame.suspend(Suspend::Wait(Wait::Event, bound));
+            frame.suspend(Suspend::Wait(Wait::Event, bound)) == Suspended::Resumed
         }
-        None => match deadline {
+        _ => false,
+    });
+    if !parked {
+        // Outside any process, or in one that unwinds (which may not suspend, and
+        // whose unparker is its thread's): the thread parks, unless it is ending
+        // processes in a shutdown drain, where nothing may wait.
+        if crate::shutdown::draining() {
+            return ParkOutcome::TimedOut;
+        }
+        match deadline {
             Some(deadline) => {
                 thread::park_timeout(deadline.saturating_duration_since(Instant::now()))
             }
             None => thread::park(),
-        },
-    });
+        }
+    }
     match deadline {
         Some(deadline) if Instant::now() >= deadline => ParkOutcome::TimedOut,
         _ => ParkOutcome::Unparked,

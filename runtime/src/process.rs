@@ -8,15 +8,20 @@
 //! process table, exactly one strong reference belongs to the run rights, and it
 //! moves with them, so the message path never touches the reference count:
 //!
-//! 1. `spawn` creates it and pushes it onto a run queue.
+//! The reference lives inside a [`RunRights`](crate::rights::RunRights) token,
+//! so holding the reference and holding the rights are one thing:
+//!
+//! 1. `spawn` creates the token and pushes it onto a run queue.
 //! 2. A worker pops it and holds it while the process runs; the carrier's frame
 //!    borrows the process through it without counting.
-//! 3. When the process parks (waits for a message or an event), the worker leaves
-//!    the reference in place (`Arc::into_raw`): the parked process owns it.
-//! 4. Whoever acquires the rights from the state word adopts that reference
-//!    (`adopt_rights`, an `Arc::from_raw`) instead of cloning, and schedules it.
-//! 5. When the process exits, the worker drops it like any `Arc`; at shutdown the
-//!    drain seizes the rights of parked processes and drops theirs.
+//! 3. When the process parks (waits for a message or an event), the token is
+//!    consumed and its reference left in place (`Arc::into_raw`): the parked
+//!    process owns it, and the parking worker has nothing left to reach it with.
+//! 4. Whoever acquires the rights from the state word (`rights::wake`) adopts that
+//!    reference (an `Arc::from_raw`) into a new token instead of cloning, and
+//!    schedules it.
+//! 5. When the process exits, the worker drops the token like any `Arc`; at
+//!    shutdown the drain seizes the rights of parked processes and drops theirs.
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -30,9 +35,10 @@ use fibra_mailbox::Mailbox;
 use crate::call::{CallError, ReplyTo};
 use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
+use crate::rights::{wake, Waker};
 use crate::scheduler::Shared;
 use crate::signal::{RelationsLock, Signal};
-use crate::state::{Rights, StateWord};
+use crate::state::StateWord;
 use crate::time::{Interval, TimerRef};
 
 /// A process as the scheduler sees it.
@@ -47,11 +53,6 @@ pub(crate) trait Run: Send + Sync + 'static {
     /// Runs the process on a carrier until its activation ends. Only the holder of
     /// the run rights calls this.
     fn activate(&self, frame: &Frame<'_>) -> Outcome;
-    /// Adopts the rights reference of a parked process; see [`Deliver::adopt_rights`].
-    ///
-    /// # Safety
-    /// As for [`Deliver::adopt_rights`].
-    unsafe fn adopt_rights(&self) -> Task;
     /// Ends the process from outside any carrier (runtime shutdown, no stack). The
     /// caller holds the run rights or has stopped every worker.
     fn terminate(&self, exit: Exit);
@@ -110,6 +111,15 @@ impl Header {
         // Safety: as for take_carrier; the publication that follows is a SeqCst RMW,
         // which orders this write before whoever takes the rights next.
         unsafe { *self.carrier.get() = Some(carrier) }
+    }
+
+    /// The worker the carrier's activation in progress runs on, if there is one.
+    ///
+    /// # Safety
+    /// The caller holds the process's run rights.
+    pub(crate) unsafe fn carrier_home(&self) -> Option<usize> {
+        // Safety: as for take_carrier.
+        unsafe { (*self.carrier.get()).as_ref().and_then(|c| c.home()) }
     }
 
     /// The process table key.
@@ -189,29 +199,12 @@ impl<M: Send + 'static> Core<M> {
     }
 }
 
-/// Rebuilds the rights reference of a parked process.
-///
-/// # Safety
-/// `process` lives in an `Arc` (every process does), and the caller owns the one
-/// strong reference the parked process left behind: it has just acquired the run
-/// rights from the state word.
-pub(crate) unsafe fn adopt<T: Run>(process: &T) -> Task {
-    // Safety: as stated above; the pointer is the one `Arc::into_raw` gave when the
-    // process parked, since an Arc's data pointer does not change.
-    unsafe { Arc::from_raw(process as *const T) }
-}
-
 /// The sending side of a process, for [`Pid`].
 pub(crate) trait Deliver<M>: Send + Sync + 'static {
     /// Header and mailbox.
     fn core(&self) -> &Core<M>;
-    /// Adopts the rights reference of a parked process.
-    ///
-    /// # Safety
-    /// The caller has just acquired the process's run rights from the state word
-    /// (so it owns the reference the parked process left behind), and adopts it at
-    /// most once.
-    unsafe fn adopt_rights(&self) -> Task;
+    /// The same process through its scheduler face.
+    fn as_run(&self) -> &dyn Run;
     /// The same process as a scheduler task (a new counted reference).
     fn task(self: Arc<Self>) -> Task;
 }
@@ -262,19 +255,17 @@ impl<M: Send + 'static> Pid<M> {
 
     /// Sends a message. Fails, handing the message back, if the process has exited.
     ///
-    /// Inside a process, a send counts towards the process's reduction budget: a
-    /// process that sends without end still lets the others on its worker run.
+    /// Sending never suspends the sender, so it is safe with a lock held. Inside a
+    /// process a send counts towards the process's reduction budget: a process
+    /// that has spent it yields at its next suspension point (a receive, a call, a
+    /// sleep, socket IO) or, for a handler process, before its next message.
     pub fn send(&self, msg: M) -> Result<(), SendError<M>> {
         let core = self.inner.core();
         core.mailbox.push(msg).map_err(SendError)?;
-        if core.header.state.wake_for_message() == Rights::Acquired {
-            // Safety: we just acquired the rights, and with them the reference.
-            let rights = unsafe { self.inner.adopt_rights() };
-            core.header.shared.schedule_woken(rights);
-        }
+        wake(self.inner.as_run(), Waker::Message);
         with_current(|frame| {
             if let Some(frame) = frame {
-                frame.tick();
+                frame.spend(1);
             }
         });
         Ok(())

@@ -6,25 +6,32 @@
 //! 1. The process table closes: every later spawn fails with
 //!    [`SpawnError::Shutdown`].
 //! 2. The workers are told to stop. Each finishes the activation it is in (a
-//!    process runs until its next suspension), drops what its queues hold, unmaps
-//!    its pooled stacks and exits; the runtime joins them.
-//! 3. Every process still in the table is ended with [`Exit::Shutdown`]: a
-//!    suspended stack is unwound (the destructors of its locals run, on the thread
-//!    that shuts down and as code outside any process: a destructor that blocks,
-//!    say in `sleep` or `join`, blocks that thread), the mailbox is
-//!    closed and emptied, the process value is dropped and joiners are woken.
-//!    From then on every send fails and hands its message back. A parked
+//!    process runs until its next suspension) and waits.
+//! 3. The timeout thread stops: pending `send_after` and `send_interval` messages
+//!    are dropped, and timed waits lose their timers (step 4 ends them anyway).
+//! 4. Every process is ended with [`Exit::Shutdown`]: a suspended stack is unwound
+//!    on the worker it suspended on (the destructors of its locals run there; while
+//!    it unwinds a process cannot suspend, so a destructor that joins or calls
+//!    gets [`Exit::Shutdown`] at once, and one that sleeps returns at once), the
+//!    mailbox is closed and emptied, the process value is dropped and joiners are
+//!    woken. From then on every send fails and hands its message back. A parked
 //!    process's rights reference (see `process.rs`) is released with it.
-//! 4. Whatever those destructors queued is dropped.
+//! 5. The workers unmap their pooled stacks and exit; the runtime joins them.
 //!
-//! Between steps 2 and 3 the timeout thread stops: pending `send_after` and
-//! `send_interval` messages are dropped and timed waits lose their timers (step 3
-//! ends them anyway).
+//! [`Runtime::shutdown_timeout`] bounds steps 2 and 5: a worker that does not
+//! stop in time (a process in a CPU loop, or in a blocking system call) is left
+//! running, detached, and the processes whose suspended stacks it holds are left
+//! to it: they end, and their destructors run, only if it ever comes back; nothing
+//! else waits for it. Dropping the last [`Runtime`] inside one of its own
+//! processes hands the shutdown to a thread of its own, since a worker cannot wait
+//! for itself; the drop returns at once and the shutdown completes once that
+//! process suspends or ends.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use fibra_timer::{TimerHandle, TimerThread};
 
@@ -32,8 +39,9 @@ use crate::error::{BuildError, Exit, SpawnError};
 use crate::free::{FnContext, JoinHandle};
 use crate::handler::Process;
 use crate::process::Pid;
+use crate::rights::RunRights;
 use crate::scheduler::{Config, Shared, WorkerCore};
-use crate::state::Rights;
+use crate::shutdown::Draining;
 use crate::time::TimerAction;
 
 /// The default stack size of a process: enough for ordinary Rust code with some
@@ -111,7 +119,7 @@ impl Builder {
         // intervals; nothing is inserted before that.
         let own_handle: Arc<OnceLock<TimerHandle<TimerAction>>> = Arc::default();
         let fire_handle = Arc::clone(&own_handle);
-        let mut timer = TimerThread::start(&format!("{}-timer", config.name), move |action| {
+        let timer = TimerThread::start(&format!("{}-timer", config.name), move |action| {
             if let Some(timers) = fire_handle.get() {
                 TimerAction::fire(action, timers);
             }
@@ -128,16 +136,17 @@ impl Builder {
             match spawned {
                 Ok(thread) => threads.push(thread),
                 Err(err) => {
-                    stop(&shared, &mut threads);
-                    timer.shutdown();
+                    // The workers that did start run the shutdown drain like any;
+                    // the missing ones count as stopped.
+                    shared.drain.give_up_unstarted(threads.len());
+                    shut_down(&shared, Parts { threads, timer }, None);
                     return Err(BuildError::Thread(err));
                 }
             }
         }
         Ok(Runtime {
             handle: Handle { shared },
-            threads,
-            timer,
+            parts: Some(Parts { threads, timer }),
         })
     }
 }
@@ -161,10 +170,8 @@ impl Builder {
 pub struct Runtime {
     /// The shared state, as handed out to others.
     handle: Handle,
-    /// The worker threads, joined at shutdown.
-    threads: Vec<thread::JoinHandle<()>>,
-    /// The timeout thread, stopped at shutdown.
-    timer: TimerThread<TimerAction>,
+    /// The threads; taken by the shutdown.
+    parts: Option<Parts>,
 }
 
 impl Runtime {
@@ -230,51 +237,103 @@ impl Runtime {
     /// Stops every process and joins the worker threads (see the module docs for
     /// the steps). Dropping the runtime does the same.
     pub fn shutdown(mut self) {
-        self.shutdown_now();
+        self.shutdown_now(None);
     }
 
-    fn shutdown_now(&mut self) {
-        let shared = &self.handle.shared;
-        if self.threads.is_empty() && shared.is_shutdown() {
+    /// Shuts down like [`shutdown`](Runtime::shutdown), but waits at most
+    /// `timeout` for the workers to stop and finish: a worker stuck in one
+    /// activation past it is left running, detached (see the module docs for what
+    /// happens to its processes).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// // A process that never reaches a suspension point.
+    /// let _spinner = rt.spawn_fn(|_: &mut FnContext<()>| loop { std::hint::spin_loop() });
+    /// let start = Instant::now();
+    /// rt.shutdown_timeout(Duration::from_millis(100));
+    /// assert!(start.elapsed() < Duration::from_secs(5));
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) {
+        self.shutdown_now(Some(Instant::now() + timeout));
+    }
+
+    fn shutdown_now(&mut self, deadline: Option<Instant>) {
+        let Some(parts) = self.parts.take() else {
+            return;
+        };
+        let shared = Arc::clone(&self.handle.shared);
+        if shared.on_worker() {
+            // Dropped inside one of its own processes: that worker cannot wait for
+            // itself to stop, so another thread shuts down.
+            let name = format!("{}-shutdown", shared.config.name);
+            let spawned = thread::Builder::new()
+                .name(name)
+                .spawn(move || shut_down(&shared, parts, deadline));
+            if let Err(err) = spawned {
+                eprintln!("fibra: could not start a thread to shut the runtime down: {err}");
+            }
             return;
         }
-        stop(shared, &mut self.threads);
-        // Pending timers go with the timeout thread: their messages are dropped and
-        // their references to waiting processes released.
-        self.timer.shutdown();
-        shared.blocking.close();
-        for task in shared.table.close_and_drain() {
-            // Safety: every worker has stopped, so this thread is the only one that
-            // can touch a process's carrier now.
-            let carrier = unsafe { task.header().take_carrier() };
-            // Unwinds the suspended activation, if any, on this thread.
-            drop(carrier);
-            let parked = task.header().state.seize() == Rights::Acquired;
-            task.terminate(Exit::Shutdown);
-            if parked {
-                // Safety: seize acquired the rights of a parked process, and with them
-                // the reference it left behind (see process.rs); dropped once, here.
-                drop(unsafe { task.adopt_rights() });
-            }
-        }
-        shared.drain_queues();
-        tracing::debug!(runtime = %shared.config.name, "runtime shut down");
+        shut_down(&shared, parts, deadline);
     }
 }
 
-/// Stops and joins the worker threads.
-fn stop(shared: &Shared, threads: &mut Vec<thread::JoinHandle<()>>) {
+/// What a running runtime owns besides its shared state.
+struct Parts {
+    /// The worker threads, joined at shutdown.
+    threads: Vec<thread::JoinHandle<()>>,
+    /// The timeout thread, stopped at shutdown.
+    timer: TimerThread<TimerAction>,
+}
+
+/// The shutdown (see the module docs for the steps).
+fn shut_down(shared: &Arc<Shared>, mut parts: Parts, deadline: Option<Instant>) {
+    let _draining = Draining::begin();
     shared.stop_workers();
-    for thread in threads.drain(..) {
+    let all_stopped = shared.drain.wait_arrived(deadline);
+    parts.timer.shutdown();
+    shared.blocking.close();
+    for task in shared.table.close_and_drain() {
+        // Only parked processes give up their rights here; the others are on a
+        // worker's queues, and that worker ends them.
+        if let Some(rights) = RunRights::seize(&*task) {
+            if let Some(rights) = shared.drain_route(rights) {
+                rights.process().terminate(Exit::Shutdown);
+                rights.retire();
+            }
+        }
+    }
+    shared.drain.release();
+    let departed = shared.drain.wait_departed(deadline);
+    for (thread, departed) in parts.threads.drain(..).zip(departed) {
+        if !departed {
+            // Detached: it goes on with the activation it is stuck in.
+            continue;
+        }
         if thread.join().is_err() {
             tracing::error!(runtime = %shared.config.name, "a worker thread panicked");
         }
+    }
+    for rights in shared.take_injected() {
+        rights.process().terminate(Exit::Shutdown);
+        rights.retire();
+    }
+    if all_stopped {
+        tracing::debug!(runtime = %shared.config.name, "runtime shut down");
+    } else {
+        tracing::warn!(
+            runtime = %shared.config.name,
+            "runtime shut down with workers still running past the shutdown timeout"
+        );
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.shutdown_now();
+        self.shutdown_now(None);
     }
 }
 

@@ -3,43 +3,53 @@
 //! Every worker thread has a crossbeam-deque `Worker` (FIFO) plus a LIFO slot that
 //! holds the process most recently woken by a send from this worker, so a
 //! ping-pong pair stays on one core with hot caches. Work from outside the workers
-//! goes to a global `Injector`. A worker without work searches: the injector first,
-//! then the other workers' deques from a random victim, stealing half a queue at a
-//! time. If that finds nothing it parks.
+//! goes to a global `Injector`. A worker without work searches: its inbox and the
+//! injector first, then the other workers' deques from a random victim, stealing
+//! half a queue at a time. If that finds nothing it parks (see `idle.rs` for how
+//! parking and waking meet without stranding work).
 //!
-//! # Waking parked workers
+//! # A stack in use never changes threads
 //!
-//! Parking and waking cost syscalls (a futex wake is ~20 µs on the machines this
-//! runs on), so the send path makes none while the workers are busy:
+//! User code may hold thread-bound state across a suspension (`thread_rng()`, a
+//! `stdout().lock()`, a `thread_local!` borrow, a lock guard, a span guard), and
+//! the compiler may keep a thread-local's address across the switch. So an
+//! activation that suspended mid-way (its carrier is busy) resumes on the worker it
+//! suspended on, its *home*:
 //!
-//! 1. A message wake goes to the LIFO slot and wakes nobody: this worker will run
-//!    it as soon as the sender suspends.
-//! 2. Work pushed to a deque or the injector wakes one parked worker only when
-//!    nobody is searching already (`searching == 0`) and somebody sleeps.
-//! 3. A parking worker first registers as a sleeper, then (after a `SeqCst` fence)
-//!    looks at every queue once more; a pusher pushes, fences, then reads the
-//!    sleeper count. One of the two sees the other: no work is stranded while a
-//!    worker sleeps.
-//! 4. The waker counts the woken worker as searching on its behalf, so a burst of
-//!    pushes wakes one worker, not all of them; a searcher that finds work while
-//!    more is visible passes the baton by waking the next.
+//! * Only stackless work goes where others can steal it (the deques, the
+//!   injector): idle handler processes, whose next activation starts on a fresh
+//!   carrier wherever it runs, and free-running processes that have not started.
+//! * A suspended activation that is woken on its home worker goes to its LIFO slot
+//!   or its `pinned` queue, which nobody else sees; woken anywhere else (another
+//!   worker, the timeout thread, the poller, a plain thread) it goes to its home
+//!   worker's `inbox`, and that worker is woken if it sleeps.
+//! * [`RunRights::home`] is the one place that decides, and the carrier itself
+//!   asserts on every resume that it is on its home worker.
+//!
+//! # Fairness
+//!
+//! Every [`INJECTOR_INTERVAL`] runs, and after every yield, a worker looks at its
+//! inbox and the injector before its own queues, so processes woken from outside
+//! (timers, other workers, the poller) are not starved by a busy local queue or a
+//! process that yields in a loop.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::ptr;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
-use crossbeam_utils::CachePadded;
-use parking_lot::{Condvar, Mutex};
 
 use crate::carrier::{Carrier, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
 use crate::group::Groups;
+use crate::idle::{Idle, Woken};
 use crate::overflow;
-use crate::process::Task;
 use crate::registry::Registry;
-use crate::state::{Suspension, Wait};
+use crate::rights::RunRights;
+use crate::shutdown::{Drain, Draining};
+use crate::state::Wait;
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::table::Table;
 use crate::time::TimerAction;
 use fibra_timer::TimerHandle;
@@ -50,8 +60,9 @@ use fibra_timer::TimerHandle;
 /// unfairness to about a microsecond.
 const LIFO_STREAK: u32 = 16;
 
-/// Every this many runs a worker looks at the injector before its own queue, so
-/// work from outside is not starved by a busy local queue (a prime, as in tokio).
+/// Every this many runs a worker looks at its inbox and the injector before its
+/// own queue, so work from outside is not starved by a busy local queue (a prime,
+/// as in tokio).
 const INJECTOR_INTERVAL: u32 = 61;
 
 /// A local queue at least this long makes a worker alternate its own work with
@@ -81,64 +92,26 @@ pub(crate) struct Config {
     pub(crate) name: String,
 }
 
-/// Lets one worker sleep until another wakes it.
-struct Parker {
-    /// A pending wake-up: `Some(true)` if the waker counted this worker as
-    /// searching, `Some(false)` for a shutdown wake-up.
-    wake: Mutex<Option<bool>>,
-    /// Signalled on wake-up.
-    condvar: Condvar,
-}
-
-impl Parker {
-    fn new() -> Parker {
-        Parker {
-            wake: Mutex::new(None),
-            condvar: Condvar::new(),
-        }
-    }
-
-    /// Sleeps until woken; returns whether the waker counted us as searching.
-    fn park(&self) -> bool {
-        let mut wake = self.wake.lock();
-        loop {
-            if let Some(searching) = wake.take() {
-                return searching;
-            }
-            self.condvar.wait(&mut wake);
-        }
-    }
-
-    fn unpark(&self, searching: bool) {
-        let mut wake = self.wake.lock();
-        *wake = Some(wake.unwrap_or(false) || searching);
-        self.condvar.notify_one();
-    }
-}
-
-/// Which workers sleep and which search.
-struct Idle {
-    /// Workers looking for work to steal (or woken to do so).
-    searching: CachePadded<AtomicUsize>,
-    /// Workers registered as asleep (the length of `sleepers`, readable without the
-    /// lock).
-    sleeping: CachePadded<AtomicUsize>,
-    /// The indices of the sleeping workers.
-    sleepers: Mutex<Vec<usize>>,
-    /// One parker per worker.
-    parkers: Box<[Parker]>,
-}
-
 /// What the workers and every process share.
 pub(crate) struct Shared {
     /// How the runtime was configured.
     pub(crate) config: Config,
-    /// Work from outside the workers, and overflow.
-    injector: Injector<Task>,
+    /// Stackless work from outside the workers, and overflow.
+    injector: Injector<RunRights>,
     /// The other ends of the workers' deques.
-    stealers: Box<[Stealer<Task>]>,
+    stealers: Box<[Stealer<RunRights>]>,
+    /// Per worker: suspended activations of that worker, woken from elsewhere.
+    /// Only that worker pops its inbox.
+    inboxes: Box<[Injector<RunRights>]>,
     /// Parking and waking.
     idle: Idle,
+    /// Handler processes that could not get a stack, waiting for one.
+    starved: Injector<RunRights>,
+    /// How many processes wait in `starved` (read on every pick, so one load).
+    starved_len: AtomicUsize,
+    /// Carriers mapped and not yet unmapped, in pools or in use: while there are
+    /// any, a process that could not get a stack can wait for one.
+    mapped: AtomicUsize,
     /// Every live process.
     pub(crate) table: Table,
     /// The timeout thread.
@@ -149,6 +122,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// Set when the runtime shuts down.
     shutdown: AtomicBool,
+    /// How the workers and the shutting-down thread meet (shutdown.rs).
+    pub(crate) drain: Drain,
     /// The name registry (registry.rs).
     pub(crate) registry: Arc<Registry>,
     /// The process groups (group.rs).
@@ -161,15 +136,20 @@ pub(crate) struct WorkerCore {
     index: usize,
     /// The runtime.
     shared: Arc<Shared>,
-    /// The local run queue.
-    deque: Worker<Task>,
+    /// The local run queue of stackless work (others steal from it).
+    deque: Worker<RunRights>,
     /// The process most recently woken by a message from this worker.
-    lifo: Cell<Option<Task>>,
+    lifo: Cell<Option<RunRights>>,
+    /// Suspended activations of this worker that are ready to go on; nobody else
+    /// can see them.
+    pinned: RefCell<VecDeque<RunRights>>,
     /// Consecutive runs taken from the LIFO slot.
     lifo_streak: Cell<u32>,
     /// Runs so far, for the injector interval.
     ticks: Cell<u32>,
-    /// Whether this worker counts itself in `idle.searching`.
+    /// Set after a yield: the next pick looks outside first.
+    look_outside: Cell<bool>,
+    /// Whether this worker counts itself in the idle searching count.
     searching: Cell<bool>,
     /// Idle carriers. Boxed because they move to and from process headers, which
     /// keep them boxed so that an idle process stays small.
@@ -189,22 +169,23 @@ impl Shared {
     pub(crate) fn new(
         config: Config,
         timers: TimerHandle<TimerAction>,
-    ) -> (Arc<Shared>, Vec<Worker<Task>>) {
-        let deques: Vec<Worker<Task>> = (0..config.workers).map(|_| Worker::new_fifo()).collect();
+    ) -> (Arc<Shared>, Vec<Worker<RunRights>>) {
+        let deques: Vec<Worker<RunRights>> =
+            (0..config.workers).map(|_| Worker::new_fifo()).collect();
         let shared = Arc::new(Shared {
             injector: Injector::new(),
             stealers: deques.iter().map(Worker::stealer).collect(),
-            idle: Idle {
-                searching: CachePadded::new(AtomicUsize::new(0)),
-                sleeping: CachePadded::new(AtomicUsize::new(0)),
-                sleepers: Mutex::new(Vec::with_capacity(config.workers)),
-                parkers: (0..config.workers).map(|_| Parker::new()).collect(),
-            },
+            inboxes: (0..config.workers).map(|_| Injector::new()).collect(),
+            idle: Idle::new(config.workers),
+            starved: Injector::new(),
+            starved_len: AtomicUsize::new(0),
+            mapped: AtomicUsize::new(0),
             table: Table::new(config.workers + 1),
             timers,
             blocking: Arc::new(crate::blocking::BlockingPool::new(&config.name)),
             next_id: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
+            drain: Drain::new(config.workers),
             registry: Registry::new(),
             groups: Groups::new(),
             config,
@@ -219,8 +200,8 @@ impl Shared {
 
     /// Runs `f` with this thread's worker if it belongs to this runtime.
     ///
-    /// Never inlined: a process can move between worker threads at any suspension,
-    /// so the thread-local's address must be computed afresh on each call.
+    /// Never inlined, so that the thread-local's address is computed afresh on each
+    /// call (cheap insurance; activations no longer move between threads).
     #[inline(never)]
     fn with_worker<R>(self: &Arc<Self>, f: impl FnOnce(Option<&WorkerCore>) -> R) -> R {
         let worker = WORKER.with(Cell::get);
@@ -230,8 +211,13 @@ impl Shared {
         f(worker.filter(|w| Arc::ptr_eq(&w.shared, self)))
     }
 
+    /// Whether the calling thread is one of this runtime's workers.
+    pub(crate) fn on_worker(self: &Arc<Self>) -> bool {
+        self.with_worker(|w| w.is_some())
+    }
+
     /// Adds a new process to the process table.
-    pub(crate) fn admit(self: &Arc<Self>, task: Task) -> Result<(), SpawnError> {
+    pub(crate) fn admit(self: &Arc<Self>, task: crate::process::Task) -> Result<(), SpawnError> {
         let hint = self.with_worker(|w| w.map_or(self.config.workers, |w| w.index));
         self.table.insert(hint, task)
     }
@@ -239,72 +225,67 @@ impl Shared {
     /// A carrier for a new free-running process: from this worker's pool if there is
     /// one, else freshly mapped.
     pub(crate) fn carrier(self: &Arc<Self>) -> Result<Box<Carrier>, SpawnError> {
-        if self.shutdown.load(Ordering::Acquire) {
+        if self.is_shutdown() {
             return Err(SpawnError::Shutdown);
         }
         self.with_worker(|w| match w {
             Some(w) => w.take_carrier(),
-            None => fresh_carrier(self.config.stack_size),
+            None => self.fresh_carrier(),
         })
     }
 
-    /// Schedules a process that was just spawned.
-    pub(crate) fn schedule_new(self: &Arc<Self>, task: Task) {
+    /// Maps a new carrier, turning a refusal into a [`SpawnError`].
+    fn fresh_carrier(&self) -> Result<Box<Carrier>, SpawnError> {
+        let size = self.config.stack_size;
+        let carrier = Carrier::new(size).map_err(|err| crate::carrier::stack_error(size, err))?;
+        self.mapped.fetch_add(1, Ordering::Relaxed);
+        Ok(carrier)
+    }
+
+    /// Unmaps a carrier.
+    pub(crate) fn unmap(&self, carrier: Box<Carrier>) {
+        drop(carrier);
+        self.mapped.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Schedules a process that was just spawned (it has no activation in
+    /// progress, so any worker may run it).
+    pub(crate) fn schedule_new(self: &Arc<Self>, rights: RunRights) {
+        debug_assert!(rights.home().is_none());
         self.with_worker(|w| match w {
-            Some(w) => {
-                w.deque.push(task);
-                self.notify_one();
-            }
-            None => self.inject(task),
+            Some(w) => w.push_stealable(rights),
+            None => self.inject(rights),
         });
     }
 
     /// Schedules a process whose run rights were just acquired by a wake-up.
-    pub(crate) fn schedule_woken(self: &Arc<Self>, task: Task) {
-        self.with_worker(|w| match w {
-            Some(w) => {
-                if let Some(displaced) = w.lifo.replace(Some(task)) {
-                    w.deque.push(displaced);
-                    self.notify_one();
-                }
-            }
-            None => self.inject(task),
+    pub(crate) fn schedule_woken(self: &Arc<Self>, rights: RunRights) {
+        let home = rights.home();
+        self.with_worker(|w| match (w, home) {
+            (Some(w), None) => w.put_lifo(rights),
+            (Some(w), Some(home)) if home == w.index => w.put_lifo(rights),
+            (_, Some(home)) => self.send_home(home, rights),
+            (None, None) => self.inject(rights),
         });
     }
 
-    fn inject(&self, task: Task) {
-        self.injector.push(task);
-        self.notify_one();
+    /// Hands a suspended activation to the worker it must resume on.
+    fn send_home(&self, home: usize, rights: RunRights) {
+        self.inboxes[home].push(rights);
+        self.idle.wake_worker(home);
     }
 
-    /// Wakes one parked worker if work was pushed, somebody sleeps and nobody is
-    /// already searching (see the module comment).
-    fn notify_one(&self) {
-        fence(Ordering::SeqCst);
-        let idle = &self.idle;
-        if idle.sleeping.load(Ordering::Relaxed) == 0 || idle.searching.load(Ordering::Relaxed) > 0
-        {
-            return;
-        }
-        let woken = {
-            let mut sleepers = idle.sleepers.lock();
-            let woken = sleepers.pop();
-            if woken.is_some() {
-                idle.sleeping.fetch_sub(1, Ordering::Relaxed);
-                // Count the woken worker as searching now, so the next push does not
-                // wake another one for the same work.
-                idle.searching.fetch_add(1, Ordering::SeqCst);
-            }
-            woken
-        };
-        if let Some(index) = woken {
-            idle.parkers[index].unpark(true);
-        }
+    fn inject(&self, rights: RunRights) {
+        debug_assert!(rights.home().is_none());
+        self.injector.push(rights);
+        self.idle.notify_one();
     }
 
-    /// Whether any queue a searcher can reach holds work.
-    fn has_visible_work(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    /// Whether any queue worker `index` can take from holds work.
+    fn has_work_for(&self, index: usize) -> bool {
+        !self.inboxes[index].is_empty()
+            || !self.injector.is_empty()
+            || self.stealers.iter().any(|s| !s.is_empty())
     }
 
     /// Whether the runtime has shut down.
@@ -312,38 +293,57 @@ impl Shared {
         self.shutdown.load(Ordering::Acquire)
     }
 
-    /// Stops the workers: they finish the activation they are in and exit.
+    /// Tells the workers to stop: they finish the activation they are in and meet
+    /// the shutting-down thread (see shutdown.rs).
     pub(crate) fn stop_workers(&self) {
         self.table.close();
         self.shutdown.store(true, Ordering::SeqCst);
-        self.idle.sleepers.lock().clear();
-        for parker in self.idle.parkers.iter() {
-            parker.unpark(false);
+        self.idle.wake_all();
+    }
+
+    /// During the shutdown drain: hands the token of a process that was parked to
+    /// whoever may end it. A suspended activation goes to its home worker (its
+    /// stack unwinds there); anything else is returned, for the caller to end.
+    pub(crate) fn drain_route(&self, rights: RunRights) -> Option<RunRights> {
+        match rights.home() {
+            Some(home) => {
+                self.inboxes[home].push(rights);
+                None
+            }
+            None => Some(rights),
         }
     }
 
-    /// After the workers have stopped: drops whatever is still queued.
-    pub(crate) fn drain_queues(&self) {
-        while !self.injector.steal().is_empty() {}
+    /// After the workers have stopped: the stackless work still queued outside
+    /// them.
+    pub(crate) fn take_injected(&self) -> Vec<RunRights> {
+        let mut left = Vec::new();
+        for queue in [&self.injector, &self.starved] {
+            loop {
+                match queue.steal() {
+                    Steal::Success(rights) => left.push(rights),
+                    Steal::Empty => break,
+                    Steal::Retry => {}
+                }
+            }
+        }
+        left
     }
-}
-
-/// Maps a new carrier, turning a refusal into a [`SpawnError`].
-fn fresh_carrier(stack_size: usize) -> Result<Box<Carrier>, SpawnError> {
-    Carrier::new(stack_size).map_err(|err| crate::carrier::stack_error(stack_size, err))
 }
 
 impl WorkerCore {
     /// Runs a worker thread until the runtime shuts down.
-    pub(crate) fn run_thread(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
+    pub(crate) fn run_thread(shared: Arc<Shared>, index: usize, deque: Worker<RunRights>) {
         let _alt_stack = overflow::prepare_thread();
         let worker = WorkerCore {
             index,
             shared,
             deque,
             lifo: Cell::new(None),
+            pinned: RefCell::new(VecDeque::new()),
             lifo_streak: Cell::new(0),
             ticks: Cell::new(0),
+            look_outside: Cell::new(false),
             searching: Cell::new(false),
             pool: RefCell::new(Vec::new()),
             rng: Cell::new(
@@ -352,10 +352,11 @@ impl WorkerCore {
         };
         WORKER.with(|w| w.set(&worker));
         worker.main_loop();
+        worker.drain();
         WORKER.with(|w| w.set(ptr::null()));
-        // Queued processes are dropped here; the shutdown drain stops them.
-        drop(worker.lifo.take());
-        while worker.deque.pop().is_some() {}
+        for carrier in worker.pool.take() {
+            worker.shared.unmap(carrier);
+        }
     }
 
     fn main_loop(&self) {
@@ -363,71 +364,156 @@ impl WorkerCore {
             if self.shared.is_shutdown() {
                 break;
             }
-            if let Some(task) = self.next_local() {
-                self.run(task);
+            if let Some(rights) = self.next_local() {
+                self.run(rights);
                 continue;
             }
             self.begin_search();
             let found = self.search();
             self.end_search(found.is_some());
             match found {
-                Some(task) => self.run(task),
+                Some(rights) => self.run(rights),
                 None => self.park(),
             }
         }
         if self.searching.replace(false) {
-            self.shared.idle.searching.fetch_sub(1, Ordering::SeqCst);
+            self.shared.idle.end_search();
         }
     }
 
-    /// The next process from this worker's own queues (and now and then the injector).
-    fn next_local(&self) -> Option<Task> {
+    /// The shutdown drain on this worker: wait until the shutting-down thread has
+    /// collected every parked process, then end every process whose rights are
+    /// here, unwinding suspended activations on this, their home, thread.
+    fn drain(&self) {
+        self.shared.drain.arrive(self.index);
+        let _draining = Draining::begin();
+        loop {
+            let next = self
+                .lifo
+                .take()
+                .or_else(|| self.pinned.borrow_mut().pop_front())
+                .or_else(|| steal_one(&self.shared.inboxes[self.index]))
+                .or_else(|| self.deque.pop());
+            match next {
+                Some(rights) => self.end_at_shutdown(rights),
+                None => break,
+            }
+        }
+        self.shared.drain.depart(self.index);
+    }
+
+    /// Ends a process at shutdown, on this worker.
+    fn end_at_shutdown(&self, rights: RunRights) {
+        if let Some(carrier) = rights.take_carrier() {
+            // Unwinds the suspended activation, if any, here on its home thread.
+            self.shared.unmap(carrier);
+        }
+        rights.process().terminate(Exit::Shutdown);
+        rights.retire();
+    }
+
+    /// The next process from this worker's own queues (and now and then from
+    /// outside).
+    fn next_local(&self) -> Option<RunRights> {
         let ticks = self.ticks.get().wrapping_add(1);
         self.ticks.set(ticks);
-        if ticks % INJECTOR_INTERVAL == 0 {
-            if let Some(task) = self.steal_from_injector() {
-                return Some(task);
+        if self.shared.starved_len.load(Ordering::Relaxed) > 0 && !self.pool.borrow().is_empty() {
+            if let Some(rights) = self.take_starved() {
+                return Some(rights);
+            }
+        }
+        let yielded = self.look_outside.replace(false);
+        if yielded || ticks % INJECTOR_INTERVAL == 0 {
+            if let Some(rights) = steal_one(&self.shared.inboxes[self.index]) {
+                return Some(rights);
+            }
+            if let Some(rights) = self.steal_from_injector() {
+                return Some(rights);
             }
         } else if self.deque.len() >= LOCAL_BACKLOG && !self.shared.injector.is_empty() {
             // Wake-ups from outside the workers (the timeout thread, other threads)
             // would otherwise wait behind the whole local backlog: a batch stolen
             // every INJECTOR_INTERVAL runs lands at its back. Take them one at a time
             // instead, alternating with local work.
-            if let Steal::Success(task) = self.shared.injector.steal() {
-                return Some(task);
+            if let Steal::Success(rights) = self.shared.injector.steal() {
+                return Some(rights);
             }
         }
         match self.lifo.take() {
             // With nothing else queued there is nobody to be fair to: keep the chain
             // (a token passed around a ring) on this core instead of handing it to
             // another worker.
-            Some(task) if self.lifo_streak.get() < LIFO_STREAK || self.deque.is_empty() => {
+            Some(rights)
+                if self.lifo_streak.get() < LIFO_STREAK
+                    || (self.deque.is_empty() && self.pinned.borrow().is_empty()) =>
+            {
                 self.lifo_streak.set(self.lifo_streak.get() + 1);
-                return Some(task);
+                return Some(rights);
             }
-            Some(task) => {
-                self.deque.push(task);
-                self.shared.notify_one();
-            }
+            Some(rights) => self.push_local(rights),
             None => {}
         }
         self.lifo_streak.set(0);
-        self.deque.pop()
+        if let Some(rights) = steal_one(&self.shared.inboxes[self.index]) {
+            return Some(rights);
+        }
+        // Alternate suspended activations with stackless work; right after a yield,
+        // the others first (the process that yielded waits in `pinned`).
+        if !yielded && ticks % 2 == 0 {
+            if let Some(rights) = self.pinned.borrow_mut().pop_front() {
+                return Some(rights);
+            }
+        }
+        self.deque
+            .pop()
+            .or_else(|| self.pinned.borrow_mut().pop_front())
     }
 
-    fn steal_from_injector(&self) -> Option<Task> {
+    /// Puts a process woken on this worker into the LIFO slot; the one it displaces
+    /// goes to the local queues.
+    fn put_lifo(&self, rights: RunRights) {
+        if let Some(displaced) = self.lifo.replace(Some(rights)) {
+            self.push_local(displaced);
+        }
+    }
+
+    /// Queues a process on this worker: a suspended activation where only this
+    /// worker sees it, anything else where others may steal it.
+    fn push_local(&self, rights: RunRights) {
+        match rights.home() {
+            Some(home) => {
+                assert_eq!(home, self.index, "a suspended activation left its worker");
+                self.pinned.borrow_mut().push_back(rights);
+            }
+            None => self.push_stealable(rights),
+        }
+    }
+
+    fn push_stealable(&self, rights: RunRights) {
+        self.deque.push(rights);
+        self.shared.idle.notify_one();
+    }
+
+    fn steal_from_injector(&self) -> Option<RunRights> {
         loop {
             match self.shared.injector.steal_batch_and_pop(&self.deque) {
-                Steal::Success(task) => return Some(task),
+                Steal::Success(rights) => return Some(rights),
                 Steal::Empty => return None,
                 Steal::Retry => continue,
             }
         }
     }
 
+    /// A process that waits for a stack, if one is there.
+    fn take_starved(&self) -> Option<RunRights> {
+        let rights = steal_one(&self.shared.starved)?;
+        self.shared.starved_len.fetch_sub(1, Ordering::Relaxed);
+        Some(rights)
+    }
+
     fn begin_search(&self) {
         if !self.searching.replace(true) {
-            self.shared.idle.searching.fetch_add(1, Ordering::SeqCst);
+            self.shared.idle.begin_search();
         }
     }
 
@@ -435,18 +521,21 @@ impl WorkerCore {
         if !self.searching.replace(false) {
             return;
         }
-        let was_last = self.shared.idle.searching.fetch_sub(1, Ordering::SeqCst) == 1;
+        let was_last = self.shared.idle.end_search();
         if found && was_last && (!self.deque.is_empty() || !self.shared.injector.is_empty()) {
-            self.shared.notify_one();
+            self.shared.idle.notify_one();
         }
     }
 
-    /// Looks for work in the injector and the other workers' deques.
-    fn search(&self) -> Option<Task> {
+    /// Looks for work in the inbox, the injector and the other workers' deques.
+    fn search(&self) -> Option<RunRights> {
         let n = self.shared.stealers.len();
         for round in 0..SEARCH_ROUNDS {
-            if let Some(task) = self.steal_from_injector() {
-                return Some(task);
+            if let Some(rights) = steal_one(&self.shared.inboxes[self.index]) {
+                return Some(rights);
+            }
+            if let Some(rights) = self.steal_from_injector() {
+                return Some(rights);
             }
             let start = self.next_random() as usize % n;
             let mut retry = false;
@@ -456,7 +545,7 @@ impl WorkerCore {
                     continue;
                 }
                 match self.shared.stealers[victim].steal_batch_and_pop(&self.deque) {
-                    Steal::Success(task) => return Some(task),
+                    Steal::Success(rights) => return Some(rights),
                     Steal::Retry => retry = true,
                     Steal::Empty => {}
                 }
@@ -476,23 +565,13 @@ impl WorkerCore {
         None
     }
 
-    /// Sleeps until woken (see the module comment for why no work is stranded).
+    /// Sleeps until woken (see idle.rs for why no work is stranded).
     fn park(&self) {
         let shared = &self.shared;
-        let idle = &shared.idle;
-        idle.sleepers.lock().push(self.index);
-        idle.sleeping.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if shared.has_visible_work() || shared.is_shutdown() {
-            let mut sleepers = idle.sleepers.lock();
-            if let Some(at) = sleepers.iter().position(|&i| i == self.index) {
-                sleepers.swap_remove(at);
-                idle.sleeping.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            // A waker took us off the list already; its unpark is on its way.
-        }
-        if idle.parkers[self.index].park() {
+        let woken = shared.idle.park(self.index, || {
+            shared.has_work_for(self.index) || shared.is_shutdown()
+        });
+        if woken == Woken::Searching {
             // The waker counted us as searching; `end_search` takes it back.
             self.searching.set(true);
         }
@@ -511,7 +590,7 @@ impl WorkerCore {
     fn take_carrier(&self) -> Result<Box<Carrier>, SpawnError> {
         match self.pool.borrow_mut().pop() {
             Some(carrier) => Ok(carrier),
-            None => fresh_carrier(self.shared.config.stack_size),
+            None => self.shared.fresh_carrier(),
         }
     }
 
@@ -521,66 +600,80 @@ impl WorkerCore {
             pool.push(carrier);
         } else {
             drop(pool);
-            drop(carrier);
+            self.shared.unmap(carrier);
         }
     }
 
+    /// A handler process could not get a stack: it waits for one, messages kept,
+    /// unless no stack exists anywhere to wait for.
+    fn starve(&self, rights: RunRights, err: SpawnError) {
+        if self.shared.mapped.load(Ordering::Relaxed) == 0 {
+            let message = err.to_string();
+            // Reported even without a tracing subscriber: the process is gone.
+            eprintln!(
+                "fibra: process {} ended: no stack can be mapped at all: {message}",
+                crate::process::ProcessId(rights.header().id)
+            );
+            rights.process().terminate(Exit::NoStack(message));
+            rights.retire();
+            return;
+        }
+        self.shared.starved.push(rights);
+        self.shared.starved_len.fetch_add(1, Ordering::Relaxed);
+        // A sleeping worker may have a pooled stack to lend it.
+        self.shared.idle.notify_one();
+    }
+
     /// Runs one process until it suspends, then files it according to why.
-    fn run(&self, task: Task) {
-        let header = task.header();
-        // Safety: the task came off a run queue, so this worker holds its run rights.
-        let carrier = match unsafe { header.take_carrier() } {
+    fn run(&self, rights: RunRights) {
+        let carrier = match rights.take_carrier() {
             Some(carrier) => Ok(carrier),
             None => self.take_carrier(),
         };
         let mut carrier = match carrier {
             Ok(carrier) => carrier,
-            Err(err) => {
-                task.terminate(Exit::NoStack(err.to_string()));
-                return;
-            }
+            Err(err) => return self.starve(rights, err),
         };
         overflow::enter(
             carrier.guard_range(),
-            header.id,
+            rights.header().id,
             self.shared.config.stack_size,
         );
-        let why = carrier.resume(&task);
+        let why = carrier.resume(rights.task(), self.index);
         overflow::leave();
-        let suspension = match why {
+        let parked = match why {
             Suspend::Finished(outcome) => {
                 self.give_carrier(carrier);
                 match outcome {
-                    Outcome::Idle(deadline) => {
-                        header.state.suspend(Wait::Message, deadline, || {
-                            task.has_new() || header.signals.has_new()
-                        })
-                    }
-                    Outcome::More => Suspension::Resumed,
-                    Outcome::Exited => return,
+                    Outcome::Idle(deadline) => rights.park(Wait::Message, deadline),
+                    Outcome::More => Err(rights),
+                    Outcome::Exited => return rights.retire(),
                 }
             }
             Suspend::Yield => {
-                // Safety: we still hold the rights; the deque push publishes the write.
-                unsafe { header.put_carrier(carrier) };
-                Suspension::Resumed
+                rights.put_carrier(carrier);
+                self.look_outside.set(true);
+                Err(rights)
             }
             Suspend::Wait(wait, deadline) => {
-                // Safety: we hold the rights and publish the suspension only below.
-                unsafe { header.put_carrier(carrier) };
-                // Signals end every wait; messages end a message wait.
-                header.state.suspend(wait, deadline, || {
-                    header.signals.has_new() || (wait == Wait::Message && task.has_new())
-                })
+                rights.put_carrier(carrier);
+                rights.park(wait, deadline)
             }
         };
-        match suspension {
-            Suspension::Resumed => self.deque.push(task),
-            // The parked process keeps its rights reference; whoever wakes it
-            // adopts it (see process.rs).
-            Suspension::Parked => {
-                let _ = Arc::into_raw(task);
-            }
+        // Parked: the rights were handed over and the process is not ours to touch.
+        if let Err(rights) = parked {
+            self.push_local(rights);
+        }
+    }
+}
+
+/// One task from an injector-shaped queue, retrying contention.
+fn steal_one(queue: &Injector<RunRights>) -> Option<RunRights> {
+    loop {
+        match queue.steal() {
+            Steal::Success(rights) => return Some(rights),
+            Steal::Empty => return None,
+            Steal::Retry => {}
         }
     }
 }

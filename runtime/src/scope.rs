@@ -100,8 +100,18 @@ impl Scope<'_> {
     }
 
     /// Ends this process now with `reason` (its stack unwinds; a handler's `stopped`
-    /// hook does not run). Linked processes and monitors see `reason`.
+    /// hook does not run). Linked processes and monitors see `reason`. The exit is
+    /// final: a `catch_unwind` may stop the unwind, but the process still ends with
+    /// `reason`, at its next suspension point or when its code returns.
     pub fn exit(&self, reason: Exit) -> ! {
+        self.frame.record_exit(reason.clone());
         panic::resume_unwind(Box::new(Terminated(reason)))
+    }
+
+    /// Forgets a stop that was taken as a fatal exit, so that the process can end
+    /// in order (a supervisor shutting its children down first). Kills and other
+    /// exits stay. Returns whether there was a stop to forget.
+    pub(crate) fn forget_stop(&self) -> bool {
+        self.frame.forget_stop()
     }
 }

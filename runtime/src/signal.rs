@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 
 use crate::error::Exit;
 use crate::process::{ProcessId, Run, Task};
-use crate::state::Rights;
+use crate::rights::{wake, Waker};
 
 /// A signal in a process's signal queue.
 pub(crate) enum Signal {
@@ -191,12 +191,7 @@ pub(crate) fn deliver(target: &dyn Run, signal: Signal) {
     if header.signals.push(signal).is_err() {
         return;
     }
-    if header.state.interrupt() == Rights::Acquired {
-        // Safety: interrupt just acquired the rights of the parked process, and with
-        // them the reference it left behind (process.rs).
-        let rights = unsafe { target.adopt_rights() };
-        header.shared.schedule_woken(rights);
-    }
+    wake(target, Waker::Signal);
 }
 
 /// Links two processes. If either has ended, the other gets an exit signal with

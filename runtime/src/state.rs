@@ -85,6 +85,15 @@ const TIMED: u64 = 1 << 4;
 /// The timer of the current sequence number fired while the process still held its
 /// rights; the next timed wait returns at once.
 const EXPIRED: u64 = 1 << 5;
+/// The process is being parked: the kind bits say what it will wait for, but its
+/// worker still holds the rights and re-checks the mailbox and signals. A waker
+/// that finds this flag cannot take the rights; it sets `WOKEN` instead.
+const PARKING: u64 = 1 << 6;
+/// A waker found the process `PARKING`: its worker keeps the rights and runs it
+/// again instead of finishing the park.
+const WOKEN: u64 = 1 << 7;
+/// What a process that was parking and runs again clears.
+const PARKED_BITS: u64 = KIND | TIMED | PARKING | WOKEN;
 /// The sequence number of the current timed wait starts at this bit.
 const SEQ_SHIFT: u32 = 8;
 /// One step of the sequence number.
@@ -161,13 +170,23 @@ impl StateWord {
         }
     }
 
-    /// Worker side, after switching off the process's stack: publishes the wait,
-    /// unless a permit for it is pending (a notification for an event wait, an
+    /// Worker side, after switching off the process's stack: parks the process,
+    /// unless a permit for the wait is pending (a notification for an event wait, an
     /// expiry for a timed wait), in which case the permit is consumed and the caller
-    /// keeps the rights. Then re-checks with `pending` (`SeqCst` loads of whatever
-    /// can end the wait and was pushed before the publication: the mailbox for a
-    /// message wait, the signal queue for every wait). The caller must hold the run
-    /// rights.
+    /// keeps the rights. The caller must hold the run rights.
+    ///
+    /// Parking takes two steps, so that the caller never touches the process once
+    /// somebody else may own it (invariant 6):
+    ///
+    /// 1. Mark the word `PARKING` with the wait's kind. From here on a waker cannot
+    ///    take the rights; it sets `WOKEN` instead.
+    /// 2. Re-check with `pending` (`SeqCst` loads of whatever can end the wait and
+    ///    was pushed before step 1: the mailbox for a message wait, the signal
+    ///    queue for every wait). Work found: clear the mark and keep the rights.
+    /// 3. Clear `PARKING` with a CAS that fails if a waker set `WOKEN` meanwhile
+    ///    (then the caller keeps the rights). A successful CAS is the publication:
+    ///    the rights, and the reference they own, belong to the next waker, and the
+    ///    caller must not read the process again.
     pub fn suspend(
         &self,
         wait: Wait,
@@ -193,7 +212,7 @@ impl StateWord {
             let (next, outcome) = if current & permit != 0 {
                 (current & !permit, Suspension::Resumed)
             } else {
-                (current | kind | timed, Suspension::Parked)
+                (current | kind | timed | PARKING, Suspension::Parked)
             };
             match self
                 .word
@@ -205,13 +224,31 @@ impl StateWord {
             }
         }
         seqcst_order_for_loom();
-        if !pending() {
-            return Suspension::Parked;
+        if pending() {
+            self.unpark_self();
+            return Suspension::Resumed;
         }
-        match self.take_from(kind) {
-            Rights::Acquired => Suspension::Resumed,
-            Rights::Failed => Suspension::Parked,
+        let mut current = self.word.load(SeqCst);
+        loop {
+            let (next, outcome) = if current & WOKEN != 0 {
+                (current & !PARKED_BITS, Suspension::Resumed)
+            } else {
+                (current & !PARKING, Suspension::Parked)
+            };
+            match self
+                .word
+                .compare_exchange_weak(current, next, SeqCst, SeqCst)
+            {
+                // After a successful publication: not one more access.
+                Ok(_) => return outcome,
+                Err(actual) => current = actual,
+            }
         }
+    }
+
+    /// Parking side: the re-check found work; back to running with the rights.
+    fn unpark_self(&self) {
+        self.word.fetch_and(!PARKED_BITS, SeqCst);
     }
 
     /// Sender side, after a successful push: take the rights if the process waits
@@ -227,6 +264,12 @@ impl StateWord {
         let mut current = self.word.load(SeqCst);
         loop {
             let next = match current & KIND {
+                WAIT_EVENT if current & PARKING != 0 => {
+                    if current & WOKEN != 0 {
+                        return Rights::Failed;
+                    }
+                    current | WOKEN
+                }
                 WAIT_EVENT => current & !KIND & !NOTIFIED & !TIMED,
                 EXITED => return Rights::Failed,
                 _ if current & NOTIFIED != 0 => return Rights::Failed,
@@ -236,7 +279,9 @@ impl StateWord {
                 .word
                 .compare_exchange_weak(current, next, SeqCst, SeqCst)
             {
-                Ok(_) if current & KIND == WAIT_EVENT => return Rights::Acquired,
+                Ok(_) if current & KIND == WAIT_EVENT && current & PARKING == 0 => {
+                    return Rights::Acquired
+                }
                 Ok(_) => return Rights::Failed,
                 Err(actual) => current = actual,
             }
@@ -252,19 +297,23 @@ impl StateWord {
             if (current >> SEQ_SHIFT) != seq & (u64::MAX >> SEQ_SHIFT) {
                 return Rights::Failed;
             }
-            let next = match current & KIND {
+            let (next, rights) = match current & KIND {
                 WAIT_MSG | WAIT_EVENT | WAIT_SLEEP if current & TIMED != 0 => {
-                    current & !KIND & !TIMED
+                    if current & PARKING != 0 {
+                        // Its worker is still parking it: it runs again instead.
+                        ((current & !TIMED) | WOKEN, Rights::Failed)
+                    } else {
+                        (current & !KIND & !TIMED, Rights::Acquired)
+                    }
                 }
-                RUNNING if current & EXPIRED == 0 => current | EXPIRED,
+                RUNNING if current & EXPIRED == 0 => (current | EXPIRED, Rights::Failed),
                 _ => return Rights::Failed,
             };
             match self
                 .word
                 .compare_exchange_weak(current, next, SeqCst, SeqCst)
             {
-                Ok(_) if current & KIND == RUNNING => return Rights::Failed,
-                Ok(_) => return Rights::Acquired,
+                Ok(_) => return rights,
                 Err(actual) => current = actual,
             }
         }
@@ -283,11 +332,8 @@ impl StateWord {
     pub fn seize(&self) -> Rights {
         let mut current = self.word.load(SeqCst);
         while matches!(current & KIND, WAIT_MSG | WAIT_EVENT | WAIT_SLEEP) {
-            match self
-                .word
-                .compare_exchange_weak(current, current & !KIND & !TIMED, SeqCst, SeqCst)
-            {
-                Ok(_) => return Rights::Acquired,
+            match self.take_step(current) {
+                Ok(rights) => return rights,
                 Err(actual) => current = actual,
             }
         }
@@ -308,16 +354,30 @@ impl StateWord {
     fn take_from(&self, from: u64) -> Rights {
         let mut current = self.word.load(SeqCst);
         while current & KIND == from {
-            let next = current & !KIND & !TIMED;
-            match self
-                .word
-                .compare_exchange_weak(current, next, SeqCst, SeqCst)
-            {
-                Ok(_) => return Rights::Acquired,
+            match self.take_step(current) {
+                Ok(rights) => return rights,
                 Err(actual) => current = actual,
             }
         }
         Rights::Failed
+    }
+
+    /// One attempt to take the rights of a process seen suspended in `current`:
+    /// moves it to RUNNING, or, while its worker is still parking it, leaves
+    /// `WOKEN` for that worker (which then keeps the rights). `Err` holds the value
+    /// a failed CAS found.
+    fn take_step(&self, current: u64) -> Result<Rights, u64> {
+        let (next, rights) = if current & PARKING != 0 {
+            if current & WOKEN != 0 {
+                return Ok(Rights::Failed);
+            }
+            (current | WOKEN, Rights::Failed)
+        } else {
+            (current & !KIND & !TIMED, Rights::Acquired)
+        };
+        self.word
+            .compare_exchange_weak(current, next, SeqCst, SeqCst)
+            .map(|_| rights)
     }
 }
 

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use fibra_timer::{TimerHandle, TimerKey};
 use parking_lot::Mutex;
 
-use crate::carrier::{with_current, Frame, Suspend};
+use crate::carrier::{with_current, Frame, Suspend, Suspended};
 use crate::error::SendError;
 use crate::process::{Pid, Task};
-use crate::state::{Deadline, Rights, Wait};
+use crate::rights::{wake, Waker};
+use crate::state::{Deadline, Wait};
 
 /// The deadline `delay` from now; a delay too large for the clock means "never"
 /// in practice (a century from now) instead of an overflow.
@@ -48,14 +49,7 @@ impl TimerAction {
     /// Runs the action; called on the timeout thread.
     pub(crate) fn fire(self, timers: &TimerHandle<TimerAction>) {
         match self {
-            TimerAction::Wake { process, seq } => {
-                if process.header().state.expire(seq) == Rights::Acquired {
-                    // Safety: expire just acquired the rights of the parked process,
-                    // and with them the reference it left behind (process.rs).
-                    let rights = unsafe { process.adopt_rights() };
-                    process.header().shared.schedule_woken(rights);
-                }
-            }
+            TimerAction::Wake { process, seq } => wake(&*process, Waker::Timer(seq)),
             TimerAction::Deliver(delivery) => delivery.deliver(),
             TimerAction::Tick(interval) => interval.tick(timers),
         }
@@ -298,18 +292,36 @@ impl Drop for WaitTimer<'_, '_> {
     }
 }
 
-/// Suspends the current process until `deadline`.
+/// Suspends the current process until `deadline`. A process that unwinds may not
+/// suspend: it sleeps its thread instead (and returns at once in a shutdown
+/// drain).
 pub(crate) fn sleep_until(frame: &Frame<'_>, deadline: Instant) {
+    if !frame.may_suspend() {
+        return sleep_thread_until(deadline);
+    }
     let mut timer = WaitTimer::new(frame);
     while Instant::now() < deadline {
         match timer.rearm(deadline) {
-            Deadline::Timed => frame.suspend(Suspend::Wait(Wait::Sleep, Deadline::Timed)),
+            Deadline::Timed => {
+                let suspended = frame.suspend(Suspend::Wait(Wait::Sleep, Deadline::Timed));
+                if suspended == Suspended::Refused {
+                    drop(timer);
+                    return sleep_thread_until(deadline);
+                }
+            }
             // Shutting down: the process is about to be stopped anyway.
             Deadline::None => {
-                frame.suspend(Suspend::Yield);
+                let _ = frame.suspend(Suspend::Yield);
                 return;
             }
         }
+    }
+}
+
+/// Sleeps the calling thread until `deadline`, except in a shutdown drain.
+fn sleep_thread_until(deadline: Instant) {
+    if !crate::shutdown::draining() {
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -342,6 +354,6 @@ pub fn sleep(duration: Duration) {
         None => false,
     });
     if !slept {
-        std::thread::sleep(duration);
+        sleep_thread_until(deadline);
     }
 }

@@ -4,7 +4,7 @@
 use std::thread::Thread;
 
 use crate::process::Task;
-use crate::state::Rights;
+use crate::rights::{wake, Waker};
 
 /// Who waits for an outcome.
 pub(crate) enum Waiter {
@@ -23,14 +23,7 @@ impl Waiter {
         match self {
             Waiter::None => {}
             Waiter::Thread(thread) => thread.unpark(),
-            Waiter::Process(task) => {
-                if task.header().state.notify() == Rights::Acquired {
-                    // Safety: notify just acquired the run rights, and with them the
-                    // reference the parked process left behind (process.rs).
-                    let rights = unsafe { task.adopt_rights() };
-                    task.header().shared.schedule_woken(rights);
-                }
-            }
+            Waiter::Process(task) => wake(&*task, Waker::Event),
         }
     }
 }

@@ -48,7 +48,10 @@ pub(super) fn run(
         match panic::catch_unwind(AssertUnwindSafe(|| state.serve(cx))) {
             Ok(reason) => break reason,
             Err(payload) => match payload.downcast::<Terminated>() {
-                Ok(terminated) if terminated.0 == Exit::Stopped => state.exit_with(Exit::Stopped),
+                // A stop is the supervisor's to carry out: its children first.
+                Ok(terminated) if terminated.0 == Exit::Stopped && cx.forget_stop() => {
+                    state.exit_with(Exit::Stopped)
+                }
                 Ok(terminated) => panic::resume_unwind(terminated),
                 Err(payload) => panic::resume_unwind(payload),
             },
