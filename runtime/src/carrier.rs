@@ -100,6 +100,8 @@ pub(crate) struct Frame<'y> {
     cancelled: Cell<bool>,
     /// The fatal exit this process was given, once it was (see "Sticky exits").
     exit: RefCell<Option<Exit>>,
+    /// Whether `exit` holds one: the one load the hot paths make.
+    doomed: Cell<bool>,
 }
 
 /// Whether [`Frame::suspend`] suspended.
@@ -210,7 +212,15 @@ impl Frame<'_> {
     /// Unwinds with the recorded fatal exit, if there is one and the process is not
     /// unwinding already (a second unwind would abort the program; the one under
     /// way ends the process with the recorded exit anyway).
+    #[inline]
     fn raise_recorded_exit(&self) {
+        if self.doomed.get() {
+            self.raise_recorded_exit_slow();
+        }
+    }
+
+    #[cold]
+    fn raise_recorded_exit_slow(&self) {
         let exit = match &*self.exit.borrow() {
             Some(exit) if !std::thread::panicking() && !self.cancelled.get() => exit.clone(),
             _ => return,
@@ -221,6 +231,7 @@ impl Frame<'_> {
     /// Records a fatal exit (the first one counts).
     pub(crate) fn record_exit(&self, exit: Exit) {
         self.exit.borrow_mut().get_or_insert(exit);
+        self.doomed.set(true);
     }
 
     /// Forgets a recorded stop (see `Scope::forget_stop`).
@@ -228,6 +239,7 @@ impl Frame<'_> {
         let mut exit = self.exit.borrow_mut();
         if *exit == Some(Exit::Stopped) {
             *exit = None;
+            self.doomed.set(false);
             true
         } else {
             false
@@ -236,7 +248,11 @@ impl Frame<'_> {
 
     /// The fatal exit recorded for this process, if any: the reason it ends with,
     /// however its code returns.
+    #[inline]
     pub(crate) fn recorded_exit(&self) -> Option<Exit> {
+        if !self.doomed.get() {
+            return None;
+        }
         self.exit.borrow().clone()
     }
 
@@ -256,6 +272,7 @@ impl Frame<'_> {
 
     /// Spends `n` reductions without yielding (a send: never a suspension point),
     /// but re-raises a recorded fatal exit.
+    #[inline]
     pub(crate) fn spend(&self, n: u32) {
         self.reductions.set(self.reductions.get().saturating_add(n));
         self.raise_recorded_exit();
@@ -299,6 +316,7 @@ impl Carrier {
                     reductions: Cell::new(0),
                     cancelled: Cell::new(false),
                     exit: RefCell::new(None),
+                    doomed: Cell::new(false),
                 };
                 set_current(&frame);
                 let outcome =

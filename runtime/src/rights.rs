@@ -114,6 +114,7 @@ impl RunRights {
 
     /// The worker a suspended activation of this process must resume on, if it has
     /// one in progress (a stack in use never changes threads).
+    #[inline]
     pub(crate) fn home(&self) -> Option<usize> {
         // Safety: the token is the run rights, so nobody else touches the carrier.
         unsafe { self.header().carrier_home() }
@@ -124,6 +125,7 @@ impl RunRights {
     /// re-check found work, and the caller keeps the rights.
     ///
     /// [`StateWord::suspend`]: crate::state::StateWord::suspend
+    #[inline]
     pub(crate) fn park(self, wait: Wait, deadline: Deadline) -> Result<(), RunRights> {
         let header = self.task.header();
         let outcome = header.state.suspend(wait, deadline, || {
@@ -152,6 +154,7 @@ impl RunRights {
 /// Tries to wake `process` on behalf of `waker`; whoever wins its state word
 /// schedules it, exactly once. This is the one place where a won CAS becomes a
 /// scheduled process.
+#[inline]
 pub(crate) fn wake(process: &dyn Run, waker: Waker) {
     let state = &process.header().state;
     let won = match waker {

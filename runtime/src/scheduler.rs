@@ -39,6 +39,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_utils::CachePadded;
 
 use crate::carrier::{Carrier, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
@@ -102,7 +103,7 @@ pub(crate) struct Shared {
     stealers: Box<[Stealer<RunRights>]>,
     /// Per worker: suspended activations of that worker, woken from elsewhere.
     /// Only that worker pops its inbox.
-    inboxes: Box<[Injector<RunRights>]>,
+    inboxes: Box<[Inbox]>,
     /// Parking and waking.
     idle: Idle,
     /// Handler processes that could not get a stack, waiting for one.
@@ -175,7 +176,7 @@ impl Shared {
         let shared = Arc::new(Shared {
             injector: Injector::new(),
             stealers: deques.iter().map(Worker::stealer).collect(),
-            inboxes: (0..config.workers).map(|_| Injector::new()).collect(),
+            inboxes: (0..config.workers).map(|_| Inbox::default()).collect(),
             idle: Idle::new(config.workers),
             starved: Injector::new(),
             starved_len: AtomicUsize::new(0),
@@ -392,7 +393,7 @@ impl WorkerCore {
                 .lifo
                 .take()
                 .or_else(|| self.pinned.borrow_mut().pop_front())
-                .or_else(|| steal_one(&self.shared.inboxes[self.index]))
+                .or_else(|| self.shared.inboxes[self.index].pop())
                 .or_else(|| self.deque.pop());
             match next {
                 Some(rights) => self.end_at_shutdown(rights),
@@ -417,14 +418,15 @@ impl WorkerCore {
     fn next_local(&self) -> Option<RunRights> {
         let ticks = self.ticks.get().wrapping_add(1);
         self.ticks.set(ticks);
-        if self.shared.starved_len.load(Ordering::Relaxed) > 0 && !self.pool.borrow().is_empty() {
-            if let Some(rights) = self.take_starved() {
-                return Some(rights);
-            }
-        }
         let yielded = self.look_outside.replace(false);
         if yielded || ticks % INJECTOR_INTERVAL == 0 {
-            if let Some(rights) = steal_one(&self.shared.inboxes[self.index]) {
+            if self.shared.starved_len.load(Ordering::Relaxed) > 0 && !self.pool.borrow().is_empty()
+            {
+                if let Some(rights) = self.take_starved() {
+                    return Some(rights);
+                }
+            }
+            if let Some(rights) = self.shared.inboxes[self.index].pop() {
                 return Some(rights);
             }
             if let Some(rights) = self.steal_from_injector() {
@@ -454,7 +456,7 @@ impl WorkerCore {
             None => {}
         }
         self.lifo_streak.set(0);
-        if let Some(rights) = steal_one(&self.shared.inboxes[self.index]) {
+        if let Some(rights) = self.shared.inboxes[self.index].pop() {
             return Some(rights);
         }
         // Alternate suspended activations with stackless work; right after a yield,
@@ -531,7 +533,7 @@ impl WorkerCore {
     fn search(&self) -> Option<RunRights> {
         let n = self.shared.stealers.len();
         for round in 0..SEARCH_ROUNDS {
-            if let Some(rights) = steal_one(&self.shared.inboxes[self.index]) {
+            if let Some(rights) = self.shared.inboxes[self.index].pop() {
                 return Some(rights);
             }
             if let Some(rights) = self.steal_from_injector() {
@@ -667,8 +669,45 @@ impl WorkerCore {
     }
 }
 
+/// A worker's inbox: suspended activations sent home to it. The length lives on a
+/// line of its own, so that the check on every pick is one load.
+#[derive(Default)]
+struct Inbox {
+    /// How many tokens the queue holds (pushed minus popped).
+    len: CachePadded<AtomicUsize>,
+    /// The tokens.
+    queue: Injector<RunRights>,
+}
+
+impl Inbox {
+    fn push(&self, rights: RunRights) {
+        self.queue.push(rights);
+        self.len.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The oldest token; called only by the inbox's worker.
+    #[inline]
+    fn pop(&self) -> Option<RunRights> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let rights = steal_one(&self.queue)?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        Some(rights)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
 /// One task from an injector-shaped queue, retrying contention.
 fn steal_one(queue: &Injector<RunRights>) -> Option<RunRights> {
+    // `is_empty` is two loads; `steal` on an empty queue costs a SeqCst fence, and
+    // this runs on every pick.
+    if queue.is_empty() {
+        return None;
+    }
     loop {
         match queue.steal() {
             Steal::Success(rights) => return Some(rights),

@@ -1,4 +1,4 @@
-//! Loom models of the reschedule protocol (DESIGN §3, invariants 1, 2, 4 and 5),
+//! Loom models of the reschedule protocol (DESIGN §3, invariants 1, 2, 4, 5 and 6),
 //! checking the real `state` module and mailbox under every interleaving.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p fibra-runtime --release --test loom_state`
@@ -6,7 +6,7 @@
 
 use fibra_mailbox::Mailbox;
 use fibra_runtime::state::{Deadline, Rights, StateWord, Suspension, Wait};
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -198,6 +198,120 @@ fn a_signal_against_an_event_wait() {
             p.scheduled.fetch_add(1, Ordering::SeqCst);
         }
         sender.join().unwrap();
+        assert_eq!(
+            p.scheduled.load(Ordering::SeqCst),
+            1,
+            "lost or doubled wake-up"
+        );
+    });
+}
+
+/// A process whose drop is observable from outside it.
+struct Freeable {
+    state: StateWord,
+    mailbox: Mailbox<u32>,
+    /// Set by the drop; lives outside the process.
+    freed: Arc<AtomicBool>,
+}
+
+impl Drop for Freeable {
+    fn drop(&mut self) {
+        self.freed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Invariant 6: a process can be freed while it parks. The worker holds the rights
+/// reference and parks the process; a sender that wins the rights adopts that
+/// reference, runs the process to its end and drops the last handle. The worker's
+/// re-check must never run after that drop (the first build's re-check did: a
+/// use-after-free), and exactly one side ends up owning the process.
+#[test]
+fn a_process_freed_by_its_waker_while_it_parks() {
+    loom::model(|| {
+        let freed = Arc::new(AtomicBool::new(false));
+        let rights = Arc::new(Freeable {
+            state: StateWord::new_running(),
+            mailbox: Mailbox::new(),
+            freed: freed.clone(),
+        });
+        let pid = rights.clone();
+        let sender = thread::spawn(move || {
+            pid.mailbox.push(1).unwrap();
+            if pid.state.wake_for_message() == Rights::Acquired {
+                // The rights reference the parked process left behind.
+                // Safety: the worker leaked it with `Arc::into_raw` when it parked,
+                // and the CAS above made this thread its one owner.
+                let adopted = unsafe { Arc::from_raw(Arc::as_ptr(&pid)) };
+                // The process runs to its end: its mailbox is drained, it exits.
+                // Safety: the rights make this thread the one consumer.
+                while unsafe { adopted.mailbox.pop() }.is_some() {}
+                adopted.state.exit();
+                drop(adopted);
+            }
+            // The last handle goes too.
+            drop(pid);
+        });
+        let outcome = rights.state.suspend(Wait::Message, Deadline::None, || {
+            assert!(
+                !freed.load(Ordering::SeqCst),
+                "the worker re-checked a process its waker had freed"
+            );
+            rights.mailbox.has_new()
+        });
+        match outcome {
+            // Published: the reference belongs to the waker now; not one more access.
+            Suspension::Parked => {
+                let _ = Arc::into_raw(rights);
+            }
+            // The worker kept the rights: it runs the process and drops its reference.
+            Suspension::Resumed => {
+                // Safety: the rights make this thread the one consumer.
+                while unsafe { rights.mailbox.pop() }.is_some() {}
+                drop(rights);
+            }
+        }
+        sender.join().unwrap();
+        assert!(
+            freed.load(Ordering::SeqCst),
+            "the process leaked or was never run"
+        );
+    });
+}
+
+/// A waker that finds the process still parking (its worker re-checking) cannot
+/// take the rights: it leaves `WOKEN`, and the worker runs the process again
+/// instead of publishing. A signal and a timer race the same window.
+#[test]
+fn wakers_during_the_parking_window_leave_the_rights_with_the_worker() {
+    loom::model(|| {
+        let p = process();
+        let seq = p.state.begin_timed_wait();
+        let signals = Arc::new(Mailbox::<u8>::new());
+        let timer = {
+            let p = p.clone();
+            thread::spawn(move || {
+                if p.state.expire(seq) == Rights::Acquired {
+                    p.scheduled.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let signaller = {
+            let (p, signals) = (p.clone(), signals.clone());
+            thread::spawn(move || {
+                signals.push(1).unwrap();
+                if p.state.interrupt() == Rights::Acquired {
+                    p.scheduled.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        if p.state
+            .suspend(Wait::Event, Deadline::Timed, || signals.has_new())
+            == Suspension::Resumed
+        {
+            p.scheduled.fetch_add(1, Ordering::SeqCst);
+        }
+        timer.join().unwrap();
+        signaller.join().unwrap();
         assert_eq!(
             p.scheduled.load(Ordering::SeqCst),
             1,
