@@ -31,7 +31,7 @@ use crate::call::{CallError, ReplyTo};
 use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
 use crate::scheduler::Shared;
-use crate::signal::{RelationsLock, Signal};
+use crate::signal::{RelationsLock, Signal, Signals};
 use crate::state::{Rights, StateWord};
 use crate::time::{Interval, TimerRef};
 
@@ -74,7 +74,7 @@ pub(crate) struct Header {
     /// process is first scheduled.
     slot: UnsafeCell<usize>,
     /// Signals from other processes (links, monitors, kill, stop): see signal.rs.
-    pub(crate) signals: Mailbox<Signal>,
+    pub(crate) signals: Signals,
     /// Links, watchers and the trap-exits flag.
     pub(crate) relations: RelationsLock,
 }
@@ -87,7 +87,7 @@ impl Header {
             shared,
             carrier: UnsafeCell::new(None),
             slot: UnsafeCell::new(usize::MAX),
-            signals: Mailbox::new(),
+            signals: Signals::new(),
             relations: RelationsLock::default(),
         }
     }
@@ -283,6 +283,11 @@ impl<M: Send + 'static> Pid<M> {
     /// The process's id.
     pub fn id(&self) -> ProcessId {
         ProcessId(self.inner.core().header.id)
+    }
+
+    /// The process's header.
+    pub(crate) fn header(&self) -> &Header {
+        &self.inner.core().header
     }
 
     /// Sends `msg` after `delay`, from the runtime's timeout thread. The returned
