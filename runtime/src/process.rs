@@ -292,7 +292,14 @@ impl<M: Send + 'static> Pid<M> {
 
     /// Sends `msg` after `delay`, from the runtime's timeout thread. The returned
     /// [`TimerRef`] can cancel it; dropping it does not. Fails, handing the message
-    /// back, if the runtime has shut down.
+    /// back, if the process has exited or the runtime has shut down.
+    ///
+    /// The timer lives no longer than the process: if the process exits before the
+    /// delay is up, the timer is cancelled and the message dropped as it exits (as
+    /// Erlang cancels a timer to a process that is not alive), so a long delay to a
+    /// short-lived process holds nothing for long. A panic in the message's
+    /// destructor, wherever the runtime drops it, is reported (a `tracing` error and
+    /// a line on standard error) and goes no further.
     ///
     /// ```
     /// use std::time::Duration;
@@ -313,8 +320,19 @@ impl<M: Send + 'static> Pid<M> {
     }
 
     /// Sends `make()` every `period`, the first one period from now, until the
-    /// returned [`Interval`] is cancelled, this process exits, or the runtime shuts
-    /// down. Ticks keep a fixed rate: a late tick does not push the later ones back.
+    /// returned [`Interval`] is cancelled, this process exits, `make` panics, or the
+    /// runtime shuts down. Ticks keep a fixed rate: a late tick does not push the
+    /// later ones back. When the interval stops, `make` is dropped; when it stops
+    /// because the process exited, that happens as the process exits, not at the
+    /// next tick.
+    ///
+    /// `make` runs on the runtime's timeout thread, the one thread that ends every
+    /// timed wait of the runtime (`sleep`, `receive_timeout`, call timeouts, IO
+    /// deadlines, supervisor backoffs). So it must be quick and must not block: no
+    /// locks held by processes, no blocking channel, no IO, no `call`; while it
+    /// runs, every deadline of the runtime waits. If it panics, the panic is
+    /// reported (a `tracing` error and a line on standard error), this interval
+    /// stops ([`Interval::is_active`] turns false) and nothing else is affected.
     pub fn send_interval(
         &self,
         make: impl FnMut() -> M + Send + 'static,

@@ -188,19 +188,19 @@ impl<M: Send + 'static> Delivery for Letter<M> {
 /// A message scheduled with `send_after`. Dropping the handle does not cancel it.
 #[derive(Debug)]
 pub struct TimerRef {
-    /// The pending timer; None if the target had exited when it was scheduled.
-    key: Option<TimerKey>,
+    /// The pending timer.
+    key: TimerKey,
     /// The timeout thread that holds it.
     timers: TimerHandle<TimerAction>,
 }
 
 impl TimerRef {
     /// Cancels the delivery. Returns true if the message had not been delivered yet
-    /// (it is dropped now), false if it was already sent or dropped because its
+    /// (it is dropped now), false if it was already sent, or dropped because its
     /// target exited. A panic in the message's destructor is reported, not raised
     /// (see [`Pid::send_after`]).
     pub fn cancel(&self) -> bool {
-        let Some(action) = self.key.and_then(|key| self.timers.cancel(key)) else {
+        let Some(action) = self.timers.cancel(self.key) else {
             return false;
         };
         if let TimerAction::Deliver(delivery) = &action {
@@ -211,7 +211,8 @@ impl TimerRef {
     }
 }
 
-/// Schedules `msg` for `to` after `delay`, bound to `to`'s life.
+/// Schedules `msg` for `to` after `delay`, bound to `to`'s life. Hands the message
+/// back if `to` has exited or the runtime has shut down.
 pub(crate) fn send_after<M: Send + 'static>(
     timers: &TimerHandle<TimerAction>,
     to: &Pid<M>,
@@ -219,9 +220,9 @@ pub(crate) fn send_after<M: Send + 'static>(
     delay: Duration,
 ) -> Result<TimerRef, SendError<M>> {
     let deadline = deadline_after(delay);
-    let mut letter = Some(msg);
+    let mut unsent = Some(msg);
     let armed = bind_timer(to.header(), |binding| {
-        let Some(msg) = letter.take() else {
+        let Some(msg) = unsent.take() else {
             unreachable!("a binding arms once");
         };
         let letter: Box<dyn Delivery> = Box::new(Letter {
@@ -235,25 +236,24 @@ pub(crate) fn send_after<M: Send + 'static>(
             Err(action) => (None, Err(action)),
         }
     });
-    let key = match armed {
-        Some(Ok(key)) => Some(key),
+    match armed {
+        Some(Ok(key)) => Ok(TimerRef {
+            key,
+            timers: timers.clone(),
+        }),
         Some(Err(TimerAction::Deliver(letter))) => {
-            return match letter.into_any().downcast::<Letter<M>>() {
+            match letter.into_any().downcast::<Letter<M>>() {
                 Ok(letter) => Err(SendError(letter.msg)),
                 Err(_) => unreachable!("the letter was built just above"),
-            };
+            }
         }
         Some(Err(_)) => unreachable!("insert hands back what it was given"),
-        // The target has exited: the message goes now, as a send's would.
-        None => {
-            drop(letter);
-            None
-        }
-    };
-    Ok(TimerRef {
-        key,
-        timers: timers.clone(),
-    })
+        // The target has exited: the message comes back, as from a send.
+        None => match unsent {
+            Some(msg) => Err(SendError(msg)),
+            None => unreachable!("not armed, so not taken"),
+        },
+    }
 }
 
 /// Makes and sends an interval's next message; false once the target has exited.
