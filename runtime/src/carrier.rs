@@ -139,6 +139,9 @@ impl Frame<'_> {
             }
             panic::resume_unwind(Box::new(Cancelled));
         }
+        // Calls this activation dropped unanswered are settled before it leaves its
+        // thread (call.rs, step 5).
+        crate::call::settle_dropped_replies();
         set_current(ptr::null::<Frame<'static>>());
         match self.yielder.suspend(why) {
             Resume::Continue => {
@@ -231,6 +234,7 @@ impl Carrier {
                 let outcome =
                     panic::catch_unwind(AssertUnwindSafe(|| frame.process().activate(&frame)));
                 set_current(ptr::null::<Frame<'static>>());
+                crate::call::settle_dropped_replies();
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
                     Err(payload) if payload.is::<Cancelled>() => return,

@@ -368,7 +368,10 @@ impl<M: Send + 'static> Pid<M> {
     /// * the process ending: [`CallError::Exited`] with its reason, as soon as it
     ///   ends, also when it had ended before the call (the request is then never
     ///   built) or the request could not be delivered;
-    /// * the reply handle dropped unanswered: [`CallError::NoReply`], at once;
+    /// * the reply handle dropped unanswered while the callee lives on:
+    ///   [`CallError::NoReply`], at once (when the callee drops it itself, once it
+    ///   next waits, so that a callee that stops without replying reports its exit
+    ///   as above);
     /// * the timeout: [`CallError::Timeout`]. A reply that comes later is dropped:
     ///   it never shows up in the caller's mailbox or anywhere else.
     ///
