@@ -261,6 +261,24 @@ mod tests {
     }
 
     #[test]
+    fn unread_notices_of_a_trapping_process_leave_no_fatal_signal_to_look_for() {
+        let signals = Signals::new();
+        signals.set_trap_exits(true);
+        for _ in 0..1_000 {
+            signals.push(exit(Exit::Killed)).ok().unwrap();
+        }
+        // One load answers, and the queue is not even looked at: its shared stack
+        // is still where the pushes left it.
+        assert!(!signals.has_fatal());
+        assert_eq!(signals.take_flagged(), Flagged::Neither);
+        assert!(signals.queue.has_new());
+        signals.push(Signal::Stop).ok().unwrap();
+        assert!(signals.has_fatal());
+        assert_eq!(signals.take_flagged(), Flagged::Stop);
+        assert!(signals.queue.has_new());
+    }
+
+    #[test]
     fn a_kill_wins_over_a_stop_and_a_closed_queue_refuses_both() {
         let signals = Signals::new();
         signals.push(Signal::Stop).ok().unwrap();
