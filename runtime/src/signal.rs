@@ -15,18 +15,21 @@
 //!
 //! # Delivery, step by step
 //!
-//! 1. The sender pushes the signal onto the target's signal queue (a `SeqCst` CAS,
-//!    as for messages); a closed queue means the target has ended, and the signal
-//!    is dropped.
+//! 1. The sender puts the signal in the target's signal queue: a kill or a stop
+//!    sets a flag, an exit signal or a `Down` is pushed (each a `SeqCst`
+//!    read-modify-write, as a message push is); a closed queue means the target has
+//!    ended, and the signal is dropped.
 //! 2. It then tries to take the target's run rights from whatever wait the target
 //!    is in ([`StateWord::interrupt`](crate::state::StateWord::interrupt)); the
 //!    winner schedules it. A worker that publishes a wait re-checks the signal queue
-//!    afterwards, exactly as it re-checks the mailbox, so no signal is stranded.
-//! 3. The target handles fatal signals whenever it resumes, and notices when it asks
-//!    for them (handler processes: between messages, through [`Process::notice`]).
+//!    afterwards, exactly as it re-checks the mailbox, so no signal is stranded:
+//!    the re-check sees a new signal, and a pending fatal one wherever it sits.
+//! 3. The target handles fatal signals whenever it resumes (one load when there
+//!    are none), and notices when it asks for them (handler processes: between
+//!    messages, through [`Process::notice`]).
 //!
-//! Where the signals wait, and why kills and stops are flags rather than queued
-//! signals, is in `signal/queue.rs`.
+//! Where the signals wait, why kills and stops are flags rather than queued
+//! signals, and the lost stop that taught us so, is in `signal/queue.rs`.
 //!
 //! A process's links and watchers live behind a short lock in its header. An
 //! ending process takes that lock, marks itself ended and sends its signals while
