@@ -89,6 +89,8 @@ enum Req {
     Held(ReplyTo<usize>),
     /// Drop the handle without replying.
     Ignore(ReplyTo<u64>),
+    /// Stop the server without replying: the handle is dropped as `handle` returns.
+    Quit(#[allow(dead_code)] ReplyTo<u64>),
     /// Panic with the handle in hand.
     Crash(ReplyTo<u64>),
     /// Hand the handle to another process, which replies.
@@ -125,6 +127,7 @@ impl Process for Server {
                 reply_to.reply(self.held.len());
             }
             Req::Ignore(reply_to) => drop(reply_to),
+            Req::Quit(_reply_to) => cx.stop(),
             Req::Crash(_reply_to) => panic!("boom while handling a call"),
             Req::Forward(reply_to, helper) => {
                 if let Err(undelivered) = helper.send(reply_to) {
@@ -373,6 +376,46 @@ fn a_callee_that_ends_with_the_request_unread_fails_the_call_with_its_exit_reaso
                 ask(&cx.spawn_fn(quitter()).pid());
             }
         });
+    });
+}
+
+#[test]
+fn a_server_that_stops_without_replying_fails_the_call_with_its_exit_reason() {
+    let _serial = one_at_a_time();
+    within(120, || {
+        const ROUNDS: usize = 300;
+        let rt = runtime();
+        let expect_exit = |got: Result<u64, CallError>, waited: Duration, round: usize| {
+            // The handle is dropped while the server is still alive, a moment before
+            // it exits: that moment must not pass for "no reply".
+            assert_eq!(got, Err(CallError::Exited(Exit::Normal)), "round {round}");
+            assert!(waited < PROMPTLY, "round {round} took {waited:?}");
+        };
+        for round in 0..ROUNDS {
+            let server = rt.spawn(Server::default()).unwrap();
+            let start = Instant::now();
+            expect_exit(server.call(Req::Quit, LONG), start.elapsed(), round);
+        }
+        rt.block_on(move |cx| {
+            for round in 0..ROUNDS {
+                let server = cx.spawn(Server::default());
+                let start = Instant::now();
+                expect_exit(server.call(Req::Quit, LONG), start.elapsed(), round);
+                // A free-running server that returns with the request in hand.
+                let server = cx.spawn_fn(|cx: &mut FnContext<Req>| {
+                    let _request = cx.receive();
+                });
+                let start = Instant::now();
+                let got = server.pid().call(Req::Hold, LONG);
+                expect_exit(got, start.elapsed(), round);
+            }
+        });
+        // A server that drops the handle and goes on still fails the call at once,
+        // with no reply.
+        let server = rt.spawn(Server::default()).unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(server.call(Req::Ignore, LONG), Err(CallError::NoReply));
+        }
     });
 }
 

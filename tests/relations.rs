@@ -350,3 +350,53 @@ fn a_kill_that_arrives_while_a_process_unwinds_does_not_abort_the_program() {
         assert_eq!(rt.block_on(|_| 1), 1);
     });
 }
+
+#[test]
+fn a_trapping_process_that_never_reads_its_notices_still_stops_and_fails() {
+    const NOTICES: usize = 2_000;
+    within(60, || {
+        let rt = runtime();
+        // It collects exit signals (trapped) and `Down`s it never reads, and keeps
+        // resuming: each resume asks for fatal signals, which must neither miss the
+        // stop nor mistake a notice for one.
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        let hoarder = rt
+            .spawn_fn(move |cx: &mut FnContext<()>| {
+                cx.trap_exits(true);
+                for _ in 0..NOTICES / 2 {
+                    let child = cx.spawn_fn_link(|_cx: &mut FnContext<()>| {});
+                    cx.monitor(&child.pid());
+                    let _ = child.join();
+                }
+                for _ in 0..1_000 {
+                    cx.yield_now();
+                }
+                ready.send(()).unwrap();
+                loop {
+                    cx.yield_now();
+                }
+            })
+            .unwrap();
+        is_ready.recv_timeout(LONG).unwrap();
+        hoarder.pid().any().stop();
+        assert_eq!(hoarder.join(), Err(Exit::Stopped));
+
+        // A linked failure takes it down once it stops trapping exits.
+        let failing = rt
+            .spawn_fn(|cx: &mut FnContext<()>| {
+                cx.trap_exits(true);
+                let crashing = cx.spawn_fn_link(worker);
+                for _ in 0..NOTICES {
+                    cx.monitor(&crashing.pid());
+                }
+                crashing.pid().send(Exit::error(Oops)).unwrap();
+                let _ = crashing.join();
+                cx.trap_exits(false);
+                loop {
+                    cx.yield_now();
+                }
+            })
+            .unwrap();
+        assert!(matches!(failing.join(), Err(Exit::Error(_))));
+    });
+}

@@ -929,3 +929,54 @@ fn a_thousand_children_crash_at_random_while_clients_call_them_by_name() {
         }
     });
 }
+
+/// A stop that arrives while a transient child ends normally must still end the
+/// supervisor at once: the two signals land in its queue a few microseconds apart,
+/// and the stop must not be left behind while the supervisor goes back to sleep.
+#[test]
+fn a_stop_racing_a_transient_childs_normal_exit_always_stops_the_supervisor() {
+    const ROUNDS: u64 = 2_000;
+    /// Far longer than a stop takes; a lost stop waits until the test gives up.
+    const PROMPTLY: Duration = Duration::from_secs(5);
+    within(120, || {
+        let rt = runtime();
+        rt.block_on(|cx| {
+            let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+            for round in 0..ROUNDS {
+                let sup = cx
+                    .spawn_supervisor(
+                        Supervisor::new(Strategy::OneForOne).child(
+                            ChildSpec::free("once", || {
+                                |cx: &mut FnContext<()>| {
+                                    cx.receive();
+                                }
+                            })
+                            .restart(Restart::Transient),
+                        ),
+                    )
+                    .unwrap();
+                let child = sup.children(LONG).unwrap()[0]
+                    .address::<()>()
+                    .expect("the child is up");
+                let monitor = cx.monitor(&sup);
+                // The child returns as soon as it gets this; the stop follows
+                // 0 to 30 µs later.
+                child.send(()).unwrap();
+                let spin = Duration::from_nanos(rng.below(30_000));
+                let began = Instant::now();
+                while began.elapsed() < spin {
+                    std::hint::spin_loop();
+                }
+                sup.stop();
+                let reason = loop {
+                    match cx.receive_notice_timeout(PROMPTLY) {
+                        Some(Notice::Down(down)) if down.monitor == monitor => break down.reason,
+                        Some(_) => continue,
+                        None => panic!("round {round}: the supervisor ignored its stop"),
+                    }
+                };
+                assert_eq!(reason, Exit::Stopped, "round {round}");
+            }
+        });
+    });
+}

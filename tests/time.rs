@@ -306,3 +306,211 @@ fn shutdown_drops_pending_timers_and_their_messages() {
         assert_eq!(sleeper.join(), Err(Exit::Shutdown));
     });
 }
+
+/// Keeps the panics these tests cause on purpose off the test output.
+fn quiet_panics_on_purpose() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("");
+            if !message.contains("on purpose") {
+                default_hook(info);
+            }
+        }));
+    });
+}
+
+/// Checks that the runtime still keeps time: a process's `receive_timeout` gives up
+/// at its deadline (not never), and `sleep` sleeps its whole duration (not not at
+/// all), in a process and in a handler.
+fn assert_time_is_kept(rt: &Runtime) {
+    let (got, waited, slept) = rt.block_on(|cx| {
+        let waiter = cx.spawn_fn(|cx: &mut FnContext<u32>| {
+            let start = Instant::now();
+            (cx.receive_timeout(30 * MS), start.elapsed())
+        });
+        let start = Instant::now();
+        sleep(20 * MS);
+        let slept = start.elapsed();
+        let (got, waited) = waiter.join().unwrap();
+        (got, waited, slept)
+    });
+    assert_eq!(got, None);
+    assert!(
+        waited >= 30 * MS,
+        "receive_timeout gave up early: {waited:?}"
+    );
+    assert!(
+        waited < 5_000 * MS,
+        "receive_timeout gave up late: {waited:?}"
+    );
+    assert!(slept >= 20 * MS, "sleep returned early: {slept:?}");
+}
+
+#[test]
+fn a_panicking_interval_closure_stops_that_interval_and_nothing_else() {
+    quiet_panics_on_purpose();
+    within(30, || {
+        let rt = runtime(2);
+        let (panicky, steady, ticks) = rt.block_on(|cx| {
+            let target = cx.spawn_fn(|cx: &mut FnContext<&'static str>| {
+                let mut steady = 0;
+                while steady < 20 {
+                    if cx.receive() == "steady" {
+                        steady += 1;
+                    }
+                }
+                steady
+            });
+            let mut calls = 0;
+            let panicky = target.pid().send_interval(
+                move || {
+                    calls += 1;
+                    assert!(calls < 3, "an interval closure panicked on purpose");
+                    "panicky"
+                },
+                MS,
+            );
+            let steady = target.pid().send_interval(|| "steady", 2 * MS);
+            // The steady interval goes on past the panic, to its 20th message.
+            let ticks = target.join().unwrap();
+            (panicky, steady, ticks)
+        });
+        // The steady interval went on long after the other one panicked (on its
+        // third tick, at about 3 ms), to its 20th message at about 40 ms.
+        assert_eq!(ticks, 20);
+        assert!(!panicky.is_active(), "the panic stopped its interval");
+        steady.cancel();
+        assert_time_is_kept(&rt);
+    });
+}
+
+/// A message that counts its drop, then panics.
+struct PanicsOnDrop(#[allow(dead_code)] Tracked);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a message destructor panicked on purpose");
+    }
+}
+
+#[test]
+fn a_message_whose_destructor_panics_dropped_for_an_exited_target_harms_nothing() {
+    quiet_panics_on_purpose();
+    within(30, || {
+        let rt = runtime(2);
+        let drops = DropCounter::default();
+        let refused = rt.block_on({
+            let drops = drops.clone();
+            move |cx| {
+                // Dropped when its target exits, an hour before its deadline.
+                let target = cx.spawn_fn(|cx: &mut FnContext<PanicsOnDrop>| {
+                    cx.receive_timeout(Duration::from_millis(1));
+                });
+                target
+                    .pid()
+                    .send_after(PanicsOnDrop(drops.token()), Duration::from_secs(3600))
+                    .unwrap();
+                common::await_end(cx, &target.pid());
+                assert_eq!(drops.get(), 1, "dropped by the time the Down came");
+                // Due in 250 µs, to targets that end at about that time: each is
+                // received (and dropped by the target), dropped by the ending
+                // target, or, if the timer fired just before the end, dropped on the
+                // timeout thread when the send fails.
+                let mut refused = 0;
+                for round in 0..100u64 {
+                    let wait = Duration::from_micros(round * 5);
+                    let target = cx.spawn_fn(move |cx: &mut FnContext<PanicsOnDrop>| {
+                        cx.receive_timeout(wait);
+                    });
+                    if let Err(undelivered) =
+                        target.pid().send_after(PanicsOnDrop(drops.token()), MS / 4)
+                    {
+                        // It had ended already: the message comes back to us.
+                        std::mem::forget(undelivered.into_inner());
+                        refused += 1;
+                    }
+                    common::await_end(cx, &target.pid());
+                }
+                refused
+            }
+        });
+        // Every one of them is gone in the end, and time goes on.
+        let start = Instant::now();
+        while drops.get() + refused < 101 && start.elapsed() < 5_000 * MS {
+            sleep(MS);
+        }
+        assert_eq!(drops.get() + refused, 101);
+        assert_time_is_kept(&rt);
+    });
+}
+
+#[test]
+fn timers_to_processes_that_exit_are_released_at_the_exit_not_the_deadline() {
+    const TARGETS: usize = 200;
+    const LETTERS: usize = 100;
+    within(120, || {
+        let rt = runtime(2);
+        let letters = DropCounter::default();
+        let closures = DropCounter::default();
+        let (refs, intervals) = rt.block_on({
+            let letters = letters.clone();
+            let closures = closures.clone();
+            move |cx| {
+                let targets: Vec<_> = (0..TARGETS)
+                    .map(|_| {
+                        cx.spawn_fn(|cx: &mut FnContext<Option<Tracked>>| {
+                            // Ends on the first message that is not a letter.
+                            while cx.receive().is_some() {}
+                        })
+                    })
+                    .collect();
+                let mut refs = Vec::with_capacity(TARGETS * LETTERS);
+                let mut intervals = Vec::with_capacity(TARGETS);
+                for target in &targets {
+                    for _ in 0..LETTERS {
+                        let letter = Some(letters.token());
+                        refs.push(target.pid().send_after(letter, Duration::from_secs(3600)));
+                    }
+                    let token = closures.token();
+                    intervals.push(target.pid().send_interval(
+                        move || {
+                            let _ = &token;
+                            None
+                        },
+                        Duration::from_secs(3600),
+                    ));
+                }
+                assert_eq!(letters.get(), 0);
+                for target in targets {
+                    target.pid().send(None).unwrap();
+                    common::await_end(cx, &target.pid());
+                }
+                // Every target's Down has come: all of it is gone already.
+                assert_eq!(letters.get(), TARGETS * LETTERS);
+                assert_eq!(closures.get(), TARGETS);
+                (refs, intervals)
+            }
+        });
+        for interval in &intervals {
+            assert!(!interval.is_active());
+        }
+        for timer in refs {
+            assert!(!timer.unwrap().cancel(), "nothing left to cancel");
+        }
+        // A letter to a process that has exited already comes back at once.
+        let gone = rt
+            .spawn_fn(|_cx: &mut FnContext<Option<Tracked>>| {})
+            .unwrap();
+        let pid = gone.pid();
+        gone.join().unwrap();
+        let late = pid.send_after(Some(letters.token()), Duration::from_secs(3600));
+        assert!(matches!(late, Err(SendError(Some(_)))));
+    });
+}

@@ -49,6 +49,33 @@
 //!    how `ReplyTo::drop` recognises it: it records `Unwound`, which is never final
 //!    and wakes nobody, and the exit hook follows. (Should the callee catch the
 //!    panic itself and live on, the call ends at its timeout.)
+//!
+//!    Last, a callee that drops the `ReplyTo` itself, not unwinding, may be about
+//!    to end all the same: a handler that calls `cx.stop()` drops the request as
+//!    `handle` returns, a free-running process drops it as its closure returns.
+//!    Whether it ends is only known once it gets that far, so such a drop records
+//!    `DroppedByCallee`, which is not final either and wakes nobody, and leaves the
+//!    slot in a list of its thread. The callee settles that list (turns each into
+//!    `Dropped` and wakes the caller) when it next suspends or its activation ends
+//!    (`settle_dropped_replies`, called by the carrier), by which time it has either
+//!    ended, and its exit reason replaced the drop, or it lives on, and "no reply"
+//!    is the truth:
+//!
+//!    ```text
+//!      callee (a handler)                       caller
+//!      ------------------                       ------
+//!      handle: cx.stop(); returns, dropping
+//!        the ReplyTo: DroppedByCallee           (not woken; a look finds
+//!                                               nothing final)
+//!      stopped hook; state := EXITED
+//!      exit hook: slot := Exited(Normal) --->  wakes: Exited(Normal)
+//!      activation ends: settles its list;
+//!        Dropped is refused: already exited
+//!    ```
+//!
+//!    The list never outlives the activation's stay on its thread: an activation
+//!    settles it before every switch away from its stack. A callee whose `stopped`
+//!    hook blocks (sleeps, calls) settles it there, so its callers get "no reply".
 //! 6. The caller takes the outcome, or gives up at the deadline, and *closes* the
 //!    slot in the same critical section. Whatever arrives later finds it closed and
 //!    is dropped where it is, so a late reply never shows up anywhere: there is no
@@ -61,6 +88,7 @@
 //! and a lock on the callee's relations to add the hook and another to remove it.
 //! A process that has to wait adds one timer, armed and cancelled.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::mem;
 use std::sync::Arc;
@@ -96,7 +124,7 @@ pub enum CallError {
     /// had ended before the call. Reported as soon as the callee ends, not at the
     /// timeout.
     Exited(Exit),
-    /// The callee dropped the [`ReplyTo`] without replying.
+    /// The [`ReplyTo`] was dropped without a reply, and the callee lives on.
     NoReply,
 }
 
@@ -128,6 +156,9 @@ enum Reply<R> {
     /// The callee dropped the `ReplyTo` unused while it unwound: it is ending, and
     /// its exit hook will bring the reason (step 5).
     Unwound,
+    /// The callee dropped the `ReplyTo` unused, running: `Dropped` once it next
+    /// suspends or its activation ends, unless its exit comes first (step 5).
+    DroppedByCallee,
     /// The callee ended, with this reason.
     Exited(Exit),
     /// The caller took the outcome or gave up; whatever comes now is dropped.
@@ -182,13 +213,17 @@ impl<R> Slot<R> {
         }
     }
 
-    /// Whether the thread runs the callee, unwinding: a panic, a kill or `exit`
-    /// is ending it.
-    fn callee_unwinds_here(&self) -> bool {
-        thread::panicking()
-            && with_current(|frame| {
-                frame.is_some_and(|frame| process_address(frame.process()) == self.callee)
-            })
+    /// Whether the thread runs the callee, unwinding (a panic, a kill or `exit` is
+    /// ending it) or not.
+    fn dropped_by(&self) -> Dropper {
+        let callee_here = with_current(|frame| {
+            frame.is_some_and(|frame| process_address(frame.process()) == self.callee)
+        });
+        match (callee_here, thread::panicking()) {
+            (true, true) => Dropper::CalleeUnwinding,
+            (true, false) => Dropper::CalleeRunning,
+            (false, _) => Dropper::Other,
+        }
     }
 
     /// Records `reply` and wakes the caller, unless the call is settled already
@@ -199,14 +234,20 @@ impl<R> Slot<R> {
             let mut state = self.state.lock();
             let accepted = matches!(
                 (&state.reply, &reply),
-                (Reply::Pending, _) | (Reply::Dropped | Reply::Unwound, Reply::Exited(_))
+                (Reply::Pending, _)
+                    | (
+                        Reply::Dropped | Reply::Unwound | Reply::DroppedByCallee,
+                        Reply::Exited(_)
+                    )
+                    | (Reply::DroppedByCallee, Reply::Dropped)
             );
             if !accepted {
                 return Err(reply);
             }
-            // An unwinding callee is no news for the caller: its exit will be.
+            // An unwinding callee is no news for the caller: its exit will be; nor
+            // is a callee that dropped the handle itself, until it settles it.
             let waiter = match reply {
-                Reply::Unwound => Waiter::None,
+                Reply::Unwound | Reply::DroppedByCallee => Waiter::None,
                 _ => mem::replace(&mut state.waiter, Waiter::None),
             };
             state.reply = reply;
@@ -217,20 +258,89 @@ impl<R> Slot<R> {
     }
 }
 
+/// Who dropped a `ReplyTo` unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropper {
+    /// The callee, while it unwinds: it is ending.
+    CalleeUnwinding,
+    /// The callee, running: it may be about to end.
+    CalleeRunning,
+    /// Another process or thread.
+    Other,
+}
+
+/// A slot whose `ReplyTo` the callee dropped itself, to be settled as "no reply"
+/// once the callee suspends or its activation ends (step 5).
+trait SettleDropped {
+    /// Turns `DroppedByCallee` into `Dropped` and wakes the caller, unless the call
+    /// is settled otherwise by now.
+    fn settle_dropped(&self);
+}
+
+impl<R: 'static> SettleDropped for Slot<R> {
+    fn settle_dropped(&self) {
+        // Refused if the callee's exit came first, or the caller gave up: nothing of
+        // a value is dropped either way.
+        let _ = self.settle(Reply::Dropped);
+    }
+}
+
+thread_local! {
+    /// The slots the activation running on this thread dropped unanswered (step 5).
+    /// Empty whenever no activation runs here: each settles it before its carrier
+    /// switches away.
+    static DROPPED_BY_CALLEE: RefCell<Vec<Arc<dyn SettleDropped>>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Records a slot the running callee dropped unanswered.
+///
+/// Never inlined, like every thread-local access from a process's stack (see
+/// `carrier::with_current`).
+#[inline(never)]
+fn defer_dropped(slot: Arc<dyn SettleDropped>) {
+    DROPPED_BY_CALLEE.with(|dropped| dropped.borrow_mut().push(slot));
+}
+
+/// Settles, as "no reply", the calls whose `ReplyTo` the running activation
+/// dropped itself (step 5 of the protocol). The carrier calls this before every
+/// suspension of an activation and when one ends; it costs a thread-local look when
+/// there is nothing to settle.
+#[inline(never)]
+pub(crate) fn settle_dropped_replies() {
+    let dropped = DROPPED_BY_CALLEE.with(|dropped| {
+        let mut dropped = dropped.borrow_mut();
+        if dropped.is_empty() {
+            Vec::new()
+        } else {
+            mem::take(&mut *dropped)
+        }
+    });
+    for slot in dropped {
+        slot.settle_dropped();
+    }
+}
+
 /// The handle a callee answers a [`Pid::call`] with. It travels inside the request;
 /// [`reply`](ReplyTo::reply) sends the one answer back to the caller.
 ///
 /// It can be sent anywhere (another process may answer on the callee's behalf),
 /// but not cloned: a call gets one reply. Dropping it without replying ends the
-/// call at once with [`CallError::NoReply`] (or, if it is dropped because the
-/// callee is ending, [`CallError::Exited`] with the callee's exit reason).
-pub struct ReplyTo<R> {
+/// call with [`CallError::NoReply`]; if the callee ends without replying, the call
+/// fails with [`CallError::Exited`] and the callee's exit reason instead, also when
+/// the callee dropped the handle itself just before it ended (a handler that calls
+/// `cx.stop()` without replying, a free-running process that returns with the
+/// request in hand). So a drop by another process fails the call at once; a drop
+/// by the callee itself, once the callee next waits or ends its activation.
+///
+/// `R: 'static`, as for every call (see [`Pid::call`]).
+pub struct ReplyTo<R: 'static> {
     /// The slot shared with the caller; `reply` takes it, so the drop that follows
     /// does nothing.
     slot: Option<Arc<Slot<R>>>,
 }
 
-impl<R> ReplyTo<R> {
+impl<R: 'static> ReplyTo<R> {
     /// Answers the call. Returns true if the caller was still waiting and gets
     /// `value`; false if the call was already over (the caller timed out, was
     /// killed, or learnt that the callee had ended), in which case `value` is
@@ -243,20 +353,28 @@ impl<R> ReplyTo<R> {
     }
 }
 
-impl<R> Drop for ReplyTo<R> {
+impl<R: 'static> Drop for ReplyTo<R> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            let dropped = if slot.callee_unwinds_here() {
-                Reply::Unwound
-            } else {
-                Reply::Dropped
-            };
-            let _ = slot.settle(dropped);
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        match slot.dropped_by() {
+            Dropper::CalleeUnwinding => {
+                let _ = slot.settle(Reply::Unwound);
+            }
+            Dropper::CalleeRunning => {
+                if slot.settle(Reply::DroppedByCallee).is_ok() {
+                    defer_dropped(slot);
+                }
+            }
+            Dropper::Other => {
+                let _ = slot.settle(Reply::Dropped);
+            }
         }
     }
 }
 
-impl<R> fmt::Debug for ReplyTo<R> {
+impl<R: 'static> fmt::Debug for ReplyTo<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplyTo").finish_non_exhaustive()
     }
@@ -459,6 +577,17 @@ mod tests {
         let slot = Slot::<u32>::new(0);
         assert!(slot.settle(Reply::Unwound).is_ok());
         assert!(slot.settle(Reply::Dropped).is_err());
+        assert!(slot.settle(Reply::Exited(Exit::Killed)).is_ok());
+
+        // A drop by the running callee waits to be settled, by its exit or as a drop.
+        let slot = Slot::<u32>::new(0);
+        assert!(slot.settle(Reply::DroppedByCallee).is_ok());
+        assert!(slot.settle(Reply::Value(1)).is_err());
+        assert!(slot.settle(Reply::Exited(Exit::Normal)).is_ok());
+        assert!(slot.settle(Reply::Dropped).is_err(), "the exit came first");
+        let slot = Slot::<u32>::new(0);
+        assert!(slot.settle(Reply::DroppedByCallee).is_ok());
+        assert!(slot.settle(Reply::Dropped).is_ok(), "the callee lived on");
         assert!(slot.settle(Reply::Exited(Exit::Killed)).is_ok());
 
         let slot = Slot::<u32>::new(0);

@@ -177,6 +177,9 @@ impl Frame<'_> {
             panic::resume_unwind(Box::new(Cancelled));
         }
         self.raise_recorded_exit();
+        // Calls this activation dropped unanswered are settled before it suspends
+        // (call.rs, step 5).
+        crate::call::settle_dropped_replies();
         set_current(ptr::null::<Frame<'static>>());
         match self.yielder.suspend(why) {
             Resume::Continue => {
@@ -322,6 +325,7 @@ impl Carrier {
                 let outcome =
                     panic::catch_unwind(AssertUnwindSafe(|| frame.process().activate(&frame)));
                 set_current(ptr::null::<Frame<'static>>());
+                crate::call::settle_dropped_replies();
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
                     Err(payload) if payload.is::<Cancelled>() => return,

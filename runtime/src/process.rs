@@ -37,7 +37,7 @@ use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
 use crate::rights::{wake, Waker};
 use crate::scheduler::Shared;
-use crate::signal::{RelationsLock, Signal};
+use crate::signal::{RelationsLock, Signal, Signals};
 use crate::state::StateWord;
 use crate::time::{Interval, TimerRef};
 
@@ -75,7 +75,7 @@ pub(crate) struct Header {
     /// process is first scheduled.
     slot: UnsafeCell<usize>,
     /// Signals from other processes (links, monitors, kill, stop): see signal.rs.
-    pub(crate) signals: Mailbox<Signal>,
+    pub(crate) signals: Signals,
     /// Links, watchers and the trap-exits flag.
     pub(crate) relations: RelationsLock,
 }
@@ -88,7 +88,7 @@ impl Header {
             shared,
             carrier: UnsafeCell::new(None),
             slot: UnsafeCell::new(usize::MAX),
-            signals: Mailbox::new(),
+            signals: Signals::new(),
             relations: RelationsLock::default(),
         }
     }
@@ -276,9 +276,21 @@ impl<M: Send + 'static> Pid<M> {
         ProcessId(self.inner.core().header.id)
     }
 
+    /// The process's header.
+    pub(crate) fn header(&self) -> &Header {
+        &self.inner.core().header
+    }
+
     /// Sends `msg` after `delay`, from the runtime's timeout thread. The returned
     /// [`TimerRef`] can cancel it; dropping it does not. Fails, handing the message
-    /// back, if the runtime has shut down.
+    /// back, if the process has exited or the runtime has shut down.
+    ///
+    /// The timer lives no longer than the process: if the process exits before the
+    /// delay is up, the timer is cancelled and the message dropped as it exits (as
+    /// Erlang cancels a timer to a process that is not alive), so a long delay to a
+    /// short-lived process holds nothing for long. A panic in the message's
+    /// destructor, wherever the runtime drops it, is reported (a `tracing` error and
+    /// a line on standard error) and goes no further.
     ///
     /// ```
     /// use std::time::Duration;
@@ -299,8 +311,19 @@ impl<M: Send + 'static> Pid<M> {
     }
 
     /// Sends `make()` every `period`, the first one period from now, until the
-    /// returned [`Interval`] is cancelled, this process exits, or the runtime shuts
-    /// down. Ticks keep a fixed rate: a late tick does not push the later ones back.
+    /// returned [`Interval`] is cancelled, this process exits, `make` panics, or the
+    /// runtime shuts down. Ticks keep a fixed rate: a late tick does not push the
+    /// later ones back. When the interval stops, `make` is dropped; when it stops
+    /// because the process exited, that happens as the process exits, not at the
+    /// next tick.
+    ///
+    /// `make` runs on the runtime's timeout thread, the one thread that ends every
+    /// timed wait of the runtime (`sleep`, `receive_timeout`, call timeouts, IO
+    /// deadlines, supervisor backoffs). So it must be quick and must not block: no
+    /// locks held by processes, no blocking channel, no IO, no `call`; while it
+    /// runs, every deadline of the runtime waits. If it panics, the panic is
+    /// reported (a `tracing` error and a line on standard error), this interval
+    /// stops ([`Interval::is_active`] turns false) and nothing else is affected.
     pub fn send_interval(
         &self,
         make: impl FnMut() -> M + Send + 'static,
@@ -336,7 +359,10 @@ impl<M: Send + 'static> Pid<M> {
     /// * the process ending: [`CallError::Exited`] with its reason, as soon as it
     ///   ends, also when it had ended before the call (the request is then never
     ///   built) or the request could not be delivered;
-    /// * the reply handle dropped unanswered: [`CallError::NoReply`], at once;
+    /// * the reply handle dropped unanswered while the callee lives on:
+    ///   [`CallError::NoReply`], at once (when the callee drops it itself, once it
+    ///   next waits, so that a callee that stops without replying reports its exit
+    ///   as above);
     /// * the timeout: [`CallError::Timeout`]. A reply that comes later is dropped:
     ///   it never shows up in the caller's mailbox or anywhere else.
     ///

@@ -15,15 +15,21 @@
 //!
 //! # Delivery, step by step
 //!
-//! 1. The sender pushes the signal onto the target's signal queue (a `SeqCst` CAS,
-//!    as for messages); a closed queue means the target has ended, and the signal
-//!    is dropped.
+//! 1. The sender puts the signal in the target's signal queue: a kill or a stop
+//!    sets a flag, an exit signal or a `Down` is pushed (each a `SeqCst`
+//!    read-modify-write, as a message push is); a closed queue means the target has
+//!    ended, and the signal is dropped.
 //! 2. It then tries to take the target's run rights from whatever wait the target
 //!    is in ([`StateWord::interrupt`](crate::state::StateWord::interrupt)); the
 //!    winner schedules it. A worker that publishes a wait re-checks the signal queue
-//!    afterwards, exactly as it re-checks the mailbox, so no signal is stranded.
-//! 3. The target handles fatal signals whenever it resumes, and notices when it asks
-//!    for them (handler processes: between messages, through [`Process::notice`]).
+//!    afterwards, exactly as it re-checks the mailbox, so no signal is stranded:
+//!    the re-check sees a new signal, and a pending fatal one wherever it sits.
+//! 3. The target handles fatal signals whenever it resumes (one load when there
+//!    are none), and notices when it asks for them (handler processes: between
+//!    messages, through [`Process::notice`]).
+//!
+//! Where the signals wait, why kills and stops are flags rather than queued
+//! signals, and the lost stop that taught us so, is in `signal/queue.rs`.
 //!
 //! A process's links and watchers live behind a short lock in its header. An
 //! ending process takes that lock, marks itself ended and sends its signals while
@@ -31,16 +37,46 @@
 //! of them happens wholly before the end (and the end sees it) or wholly after
 //! (and sees the process as ended).
 //!
+//! # What an ending process lets go of
+//!
+//! Besides telling others, an ending process releases what others keep on its
+//! account, so that a long-lived process does not collect the remains of short-lived
+//! ones:
+//!
+//! 1. **Timers addressed to it** (`send_after` letters, `send_interval`s) are
+//!    cancelled, their messages and closures dropped. They are bound to it when
+//!    armed (in its relations, under the lock, refused once it has exited) and
+//!    unbound when delivered or cancelled. The ending process takes them out under
+//!    its lock *before* it announces its end, and cancels them with the lock
+//!    released, since dropping a message runs user code; so by the time a watcher
+//!    gets the `Down`, they are gone.
+//! 2. **Its own monitors** are removed from the processes it watched, after the
+//!    announcement and with its own lock released, one target lock at a time: a
+//!    target that ends meanwhile holds its own lock while it signals, and never
+//!    takes another process's relations lock, so no two locks are ever held in
+//!    opposite orders. A watcher that reads a `Down` forgets that monitor then.
+//!
+//! Every list here is a slab: a monitor, a hook or a timer knows its slot and is
+//! removed in O(1), never by scanning, and a list that empties gives its memory
+//! back.
+//!
 //! [`Process::notice`]: crate::Process::notice
+
+mod queue;
 
 use std::fmt;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
+use slab::Slab;
 
 use crate::error::Exit;
-use crate::process::{ProcessId, Run, Task};
+use crate::process::{Header, ProcessId, Run, Task};
 use crate::rights::{wake, Waker};
+use crate::time::BoundTimer;
+
+use queue::Flagged;
+pub(crate) use queue::Signals;
 
 /// A signal in a process's signal queue.
 pub(crate) enum Signal {
@@ -51,9 +87,9 @@ pub(crate) enum Signal {
         /// Why.
         reason: Exit,
     },
-    /// End now, untrappably.
+    /// End now, untrappably. Kept as a flag, never in the queue proper.
     Kill,
-    /// End gracefully.
+    /// End gracefully. Kept as a flag, never in the queue proper.
     Stop,
     /// A monitored process ended.
     Down(Down),
@@ -66,7 +102,14 @@ pub struct MonitorRef {
     id: u64,
     /// The watched process.
     target: Weak<dyn Run>,
+    /// Its slot among the target's watchers (`NO_SLOT` if the target had ended).
+    at_target: usize,
+    /// Its slot among the watcher's own monitors.
+    at_watcher: usize,
 }
+
+/// The slot of a monitor that is in no list.
+const NO_SLOT: usize = usize::MAX;
 
 impl MonitorRef {
     /// The watched process's id.
@@ -120,26 +163,52 @@ pub enum Notice {
     },
 }
 
-/// A process's links, watchers and flags.
+/// A process's links, watchers and the rest of what its end concerns. (Whether it
+/// traps exits is a flag of its signal queue.)
 #[derive(Default)]
 pub(crate) struct Relations {
     /// Set when the process ends; links and monitors made later see it.
     ended: bool,
-    /// Whether exit signals from links become notices instead of ending the process.
-    trap_exits: bool,
     /// The lists, allocated on first use: most processes never link or get watched.
     lists: Option<Box<Lists>>,
 }
 
-/// Who to tell when the process ends.
+/// Who to tell, and what to release, when the process ends.
 #[derive(Default)]
 struct Lists {
     /// Linked processes.
     links: Vec<(ProcessId, Weak<dyn Run>)>,
-    /// Monitors on this process, with their watchers.
-    watchers: Vec<(MonitorRef, Weak<dyn Run>)>,
-    /// Code to run when the process ends (name registry, groups, calls).
-    hooks: Vec<(u64, ExitHook)>,
+    /// Monitors on this process, with their watchers; a monitor's `at_target` is
+    /// its slot.
+    watchers: Slab<(MonitorRef, Weak<dyn Run>)>,
+    /// Monitors this process holds on others, removed from them when it ends; a
+    /// monitor's `at_watcher` is its slot.
+    monitoring: Slab<MonitorRef>,
+    /// Code to run when the process ends (name registry, groups, calls), with
+    /// each hook's id.
+    hooks: Slab<(u64, ExitHook)>,
+    /// Timers addressed to this process, cancelled when it ends, with each
+    /// binding's id.
+    timers: Slab<(u64, BoundTimer)>,
+}
+
+/// A slab that has emptied out after holding this many entries gives its memory
+/// back. Below it, keeping the allocation saves churn for the next few entries;
+/// above it, a burst (ten thousand callers, say) would otherwise pin its peak.
+/// Picked out of thin air.
+const KEEP_EMPTY_SLOTS: usize = 64;
+
+/// Removes the entry at `slot` if `is_it` recognises it (a stale slot may hold a
+/// newer entry), and frees the slab's storage once it is empty and large.
+fn remove_slot<T>(slab: &mut Slab<T>, slot: usize, is_it: impl FnOnce(&T) -> bool) -> Option<T> {
+    if !slab.get(slot).is_some_and(is_it) {
+        return None;
+    }
+    let removed = slab.remove(slot);
+    if slab.is_empty() && slab.capacity() > KEEP_EMPTY_SLOTS {
+        *slab = Slab::new();
+    }
+    Some(removed)
 }
 
 /// Code run once when a process ends, with its exit reason, on the thread of the
@@ -149,7 +218,12 @@ pub(crate) type ExitHook = Box<dyn FnOnce(&Exit) + Send>;
 
 /// Identifies an exit hook, to remove it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HookId(u64);
+pub(crate) struct HookId {
+    /// Its slot in the process's hooks.
+    slot: usize,
+    /// Unique within the runtime, so that a reused slot is not mistaken for it.
+    id: u64,
+}
 
 /// Registers `hook` to run when `target` ends. If it has ended already, the hook
 /// runs now with [`Exit::NoProc`] and None is returned.
@@ -161,19 +235,72 @@ pub(crate) fn on_exit(target: &dyn Run, hook: ExitHook) -> Option<HookId> {
         hook(&Exit::NoProc);
         return None;
     }
-    relations.lists().hooks.push((id, hook));
-    Some(HookId(id))
+    let slot = relations.lists().hooks.insert((id, hook));
+    Some(HookId { slot, id })
 }
 
-/// Removes an exit hook; true if it was still registered (so it will never run).
+/// Removes an exit hook, in O(1); true if it was still registered (so it will
+/// never run).
 pub(crate) fn remove_exit_hook(target: &dyn Run, hook: HookId) -> bool {
-    let mut relations = target.header().relations.lock();
-    let Some(lists) = relations.lists.as_mut() else {
-        return false;
+    let removed = {
+        let mut relations = target.header().relations.lock();
+        let Some(lists) = relations.lists.as_mut() else {
+            return false;
+        };
+        remove_slot(&mut lists.hooks, hook.slot, |(id, _)| *id == hook.id)
     };
-    let before = lists.hooks.len();
-    lists.hooks.retain(|(id, _)| *id != hook.0);
-    lists.hooks.len() != before
+    // Dropped outside the lock, like everything a hook may hold.
+    removed.is_some()
+}
+
+/// Where a timer sits among its target's bound timers, to unbind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Binding {
+    /// Its slot in the target's timers.
+    slot: usize,
+    /// Unique within the runtime, so that a reused slot is not mistaken for it.
+    id: u64,
+}
+
+/// Binds a timer to `target`'s life (see "What an ending process lets go of").
+/// `arm` runs under the target's relations lock, with the binding the timer is to
+/// carry; it arms the timer and returns what to cancel when the target ends (None
+/// if it could not arm), and a result for the caller. Returns None, without running
+/// `arm`, if the target has exited already.
+///
+/// `arm` may take the timer thread's lock (the one lock ever taken under a
+/// relations lock besides the registry's and the groups'), but must not drop
+/// anything that runs user code.
+pub(crate) fn bind_timer<T>(
+    target: &Header,
+    arm: impl FnOnce(Binding) -> (Option<BoundTimer>, T),
+) -> Option<T> {
+    let id = target.shared.next_id();
+    let mut relations = target.relations.lock();
+    // `retire` marks a process exited before it announces its end, and the
+    // announcement takes this lock to take the timers out: seen alive here, the
+    // process will find this timer when it ends.
+    if relations.ended || target.state.is_exited() {
+        return None;
+    }
+    let timers = &mut relations.lists().timers;
+    let entry = timers.vacant_entry();
+    let (bound, result) = arm(Binding {
+        slot: entry.key(),
+        id,
+    });
+    if let Some(bound) = bound {
+        entry.insert((id, bound));
+    }
+    Some(result)
+}
+
+/// Unbinds a timer that was delivered or cancelled, in O(1). What it held is handed
+/// back, for the caller to drop outside the lock.
+pub(crate) fn unbind_timer(target: &Header, binding: Binding) -> Option<BoundTimer> {
+    let mut relations = target.relations.lock();
+    let lists = relations.lists.as_mut()?;
+    remove_slot(&mut lists.timers, binding.slot, |(id, _)| *id == binding.id).map(|(_, t)| t)
 }
 
 impl Relations {
@@ -246,14 +373,29 @@ pub(crate) fn unlink(a: &Task, b: &Task) {
     }
 }
 
-/// Starts monitoring `target` on behalf of `watcher`.
+/// Starts monitoring `target` on behalf of `watcher`, the running process.
+///
+/// The monitor goes into two lists, one lock at a time: the watcher's own (so that
+/// its end removes the monitor from the target), then the target's (so that the
+/// target's end sends the `Down`).
 pub(crate) fn monitor(watcher: &Task, target: &Task) -> MonitorRef {
-    let monitor = MonitorRef {
-        id: watcher.header().shared.next_id(),
+    let id = watcher.header().shared.next_id();
+    let mut monitor = MonitorRef {
+        id,
         target: Arc::downgrade(target),
+        at_target: NO_SLOT,
+        at_watcher: NO_SLOT,
     };
+    {
+        let mut relations = watcher.header().relations.lock();
+        let monitoring = &mut relations.lists().monitoring;
+        let entry = monitoring.vacant_entry();
+        monitor.at_watcher = entry.key();
+        entry.insert(monitor.clone());
+    }
     let mut relations = target.header().relations.lock();
     if relations.ended {
+        drop(relations);
         deliver(
             &**watcher,
             Signal::Down(Down {
@@ -262,23 +404,57 @@ pub(crate) fn monitor(watcher: &Task, target: &Task) -> MonitorRef {
                 reason: Exit::NoProc,
             }),
         );
-    } else {
-        relations
-            .lists()
-            .watchers
-            .push((monitor.clone(), Arc::downgrade(watcher)));
+        return monitor;
+    }
+    let watchers = &mut relations.lists().watchers;
+    let entry = watchers.vacant_entry();
+    monitor.at_target = entry.key();
+    entry.insert((monitor.clone(), Arc::downgrade(watcher)));
+    drop(relations);
+    // The watcher's copy learns the target slot too, for its end to find it.
+    if let Some(lists) = watcher.header().relations.lock().lists.as_mut() {
+        if let Some(own) = lists.monitoring.get_mut(monitor.at_watcher) {
+            if own.id == id {
+                own.at_target = monitor.at_target;
+            }
+        }
     }
     monitor
+}
+
+/// Removes `monitor` from its target's watchers, if both are still there; what
+/// the entry held is dropped after the lock is released.
+fn unwatch(monitor: &MonitorRef) {
+    let Some(target) = monitor.target.upgrade() else {
+        return;
+    };
+    let removed = {
+        let mut relations = target.header().relations.lock();
+        relations.lists.as_mut().and_then(|lists| {
+            remove_slot(&mut lists.watchers, monitor.at_target, |(m, _)| {
+                m == monitor
+            })
+        })
+    };
+    drop(removed);
+}
+
+/// Removes `monitor` from the monitors `watcher` holds.
+fn forget_monitor(watcher: &dyn Run, monitor: &MonitorRef) {
+    let removed = {
+        let mut relations = watcher.header().relations.lock();
+        relations.lists.as_mut().and_then(|lists| {
+            remove_slot(&mut lists.monitoring, monitor.at_watcher, |m| m == monitor)
+        })
+    };
+    drop(removed);
 }
 
 /// Removes a monitor; afterwards no `Down` for it reaches `watcher`, which must be
 /// the running process (it purges its own signal queue).
 pub(crate) fn demonitor(watcher: &dyn Run, monitor: &MonitorRef) {
-    if let Some(target) = monitor.target.upgrade() {
-        if let Some(lists) = target.header().relations.lock().lists.as_mut() {
-            lists.watchers.retain(|(m, _)| m != monitor);
-        }
-    }
+    unwatch(monitor);
+    forget_monitor(watcher, monitor);
     // A target that ended before the lock above has queued its notice already
     // (it sends under the same lock): take it back out.
     // Safety: the watcher is the running process, its signal queue's one consumer.
@@ -292,14 +468,28 @@ pub(crate) fn demonitor(watcher: &dyn Run, monitor: &MonitorRef) {
 
 /// Sets whether the process traps exits; returns the previous setting.
 pub(crate) fn set_trap_exits(process: &dyn Run, trap: bool) -> bool {
-    std::mem::replace(&mut process.header().relations.lock().trap_exits, trap)
+    process.header().signals.set_trap_exits(trap)
 }
 
-/// Tells links and watchers that `process` ended with `exit`. Called once, by the
-/// ending process.
+/// Tells links and watchers that `process` ended with `exit`, and lets go of what
+/// others kept on its account (see the module comment). Called once, by the ending
+/// process, after `retire` marked it exited.
 pub(crate) fn announce_exit(process: &dyn Run, exit: &Exit) {
     let header = process.header();
     let id = ProcessId(header.id);
+    // Step 1 of "What an ending process lets go of": no timer can be bound any more
+    // (the process is exited), so the ones taken here are all there are.
+    let timers = header
+        .relations
+        .lock()
+        .lists
+        .as_mut()
+        .map(|lists| std::mem::take(&mut lists.timers));
+    if let Some(timers) = timers {
+        for (_, (_, timer)) in timers {
+            timer.release(&header.shared.timers);
+        }
+    }
     let mut relations = header.relations.lock();
     relations.ended = true;
     let Some(lists) = relations.lists.take() else {
@@ -317,10 +507,17 @@ pub(crate) fn announce_exit(process: &dyn Run, exit: &Exit) {
             );
         }
     }
-    for (_, hook) in lists.hooks {
+    let Lists {
+        links,
+        watchers,
+        monitoring,
+        hooks,
+        timers,
+    } = *lists;
+    for (_, (_, hook)) in hooks {
         hook(exit);
     }
-    for (monitor, watcher) in lists.watchers {
+    for (_, (monitor, watcher)) in watchers {
         if let Some(watcher) = watcher.upgrade() {
             deliver(
                 &*watcher,
@@ -332,41 +529,68 @@ pub(crate) fn announce_exit(process: &dyn Run, exit: &Exit) {
             );
         }
     }
+    drop(relations);
+    drop(links);
+    // Empty (see step 1), but should one have slipped in, it goes too.
+    for (_, (_, timer)) in timers {
+        timer.release(&header.shared.timers);
+    }
+    // Step 2: this process's own monitors, one target lock at a time.
+    for monitor in monitoring.into_iter().map(|(_, m)| m) {
+        unwatch(&monitor);
+    }
 }
 
-/// The running process's pending fatal signal, if any: a kill, a stop, or a
-/// failure of a linked process while it does not trap exits. Normal exit signals
+/// The running process's pending fatal signal, if any: a kill, a failure of a
+/// linked process while it does not trap exits, or a stop. Normal exit signals
 /// that are not trapped are dropped on the way (with their link).
+///
+/// With none pending, the common case, this is one load, whatever else is queued.
 ///
 /// # Safety
 /// `process` is the running process (its signal queue's one consumer).
 pub(crate) unsafe fn take_fatal(process: &dyn Run) -> Option<Exit> {
-    let header = process.header();
-    if header.signals.is_empty() {
+    let signals = &process.header().signals;
+    if !signals.has_fatal() {
         return None;
     }
-    let trap = header.relations.lock().trap_exits;
-    loop {
+    match signals.take_flagged() {
+        Flagged::Kill => return Some(Exit::Killed),
+        Flagged::Stop if signals.traps_exits() || !signals.has_exits() => {
+            return Some(Exit::Stopped)
+        }
+        // A linked failure queued beside a stop ends the process with its reason;
+        // the stop is spent either way.
+        Flagged::Stop => {
+            // Safety: passed on from the caller.
+            return Some(unsafe { take_linked_failure(process) }.unwrap_or(Exit::Stopped));
+        }
+        Flagged::Neither => {}
+    }
+    // Safety: passed on from the caller.
+    unsafe { take_linked_failure(process) }
+}
+
+/// Takes the queued exit signals of a process that does not trap them, up to the
+/// first failure, whose reason it returns; normal ones are dropped with their link.
+///
+/// # Safety
+/// As for [`take_fatal`].
+unsafe fn take_linked_failure(process: &dyn Run) -> Option<Exit> {
+    let signals = &process.header().signals;
+    while signals.has_exits() && !signals.traps_exits() {
         // Safety: passed on from the caller.
-        let signal = unsafe {
-            header.signals.pop_matching(|s| match s {
-                Signal::Kill | Signal::Stop => true,
-                Signal::Exit { .. } => !trap,
-                Signal::Down(_) => false,
-            })
-        }?;
-        match signal {
-            Signal::Kill => return Some(Exit::Killed),
-            Signal::Stop => return Some(Exit::Stopped),
-            Signal::Exit { from, reason } => {
-                forget_link(process, from);
-                if reason.is_failure() {
-                    return Some(reason);
-                }
-            }
-            Signal::Down(_) => unreachable!("not matched above"),
+        let signal = unsafe { signals.pop_matching(|s| matches!(s, Signal::Exit { .. })) };
+        // Counted but not pushed yet: the sender is between the two steps.
+        let Some(Signal::Exit { from, reason }) = signal else {
+            return None;
+        };
+        forget_link(process, from);
+        if reason.is_failure() {
+            return Some(reason);
         }
     }
+    None
 }
 
 /// The running process's next notice (a `Down`, or a trapped exit signal).
@@ -375,28 +599,31 @@ pub(crate) unsafe fn take_fatal(process: &dyn Run) -> Option<Exit> {
 /// `process` is the running process (its signal queue's one consumer), and it has
 /// taken its fatal signals first ([`take_fatal`]).
 pub(crate) unsafe fn take_notice(process: &dyn Run) -> Option<Notice> {
-    let header = process.header();
-    if header.signals.is_empty() {
+    let signals = &process.header().signals;
+    if signals.is_empty() {
         return None;
     }
     // Exit signals are notices only while the process traps them; otherwise they
     // are left for `take_fatal`.
-    let trap = header.relations.lock().trap_exits;
+    let trap = signals.traps_exits();
     // Safety: passed on from the caller.
     let signal = unsafe {
-        header.signals.pop_matching(|s| match s {
+        signals.pop_matching(|s| match s {
             Signal::Down(_) => true,
             Signal::Exit { .. } => trap,
             Signal::Kill | Signal::Stop => false,
         })
     }?;
     match signal {
-        Signal::Down(down) => Some(Notice::Down(down)),
+        Signal::Down(down) => {
+            forget_monitor(process, &down.monitor);
+            Some(Notice::Down(down))
+        }
         Signal::Exit { from, reason } => {
             forget_link(process, from);
             Some(Notice::Exit { from, reason })
         }
-        Signal::Kill | Signal::Stop => unreachable!("not matched above"),
+        Signal::Kill | Signal::Stop => unreachable!("never queued (see queue.rs)"),
     }
 }
 

@@ -19,6 +19,12 @@
 //!    code runs between publishing and parking: `fire` might park and unpark on its own
 //!    (a blocking channel does), and could otherwise swallow our wake-up token.
 //!
+//! `fire` is the caller's code, and so are the payloads' destructors; either may
+//! panic. One panic must not end the thread, or every later deadline would silently
+//! never come. So each call of `fire` in step 4, and each drop of an abandoned payload
+//! at shutdown, runs under `catch_unwind`; a panic is reported (see [`report_panic`])
+//! and the thread goes on with the next payload.
+//!
 //! Why an insert racing the thread's decision to sleep is never missed. Both sides meet
 //! on the lock: either the insert's lock comes first, and the thread's turn takes the
 //! new deadline from the queue, or the thread's lock comes first, and then the insert's
@@ -44,7 +50,9 @@ use crate::entries::{Backlog, Entries};
 use crate::heap::DeadlineHeap;
 use crate::sync::{self, park, park_timeout, Arc, AtomicU64, JoinHandle, Mutex, Ordering, Thread};
 use crate::{Stats, TimerKey};
+use std::any::Any;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 /// `parked_until` while the thread is awake: no insert needs to wake it.
@@ -110,7 +118,9 @@ impl<T: Send + 'static> TimerThread<T> {
     /// cancelled.
     ///
     /// `fire` should be quick: it delays every deadline behind it. If it panics, the
-    /// timer thread stops: pending payloads are dropped and later inserts fail.
+    /// panic is caught and reported (a `tracing` error event and a line on standard
+    /// error) and the thread goes on with the next payload; the payload that `fire`
+    /// was given is gone.
     pub fn start(name: &str, fire: impl FnMut(T) + Send + 'static) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             entries: Mutex::new(Entries::new()),
@@ -138,8 +148,9 @@ impl<T: Send + 'static> TimerThread<T> {
         self.handle.clone()
     }
 
-    /// Stops and joins the thread; every pending payload is dropped (destructors run)
-    /// and later inserts fail. Also done on drop. Idempotent.
+    /// Stops and joins the thread; every pending payload is dropped (destructors run,
+    /// and one that panics is reported and does not keep the others from being
+    /// dropped) and later inserts fail. Also done on drop. Idempotent.
     ///
     /// Payloads that were already due and taken out for firing are still fired before
     /// the thread exits. Called from within `fire`, this stops the thread without
@@ -147,7 +158,7 @@ impl<T: Send + 'static> TimerThread<T> {
     pub fn shutdown(&mut self) {
         let abandoned = self.handle.shared.entries.lock().close();
         // Destructors run with the lock released: a payload may hold a handle and use it.
-        drop(abandoned);
+        drop_each(abandoned);
         self.handle.thread.unpark();
         let Some(join) = self.join.take() else {
             return;
@@ -237,14 +248,46 @@ fn deadline_after(now: Instant, delay: Duration) -> Instant {
     }
 }
 
-/// Closes the timer if the thread leaves `run` without a shutdown, which only a panic
-/// in `fire` can cause: inserts must not succeed into a timer nobody runs.
+/// Closes the timer if the thread leaves `run` without a shutdown, which only a bug of
+/// this crate could cause now that `fire` is contained: inserts must not succeed into
+/// a timer nobody runs.
 struct CloseOnExit<'a, T>(&'a Shared<T>);
 
 impl<T> Drop for CloseOnExit<'_, T> {
     fn drop(&mut self) {
         let abandoned = self.0.entries.lock().close();
-        drop(abandoned);
+        drop_each(abandoned);
+    }
+}
+
+/// Drops each payload; a destructor that panics is reported, and the rest are still
+/// dropped.
+fn drop_each<T>(payloads: Vec<T>) {
+    for payload in payloads {
+        if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            report_panic(
+                "a pending timer's payload panicked in its destructor",
+                panic,
+            );
+        }
+    }
+}
+
+/// Reports a panic caught on the timer thread (or in a shutdown): as a `tracing` error
+/// event, for programs that collect them, and as one line on standard error, for
+/// those with no subscriber, which would otherwise not learn that a timer's work was
+/// cut short. (The panic hook prints the panic itself as usual.)
+fn report_panic(what: &str, panic: Box<dyn Any + Send>) {
+    let message = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(message), _) => message,
+        (None, Some(message)) => message.as_str(),
+        (None, None) => "a panic with a non-string payload",
+    };
+    tracing::error!("{what}: {message}; the timer thread goes on");
+    eprintln!("fibra-timer: {what}: {message}; the timer thread goes on");
+    // A panic payload whose own destructor panics is not worth another word.
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(panic))) {
+        std::mem::forget(again);
     }
 }
 
@@ -274,7 +317,9 @@ fn run<T>(shared: &Shared<T>, mut fire: impl FnMut(T)) {
         // Step 4.
         if !due.is_empty() {
             for payload in due.drain(..) {
-                fire(payload);
+                if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| fire(payload))) {
+                    report_panic("a timer panicked as it fired", panic);
+                }
             }
             continue;
         }

@@ -241,32 +241,74 @@ fn fire_may_insert_again() {
 }
 
 #[test]
-fn a_panic_in_fire_closes_the_timer() {
-    /// Tells the test when it is dropped.
-    #[derive(Debug)]
-    struct Signal(mpsc::Sender<()>);
-    impl Drop for Signal {
-        fn drop(&mut self) {
-            let _ = self.0.send(());
-        }
+fn a_panic_in_fire_is_contained_and_the_thread_goes_on() {
+    let (fired, fired_rx) = mpsc::channel();
+    let thread = TimerThread::start("test-timers", move |n: u32| {
+        assert!(n % 2 == 0, "fire panicked on purpose");
+        fired.send(n).unwrap();
+    })
+    .unwrap();
+    let handle = thread.handle();
+    // A timer armed before the panics, due after them.
+    handle.insert_after(Duration::from_millis(30), 100).unwrap();
+    for n in 1..=6 {
+        handle.insert_after(Duration::ZERO, n).unwrap();
     }
-    let (dropped, dropped_rx) = mpsc::channel();
-    let thread = TimerThread::start(
+    for n in [2, 4, 6, 100] {
+        assert_eq!(fired_rx.recv_timeout(PATIENCE), Ok(n));
+    }
+    // Still open, still firing, still keeping time.
+    let start = Instant::now();
+    handle.insert_after(Duration::from_millis(20), 200).unwrap();
+    assert_eq!(fired_rx.recv_timeout(PATIENCE), Ok(200));
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    assert_eq!(handle.stats().fired, 8);
+}
+
+/// A payload whose destructor panics.
+#[derive(Debug)]
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("payload destructor panicked on purpose");
+    }
+}
+
+#[test]
+fn a_payload_destructor_that_panics_harms_neither_the_thread_nor_shutdown() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (fired, fired_rx) = mpsc::channel();
+    let mut thread = TimerThread::start(
         "test-timers",
-        |(panics, _signal): (bool, Option<Signal>)| {
-            assert!(!panics, "fire panicked on purpose");
+        move |(n, payload): (u32, Result<Counted, PanicsOnDrop>)| {
+            drop(payload);
+            fired.send(n).unwrap();
         },
     )
     .unwrap();
     let handle = thread.handle();
+    // Its destructor panics on the timer thread, inside `fire`, before the send.
     handle
-        .insert_after(Duration::from_secs(3600), (false, Some(Signal(dropped))))
+        .insert_after(Duration::ZERO, (1, Err(PanicsOnDrop)))
         .unwrap();
-    handle.insert_after(Duration::ZERO, (true, None)).unwrap();
-    dropped_rx
-        .recv_timeout(PATIENCE)
-        .expect("the pending payload is dropped when the thread stops");
-    assert!(handle.insert_after(Duration::ZERO, (false, None)).is_err());
+    handle
+        .insert_after(Duration::from_millis(5), (2, Ok(Counted(drops.clone()))))
+        .unwrap();
+    assert_eq!(fired_rx.recv_timeout(PATIENCE), Ok(2), "the thread went on");
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    // Abandoned at shutdown, between two that must still be dropped.
+    let far = Duration::from_secs(3600);
+    handle
+        .insert_after(far, (3, Ok(Counted(drops.clone()))))
+        .unwrap();
+    handle.insert_after(far, (4, Err(PanicsOnDrop))).unwrap();
+    handle
+        .insert_after(far, (5, Ok(Counted(drops.clone()))))
+        .unwrap();
+    thread.shutdown();
+    assert_eq!(drops.load(Ordering::SeqCst), 3);
+    assert_eq!(handle.stats().pending, 0);
 }
 
 /// Threads insert short timers and cancel half of them as they come close to firing:

@@ -1,0 +1,130 @@
+//! What a process that has ended leaves behind on the processes that outlive it:
+//! nothing. Measured with a counting allocator, so this file holds tests that must
+//! not run beside others that allocate; they take turns.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use common::within;
+use fibra::prelude::*;
+use fibra::Builder;
+
+/// Counts the bytes the program holds from the allocator.
+struct CountingAllocator;
+
+/// Bytes allocated and not yet freed.
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// Safety: every method passes its arguments on to the system allocator unchanged and
+// only adds bookkeeping beside it.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // Safety: the caller's contract for `alloc` is passed on.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // Safety: the caller's contract for `dealloc` is passed on.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // Safety: the caller's contract for `realloc` is passed on.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// The tests of this file run one at a time, so that each count sees only its own
+/// allocations.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A process that does nothing and lives as long as the test.
+struct Idle;
+
+impl Process for Idle {
+    type Message = ();
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+}
+
+/// A short-lived process that monitors `target` and stops at once.
+struct Watcher {
+    /// The long-lived process it watches.
+    target: AnyPid,
+}
+
+impl Process for Watcher {
+    type Message = ();
+
+    fn started(&mut self, cx: &mut Context<Self>) {
+        cx.monitor(&self.target);
+        cx.stop();
+    }
+
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+}
+
+#[test]
+fn watchers_that_exit_leave_no_monitor_on_a_long_lived_target() {
+    let _serial = one_at_a_time();
+    within(120, || {
+        const WATCHERS: usize = 10_000;
+        /// Watchers alive at once.
+        const BATCH: usize = 100;
+        // A monitor left on the target keeps its entry and the dead watcher's whole
+        // allocation (a `Weak` to it): hundreds of bytes a watcher. What may move
+        // meanwhile is bounded and reached in the warm-up (stack pools, queues,
+        // tables, the allocator's caches).
+        let limit = (WATCHERS * 24) as isize;
+        let rt = Builder::default().workers(2).build().expect("runtime");
+        let target = rt.spawn(Idle).unwrap().any();
+        let watch = move |rt: &Runtime, n: usize| {
+            let target = target.clone();
+            rt.block_on(move |cx| {
+                for _ in 0..n / BATCH {
+                    let watchers: Vec<_> = (0..BATCH)
+                        .map(|_| {
+                            cx.spawn(Watcher {
+                                target: target.clone(),
+                            })
+                        })
+                        .collect();
+                    for watcher in &watchers {
+                        common::await_end(cx, watcher);
+                    }
+                }
+                assert!(target.is_alive());
+            });
+        };
+        watch(&rt, 1_000);
+        let before = LIVE_BYTES.load(Ordering::SeqCst);
+        watch(&rt, WATCHERS);
+        let grown = LIVE_BYTES.load(Ordering::SeqCst) - before;
+        assert!(
+            grown < limit,
+            "{WATCHERS} watchers that exited left {grown} bytes on their target"
+        );
+    });
+}
