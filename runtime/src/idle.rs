@@ -137,7 +137,7 @@ impl Idle {
     /// sleeps (step 3).
     pub fn wake_worker(&self, index: usize) {
         fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) == 0 {
+        if self.sleeping.load(Ordering::SeqCst) == 0 {
             return;
         }
         let found = {

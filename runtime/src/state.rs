@@ -61,10 +61,7 @@
 //! 4. A message (or notification) that wins instead clears `TIMED`; the late timer
 //!    then fails its CAS, and the process cancels it when it runs.
 
-use crate::sync::{
-    seqcst_order_for_loom, spin_loop, yield_now, AtomicU64,
-    Ordering::{Release, SeqCst},
-};
+use crate::sync::{seqcst_order_for_loom, AtomicU64, Ordering::SeqCst};
 
 /// The process holds its run rights: it is running, or it sits on a run queue.
 const RUNNING: u64 = 0;
@@ -89,12 +86,14 @@ const TIMED: u64 = 1 << 4;
 /// rights; the next timed wait returns at once.
 const EXPIRED: u64 = 1 << 5;
 /// The process is being parked: the kind bits say what it will wait for, but its
-/// worker still holds the rights and re-checks the mailbox and signals. Nobody
-/// else writes the word meanwhile: a waker that finds this flag waits the few
-/// instructions until it clears (see [`StateWord::suspend`]).
+/// worker still holds the rights and re-checks the mailbox and signals. A waker
+/// that finds this flag cannot take the rights; it sets `WOKEN` instead.
 const PARKING: u64 = 1 << 6;
+/// A waker found the process `PARKING`: its worker keeps the rights and runs it
+/// again instead of finishing the park.
+const WOKEN: u64 = 1 << 7;
 /// What a process that was parking and runs again clears.
-const PARKED_BITS: u64 = KIND | TIMED | PARKING;
+const PARKED_BITS: u64 = KIND | TIMED | PARKING | WOKEN;
 /// The sequence number of the current timed wait starts at this bit.
 const SEQ_SHIFT: u32 = 8;
 /// One step of the sequence number.
@@ -176,34 +175,18 @@ impl StateWord {
     /// expiry for a timed wait), in which case the permit is consumed and the caller
     /// keeps the rights. The caller must hold the run rights.
     ///
-    /// Parking takes three steps, so that the caller never touches the process once
+    /// Parking takes two steps, so that the caller never touches the process once
     /// somebody else may own it (invariant 6):
     ///
-    /// 1. Mark the word `PARKING` with the wait's kind (a `SeqCst` CAS). From here
-    ///    on only the caller writes the word: a waker that sees the mark waits for
-    ///    it to clear, then tries again.
+    /// 1. Mark the word `PARKING` with the wait's kind. From here on a waker cannot
+    ///    take the rights; it sets `WOKEN` instead.
     /// 2. Re-check with `pending` (`SeqCst` loads of whatever can end the wait and
     ///    was pushed before step 1: the mailbox for a message wait, the signal
-    ///    queue for every wait). Work found: back to running, rights kept.
-    /// 3. Otherwise clear the mark with a plain `Release` store (nobody else writes
-    ///    the word while it is set, so no read-modify-write is needed). That store
-    ///    is the publication: the rights, and the reference they own, belong to the
-    ///    next waker, and the caller must not read the process again.
-    ///
-    /// ```text
-    ///   worker                                   sender
-    ///   ------                                   ------
-    ///   CAS  RUNNING -> WAIT_MSG|PARKING         mailbox.push(m)       (SeqCst)
-    ///   mailbox.has_new()?  (SeqCst)             load state            (SeqCst)
-    ///     no:  store WAIT_MSG  (last access)       RUNNING: the worker's re-check
-    ///     yes: store RUNNING, run it again                  is after this: it sees m
-    ///                                              PARKING: wait for the store, retry
-    ///                                              WAIT_MSG: CAS -> RUNNING, schedule
-    /// ```
-    ///
-    /// The wait in a waker lasts two loads and a store of the worker's, which runs
-    /// them with no lock held and no call out; it is the price of freeing the park
-    /// from a second read-modify-write.
+    ///    queue for every wait). Work found: clear the mark and keep the rights.
+    /// 3. Clear `PARKING` with a CAS that fails if a waker set `WOKEN` meanwhile
+    ///    (then the caller keeps the rights). A successful CAS is the publication:
+    ///    the rights, and the reference they own, belong to the next waker, and the
+    ///    caller must not read the process again.
     pub fn suspend(
         &self,
         wait: Wait,
@@ -220,7 +203,7 @@ impl StateWord {
             Deadline::Timed => (TIMED, permit | EXPIRED),
         };
         let mut current = self.word.load(SeqCst);
-        let parking = loop {
+        loop {
             debug_assert_eq!(
                 current & KIND,
                 RUNNING,
@@ -236,18 +219,36 @@ impl StateWord {
                 .compare_exchange_weak(current, next, SeqCst, SeqCst)
             {
                 Ok(_) if outcome == Suspension::Resumed => return outcome,
-                Ok(_) => break next,
+                Ok(_) => break,
                 Err(actual) => current = actual,
             }
-        };
+        }
         seqcst_order_for_loom();
         if pending() {
-            self.word.store(parking & !PARKED_BITS, Release);
+            self.unpark_self();
             return Suspension::Resumed;
         }
-        // The publication, and the last access to the process.
-        self.word.store(parking & !PARKING, Release);
-        Suspension::Parked
+        let mut current = self.word.load(SeqCst);
+        loop {
+            let (next, outcome) = if current & WOKEN != 0 {
+                (current & !PARKED_BITS, Suspension::Resumed)
+            } else {
+                (current & !PARKING, Suspension::Parked)
+            };
+            match self
+                .word
+                .compare_exchange_weak(current, next, SeqCst, SeqCst)
+            {
+                // After a successful publication: not one more access.
+                Ok(_) => return outcome,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Parking side: the re-check found work; back to running with the rights.
+    fn unpark_self(&self) {
+        self.word.fetch_and(!PARKED_BITS, SeqCst);
     }
 
     /// Sender side, after a successful push: take the rights if the process waits
@@ -262,11 +263,13 @@ impl StateWord {
     pub fn notify(&self) -> Rights {
         let mut current = self.word.load(SeqCst);
         loop {
-            if current & PARKING != 0 {
-                current = self.wait_out_parking();
-                continue;
-            }
             let next = match current & KIND {
+                WAIT_EVENT if current & PARKING != 0 => {
+                    if current & WOKEN != 0 {
+                        return Rights::Failed;
+                    }
+                    current | WOKEN
+                }
                 WAIT_EVENT => current & !KIND & !NOTIFIED & !TIMED,
                 EXITED => return Rights::Failed,
                 _ if current & NOTIFIED != 0 => return Rights::Failed,
@@ -276,7 +279,9 @@ impl StateWord {
                 .word
                 .compare_exchange_weak(current, next, SeqCst, SeqCst)
             {
-                Ok(_) if current & KIND == WAIT_EVENT => return Rights::Acquired,
+                Ok(_) if current & KIND == WAIT_EVENT && current & PARKING == 0 => {
+                    return Rights::Acquired
+                }
                 Ok(_) => return Rights::Failed,
                 Err(actual) => current = actual,
             }
@@ -292,13 +297,14 @@ impl StateWord {
             if (current >> SEQ_SHIFT) != seq & (u64::MAX >> SEQ_SHIFT) {
                 return Rights::Failed;
             }
-            if current & PARKING != 0 {
-                current = self.wait_out_parking();
-                continue;
-            }
             let (next, rights) = match current & KIND {
                 WAIT_MSG | WAIT_EVENT | WAIT_SLEEP if current & TIMED != 0 => {
-                    (current & !KIND & !TIMED, Rights::Acquired)
+                    if current & PARKING != 0 {
+                        // Its worker is still parking it: it runs again instead.
+                        ((current & !TIMED) | WOKEN, Rights::Failed)
+                    } else {
+                        (current & !KIND & !TIMED, Rights::Acquired)
+                    }
                 }
                 RUNNING if current & EXPIRED == 0 => (current | EXPIRED, Rights::Failed),
                 _ => return Rights::Failed,
@@ -356,36 +362,22 @@ impl StateWord {
         Rights::Failed
     }
 
-    /// One attempt to take the rights of a process seen suspended in `current`;
-    /// `Err` holds the value to try again with (a failed CAS, or the word after its
-    /// worker finished parking it).
+    /// One attempt to take the rights of a process seen suspended in `current`:
+    /// moves it to RUNNING, or, while its worker is still parking it, leaves
+    /// `WOKEN` for that worker (which then keeps the rights). `Err` holds the value
+    /// a failed CAS found.
     fn take_step(&self, current: u64) -> Result<Rights, u64> {
-        if current & PARKING != 0 {
-            return Err(self.wait_out_parking());
-        }
+        let (next, rights) = if current & PARKING != 0 {
+            if current & WOKEN != 0 {
+                return Ok(Rights::Failed);
+            }
+            (current | WOKEN, Rights::Failed)
+        } else {
+            (current & !KIND & !TIMED, Rights::Acquired)
+        };
         self.word
-            .compare_exchange_weak(current, current & !KIND & !TIMED, SeqCst, SeqCst)
-            .map(|_| Rights::Acquired)
-    }
-
-    /// Waits until the process's worker has finished parking it (step 3 of
-    /// [`StateWord::suspend`]) and returns the word then.
-    #[cold]
-    fn wait_out_parking(&self) -> u64 {
-        let mut spins = 0u32;
-        loop {
-            let current = self.word.load(SeqCst);
-            if current & PARKING == 0 {
-                return current;
-            }
-            spins += 1;
-            if spins < 64 {
-                spin_loop();
-            } else {
-                // The parking worker was preempted inside its few instructions.
-                yield_now();
-            }
-        }
+            .compare_exchange_weak(current, next, SeqCst, SeqCst)
+            .map(|_| rights)
     }
 }
 

@@ -9,15 +9,7 @@ pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Or
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Condvar, Mutex};
-#[cfg(not(loom))]
-pub(crate) use std::hint::spin_loop;
-#[cfg(not(loom))]
-pub(crate) use std::thread::yield_now;
 
-#[cfg(loom)]
-pub(crate) use loom::hint::spin_loop;
-#[cfg(loom)]
-pub(crate) use loom::thread::yield_now;
 
 #[cfg(loom)]
 pub(crate) use self::loom_locks::{Condvar, Mutex};

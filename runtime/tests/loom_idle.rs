@@ -2,8 +2,11 @@
 //! against a worker that parks, against the end of a search, and a push that only
 //! one worker may take (its inbox) against that worker parking. The real `Idle`
 //! runs under loom; the queues are a counter of work (the protocol only asks
-//! whether a queue is empty, after its fences). A stranded push shows up as a
-//! worker asleep for ever, which loom reports as a deadlock.
+//! whether a queue is empty, after its fences), pushed with a read-modify-write:
+//! loom 0.7 lets a later read-modify-write miss a plain store that a condvar
+//! wake-up ordered before it, a false alarm that has nothing to do with the
+//! protocol. A stranded push shows up as a worker asleep for ever, which loom
+//! reports as a deadlock.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p fibra-runtime --release --test loom_idle`
 #![cfg(loom)]
@@ -18,7 +21,7 @@ use loom::thread;
 /// it starts counted as searching.
 fn worker(idle: &Idle, index: usize, work: &AtomicUsize, mut searching: bool) {
     loop {
-        if work.swap(0, Ordering::Relaxed) > 0 {
+        if work.swap(0, Ordering::AcqRel) > 0 {
             if searching {
                 idle.end_search();
             }
@@ -28,7 +31,7 @@ fn worker(idle: &Idle, index: usize, work: &AtomicUsize, mut searching: bool) {
             idle.end_search();
             searching = false;
         }
-        if idle.park(index, || work.load(Ordering::Relaxed) > 0) == Woken::Searching {
+        if idle.park(index, || work.load(Ordering::Acquire) > 0) == Woken::Searching {
             searching = true;
         }
     }
@@ -43,7 +46,7 @@ fn a_push_against_a_parking_worker() {
         let pusher = {
             let (idle, work) = (idle.clone(), work.clone());
             thread::spawn(move || {
-                work.store(1, Ordering::Relaxed);
+                work.fetch_add(1, Ordering::Release);
                 idle.notify_one();
             })
         };
@@ -63,7 +66,7 @@ fn a_push_against_the_end_of_a_search() {
         let pusher = {
             let (idle, work) = (idle.clone(), work.clone());
             thread::spawn(move || {
-                work.store(1, Ordering::Relaxed);
+                work.fetch_add(1, Ordering::Release);
                 idle.notify_one();
             })
         };
@@ -91,7 +94,7 @@ fn a_push_to_one_workers_inbox_against_that_worker_parking() {
         let pusher = {
             let (idle, inbox) = (idle.clone(), inbox.clone());
             thread::spawn(move || {
-                inbox.store(1, Ordering::Relaxed);
+                inbox.fetch_add(1, Ordering::Release);
                 idle.wake_worker(1);
             })
         };
