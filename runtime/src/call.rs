@@ -57,7 +57,7 @@
 //!    `DroppedByCallee`, which is not final either and wakes nobody, and leaves the
 //!    slot in a list of its thread. The callee settles that list (turns each into
 //!    `Dropped` and wakes the caller) when it next suspends or its activation ends
-//!    (`settle_dropped_replies`, called by the carrier), by which time it has either
+//!    (deferred on its frame, run by the carrier), by which time it has either
 //!    ended, and its exit reason replaced the drop, or it lives on, and "no reply"
 //!    is the truth:
 //!
@@ -88,7 +88,6 @@
 //! and a lock on the callee's relations to add the hook and another to remove it.
 //! A process that has to wait adds one timer, armed and cancelled.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::mem;
 use std::sync::Arc;
@@ -285,40 +284,13 @@ impl<R: 'static> SettleDropped for Slot<R> {
     }
 }
 
-thread_local! {
-    /// The slots the activation running on this thread dropped unanswered (step 5).
-    /// Empty whenever no activation runs here: each settles it before its carrier
-    /// switches away.
-    static DROPPED_BY_CALLEE: RefCell<Vec<Arc<dyn SettleDropped>>> =
-        const { RefCell::new(Vec::new()) };
-}
-
-/// Records a slot the running callee dropped unanswered.
-///
-/// Never inlined, like every thread-local access from a process's stack (see
-/// `carrier::with_current`).
-#[inline(never)]
+/// Records a slot the running callee dropped unanswered, to be settled as "no
+/// reply" before its activation suspends or ends (step 5).
 fn defer_dropped(slot: Arc<dyn SettleDropped>) {
-    DROPPED_BY_CALLEE.with(|dropped| dropped.borrow_mut().push(slot));
-}
-
-/// Settles, as "no reply", the calls whose `ReplyTo` the running activation
-/// dropped itself (step 5 of the protocol). The carrier calls this before every
-/// suspension of an activation and when one ends; it costs a thread-local look when
-/// there is nothing to settle.
-#[inline(never)]
-pub(crate) fn settle_dropped_replies() {
-    let dropped = DROPPED_BY_CALLEE.with(|dropped| {
-        let mut dropped = dropped.borrow_mut();
-        if dropped.is_empty() {
-            Vec::new()
-        } else {
-            mem::take(&mut *dropped)
-        }
+    with_current(|frame| match frame {
+        Some(frame) => frame.defer(Box::new(move || slot.settle_dropped())),
+        None => slot.settle_dropped(),
     });
-    for slot in dropped {
-        slot.settle_dropped();
-    }
 }
 
 /// The handle a callee answers a [`Pid::call`] with. It travels inside the request;

@@ -102,6 +102,9 @@ pub(crate) struct Frame<'y> {
     exit: RefCell<Option<Exit>>,
     /// Whether `exit` holds one: the one load the hot paths make.
     doomed: Cell<bool>,
+    /// Work to finish before the activation suspends or ends (a call whose reply
+    /// the process dropped unanswered is settled then, see call.rs).
+    deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
 /// Whether [`Frame::suspend`] suspended.
@@ -177,9 +180,7 @@ impl Frame<'_> {
             panic::resume_unwind(Box::new(Cancelled));
         }
         self.raise_recorded_exit();
-        // Calls this activation dropped unanswered are settled before it suspends
-        // (call.rs, step 5).
-        crate::call::settle_dropped_replies();
+        self.run_deferred();
         set_current(ptr::null::<Frame<'static>>());
         match self.yielder.suspend(why) {
             Resume::Continue => {
@@ -229,6 +230,23 @@ impl Frame<'_> {
             _ => return,
         };
         panic::resume_unwind(Box::new(crate::signal::Terminated(exit)));
+    }
+
+    /// Queues `work` to run before the activation next suspends or ends.
+    pub(crate) fn defer(&self, work: Box<dyn FnOnce()>) {
+        self.deferred.borrow_mut().push(work);
+    }
+
+    /// Runs the deferred work (none, in the common case: one look).
+    #[inline]
+    fn run_deferred(&self) {
+        if self.deferred.borrow().is_empty() {
+            return;
+        }
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        for work in deferred {
+            work();
+        }
     }
 
     /// Records a fatal exit (the first one counts).
@@ -320,12 +338,13 @@ impl Carrier {
                     cancelled: Cell::new(false),
                     exit: RefCell::new(None),
                     doomed: Cell::new(false),
+                    deferred: RefCell::new(Vec::new()),
                 };
                 set_current(&frame);
                 let outcome =
                     panic::catch_unwind(AssertUnwindSafe(|| frame.process().activate(&frame)));
+                frame.run_deferred();
                 set_current(ptr::null::<Frame<'static>>());
-                crate::call::settle_dropped_replies();
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
                     Err(payload) if payload.is::<Cancelled>() => return,

@@ -35,7 +35,7 @@ use fibra_mailbox::Mailbox;
 use crate::call::{CallError, ReplyTo};
 use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
-use crate::rights::{wake, Waker};
+use crate::rights::{wake_at, Waker};
 use crate::scheduler::Shared;
 use crate::signal::{RelationsLock, Signal, Signals};
 use crate::state::StateWord;
@@ -262,7 +262,7 @@ impl<M: Send + 'static> Pid<M> {
     pub fn send(&self, msg: M) -> Result<(), SendError<M>> {
         let core = self.inner.core();
         core.mailbox.push(msg).map_err(SendError)?;
-        wake(self.inner.as_run(), Waker::Message);
+        wake_at(&core.header, || self.inner.as_run(), Waker::Message);
         with_current(|frame| {
             if let Some(frame) = frame {
                 frame.spend(1);

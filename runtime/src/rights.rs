@@ -156,7 +156,14 @@ impl RunRights {
 /// scheduled process.
 #[inline]
 pub(crate) fn wake(process: &dyn Run, waker: Waker) {
-    let state = &process.header().state;
+    wake_at(process.header(), || process, waker);
+}
+
+/// [`wake`], for a caller that reaches the header without the `&dyn Run` (a
+/// `Pid`): `process` is asked for only when the CAS is won.
+#[inline]
+pub(crate) fn wake_at<'a>(header: &'a Header, process: impl FnOnce() -> &'a dyn Run, waker: Waker) {
+    let state = &header.state;
     let won = match waker {
         Waker::Message => state.wake_for_message(),
         Waker::Event => state.notify(),
@@ -165,7 +172,7 @@ pub(crate) fn wake(process: &dyn Run, waker: Waker) {
     };
     if won == Rights::Acquired {
         // Safety: the CAS above just acquired the rights of the parked process.
-        let rights = unsafe { RunRights::adopt(process) };
-        process.header().shared.schedule_woken(rights);
+        let rights = unsafe { RunRights::adopt(process()) };
+        header.shared.schedule_woken(rights);
     }
 }
