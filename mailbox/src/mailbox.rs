@@ -38,15 +38,16 @@
 //! read-modify-write is a full barrier there), and is what loom needs to check the
 //! protocol: loom orders `SeqCst` accesses only among themselves.
 //!
-//! The count is not part of the protocol. It is updated with `Relaxed` operations and
-//! is only ever an estimate while producers are pushing.
+//! The counts are not part of the protocol. They are updated with `Relaxed` operations,
+//! the consumer's without a read-modify-write, and the length is only ever an
+//! estimate while producers are pushing.
 
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem;
 use core::ptr;
 
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicPtr, AtomicU32, Ordering, UnsafeCell};
 
 #[cfg(all(test, not(loom)))]
 mod tests;
@@ -84,10 +85,15 @@ pub struct Mailbox<T> {
     /// The consumer's private list, oldest first; null when empty. Only the consumer
     /// reads or writes it.
     queue: UnsafeCell<*mut Node<T>>,
-    /// How many messages the two lists hold. A push adds one after its node is on the
-    /// stack, so the consumer may take a node (and subtract) first: the value can wrap
-    /// below zero for a moment. [`Mailbox::len`] reads such a value as 0.
-    count: AtomicUsize,
+    /// How many messages were ever pushed, modulo 2^32. A push adds one after its
+    /// node is on the stack (a read-modify-write: producers race).
+    pushed: AtomicU32,
+    /// How many messages the consumer ever took, modulo 2^32. Only the consumer
+    /// writes it, so taking a message costs a plain load and store, not a
+    /// read-modify-write. `pushed - popped` is the length; since a push counts after
+    /// its node is on the stack, the consumer may count a message first, and the
+    /// difference is "negative" for a moment: [`Mailbox::len`] reads that as 0.
+    popped: AtomicU32,
     /// Tells the drop checker that a mailbox owns, and drops, values of `T`.
     _owns: PhantomData<T>,
 }
@@ -109,7 +115,8 @@ impl<T> Mailbox<T> {
         Self {
             head: AtomicPtr::new(ptr::null_mut()),
             queue: UnsafeCell::new(ptr::null_mut()),
-            count: AtomicUsize::new(0),
+            pushed: AtomicU32::new(0),
+            popped: AtomicU32::new(0),
             _owns: PhantomData,
         }
     }
@@ -120,7 +127,8 @@ impl<T> Mailbox<T> {
         Self {
             head: AtomicPtr::new(ptr::null_mut()),
             queue: UnsafeCell::new(ptr::null_mut()),
-            count: AtomicUsize::new(0),
+            pushed: AtomicU32::new(0),
+            popped: AtomicU32::new(0),
             _owns: PhantomData,
         }
     }
@@ -165,7 +173,7 @@ impl<T> Mailbox<T> {
                 }
             }
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.pushed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -174,13 +182,14 @@ impl<T> Mailbox<T> {
     /// Exact when no push is in flight; while producers are pushing it is a snapshot that
     /// may be off by the pushes in progress.
     pub fn len(&self) -> usize {
-        let count = self.count.load(Ordering::Relaxed);
-        // A value past isize::MAX is a count that wrapped below zero for a moment (see
-        // the `count` field).
-        if count > isize::MAX as usize {
-            0
-        } else {
-            count
+        let popped = self.popped.load(Ordering::Relaxed);
+        let pushed = self.pushed.load(Ordering::Relaxed);
+        // A difference past i32::MAX is one that wrapped below zero for a moment (see
+        // the `popped` field); a mailbox holding 2^31 messages would need far more
+        // memory than there is.
+        match pushed.wrapping_sub(popped) {
+            len if len > i32::MAX as u32 => 0,
+            len => len as usize,
         }
     }
 
@@ -259,7 +268,9 @@ impl<T> Mailbox<T> {
                 let next = unsafe { (*node).next.with(|next| *next) };
                 // Safety: `prev` precedes `node` on the private list (as above).
                 unsafe { self.set_link_after(prev, next) };
-                self.count.fetch_sub(1, Ordering::Relaxed);
+                // Only the consumer writes `popped`: no read-modify-write needed.
+                let popped = self.popped.load(Ordering::Relaxed);
+                self.popped.store(popped.wrapping_add(1), Ordering::Relaxed);
                 // Safety: `node` came from `Box::into_raw` in `push` and is now on
                 // neither list, so this is its only owner.
                 let node = unsafe { Box::from_raw(node) };

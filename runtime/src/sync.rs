@@ -10,7 +10,6 @@ pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Or
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Condvar, Mutex};
 
-
 #[cfg(loom)]
 pub(crate) use self::loom_locks::{Condvar, Mutex};
 

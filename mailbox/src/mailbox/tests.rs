@@ -221,14 +221,20 @@ fn len_is_empty_and_has_new_follow_the_queue() {
 #[test]
 fn len_reads_a_count_briefly_below_zero_as_zero() {
     let mailbox = Mailbox::<u8>::new();
-    // What the count holds when the consumer took a message whose producer has not
-    // added its one yet.
-    mailbox.count.fetch_sub(1, Ordering::Relaxed);
+    // What the counts hold when the consumer took a message whose producer has not
+    // counted it yet.
+    mailbox.popped.store(1, Ordering::Relaxed);
     assert_eq!(mailbox.len(), 0);
     assert!(mailbox.is_empty());
-    mailbox.count.fetch_add(1, Ordering::Relaxed);
+    mailbox.pushed.store(1, Ordering::Relaxed);
     mailbox.push(7).unwrap();
     assert_eq!(mailbox.len(), 1);
+    // Both counts wrap at 2^32; the difference stays the length.
+    mailbox.pushed.store(u32::MAX, Ordering::Relaxed);
+    mailbox.popped.store(u32::MAX - 1, Ordering::Relaxed);
+    assert_eq!(mailbox.len(), 1);
+    mailbox.push(8).unwrap();
+    assert_eq!(mailbox.len(), 2);
 }
 
 #[test]
