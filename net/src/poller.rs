@@ -56,7 +56,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fibra_runtime::park::{current_unparker, park_until, Unparker};
+use fibra_runtime::park::{consume_budget, current_unparker, park_until, Unparker};
 use mio::event::{Event, Source};
 use mio::{Events, Interest, Poll, Registry, Token};
 use parking_lot::Mutex;
@@ -400,7 +400,13 @@ impl Registration {
             match op() {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                result => return result,
+                result => {
+                    // Work done without waiting counts towards the process's budget,
+                    // so one that always finds its socket ready still lets the others
+                    // on its worker run.
+                    consume_budget();
+                    return result;
+                }
             }
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(timed_out_error(direction));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{connected_pair, raise_fd_limit, runtime, watchdog};
 use fibra_net::{TcpListener, TcpStream};
-use fibra_runtime::{Context, FnContext, Process};
+use fibra_runtime::{Context, FnContext, Process, Runtime};
 
 /// Echoes one connection until the peer closes it; returns the bytes echoed.
 fn echo(mut stream: TcpStream) -> io::Result<usize> {
@@ -454,5 +454,44 @@ fn a_runtime_shut_down_under_suspended_sockets_releases_them() {
         let _client = TcpStream::connect(addr).unwrap();
         let _accepted = again.accept().unwrap();
         drop(again);
+    });
+}
+
+/// A process whose socket always has data never waits in `read`, so it reaches no
+/// other suspension point; its successful reads count towards its budget, and on a
+/// one-worker runtime another process gets to run long before the data runs out
+/// (before, the reader held the worker until its socket ran dry).
+#[test]
+fn a_process_reading_a_socket_that_is_always_ready_still_yields() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    /// Bytes queued before the reader starts: well within loopback's buffers, and
+    /// far more one-byte reads than one budget.
+    const QUEUED: usize = 64 * 1024;
+    watchdog(60, || {
+        let rt = Runtime::builder().workers(1).build().expect("runtime");
+        let (mut client, mut server) = connected_pair();
+        client.write_all(&[7u8; QUEUED]).expect("fill the socket");
+        let ran = Arc::new(AtomicBool::new(false));
+        let reads = rt.block_on({
+            let ran = ran.clone();
+            move |cx| {
+                // Queued behind the reader: it runs only if the reader yields.
+                let other = ran.clone();
+                cx.spawn_fn(move |_: &mut FnContext<()>| other.store(true, Ordering::SeqCst));
+                let mut buf = [0u8; 1];
+                let mut reads = 0;
+                while !ran.load(Ordering::SeqCst) && reads < QUEUED {
+                    reads += server.read(&mut buf).expect("read");
+                }
+                reads
+            }
+        });
+        assert!(ran.load(Ordering::SeqCst));
+        assert!(
+            reads < QUEUED,
+            "the other process ran only once the reader's socket ran dry"
+        );
+        drop(client);
     });
 }

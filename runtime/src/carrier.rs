@@ -164,14 +164,18 @@ impl Frame<'_> {
     /// unwinds and never changes threads, so std's per-thread panic count is this
     /// process's own.
     pub(crate) fn may_suspend(&self) -> bool {
-        !self.cancelled.get() && !std::thread::panicking()
+        !self.cancelled.get()
+            && !std::thread::panicking()
+            && !self.process().header().state.is_exited()
     }
 
     /// Suspends the activation and returns once the worker resumes it; refuses
     /// (and does nothing) while the process unwinds. Re-raises a recorded fatal
     /// exit before suspending and takes new fatal signals after resuming.
     pub(crate) fn suspend(&self, why: Suspend) -> Suspended {
-        if std::thread::panicking() {
+        if std::thread::panicking() || self.process().header().state.is_exited() {
+            // Unwinding, or ending (destructors of its queued messages and of its
+            // value run after its exit is recorded): no suspension.
             return Suspended::Refused;
         }
         if self.cancelled.get() {

@@ -169,11 +169,29 @@ impl<M: Send + 'static> Core<M> {
             return false;
         }
         self.header.state.exit();
-        // Safety: only the holder of the run rights ends a process, and it is the
-        // one consumer of its mailbox and signal queue.
-        unsafe {
-            self.mailbox.close();
-            self.header.signals.close();
+        // The queued messages and signals are dropped here, and their destructors are
+        // user code: a panic there is reported and ends nothing else (the mailbox
+        // still drops every other message before the panic comes out of `close`).
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Safety: only the holder of the run rights ends a process, and it is the
+            // one consumer of its mailbox and signal queue.
+            unsafe {
+                self.mailbox.close();
+                self.header.signals.close();
+            }
+        }));
+        if let Err(payload) = dropped {
+            // The signal queue must be closed even if the mailbox's drop panicked.
+            let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // Safety: as above.
+                unsafe { self.header.signals.close() };
+            }));
+            tracing::error!(
+                pid = %ProcessId(self.header.id),
+                "a queued message panicked in drop while its process ended: {}",
+                crate::error::panic_message(payload.as_ref())
+            );
+            drop(again);
         }
         match exit {
             Exit::Panicked(message) => tracing::error!(
