@@ -313,6 +313,11 @@ impl<T, M: Send + 'static> fmt::Debug for JoinHandle<T, M> {
 }
 
 /// What a free-running process sees of itself and its runtime.
+///
+/// Its receives, [`FnContext::sleep`] and [`FnContext::yield_now`] are suspension
+/// points, with the others listed in the [`Process`] docs ("Suspension points"):
+/// they suspend this process only, resume it on the same thread, and never
+/// suspend it while it unwinds.
 pub struct FnContext<'a, M> {
     /// Links, monitors and the rest, shared with handler processes.
     scope: Scope<'a>,

@@ -31,6 +31,44 @@ use crate::time::{arm, deadline_after, disarm, sleep_until};
 /// [`JoinHandle::join`] on a free-running child, suspend this process only, never
 /// the worker thread.
 ///
+/// # Suspension points
+///
+/// A process suspends only at these calls, and each suspends the process, never
+/// its worker thread:
+///
+/// * receiving: `FnContext::receive` and its `_matching`, `_timeout`, `_either`
+///   and `_notice` forms, `try_receive` (which only yields, when the budget is
+///   spent);
+/// * time: [`sleep`](crate::sleep), `Context::sleep`, `FnContext::sleep`;
+/// * waiting for others: [`Pid::call`](crate::Pid::call),
+///   [`JoinHandle::join`](crate::JoinHandle::join),
+///   [`blocking`](crate::blocking), [`park_until`](crate::park::park_until);
+/// * sockets: every `fibra::net` call that has to wait (accept, connect, read,
+///   write, send, receive), and [`consume_budget`](crate::park::consume_budget)
+///   after one that did not;
+/// * `yield_now`, and supervisor calls that wait for an answer (they are calls).
+///
+/// Nothing else suspends: [`Pid::send`](crate::Pid::send) never does, so it is
+/// safe with a lock held; a handler process is also rescheduled between two
+/// messages when its budget is spent.
+///
+/// Across a suspension point the process stays on the thread it was on (a stack
+/// in use never changes threads), so thread-bound state held across one (a lock
+/// guard, a `thread_local!` borrow, a span guard, `thread_rng()`) is sound; it
+/// does keep the lock or the borrow for as long as the process waits. While a
+/// process unwinds (a panic, a kill, a stop, a shutdown) it never suspends: a
+/// destructor that calls one of these waits on its thread instead (`sleep`
+/// sleeps the thread, `join` and `call` block it), a receive with a timeout
+/// returns `None` at once, and in a shutdown `join` and `call` fail at once with
+/// [`Exit::Shutdown`](crate::Exit::Shutdown).
+///
+/// # Exits are final
+///
+/// A kill, a stop, an untrapped linked failure and `exit` unwind the process's
+/// stack. A `catch_unwind` in its code may stop that unwind, but not the exit: it
+/// is raised again at the next suspension point (and at the next send), and the
+/// process ends with that reason however its code returns.
+///
 /// ```
 /// use fibra_runtime::*;
 ///
@@ -329,6 +367,10 @@ pub(crate) fn spawn<P: Process>(
 }
 
 /// What a handler sees of its process and runtime while it runs.
+///
+/// Its blocking calls ([`Context::sleep`], [`Context::yield_now`], and the calls
+/// of the [`Process`] docs' "Suspension points") suspend this process only, and
+/// resume it on the same thread.
 pub struct Context<'a, P: Process> {
     /// The process being run.
     cell: &'a ProcessCell<P>,

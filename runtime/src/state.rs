@@ -5,22 +5,25 @@
 //!
 //! Whoever moves a process out of a suspended state with a successful
 //! compare-and-swap *owns the right to reschedule it*, exactly once. The losers do
-//! nothing more. Three kinds of party take part:
+//! nothing more. (Above this module, `rights.rs` turns a won CAS into a
+//! `RunRights` token, and every wake-up goes through its one `wake` function.)
+//! The parties:
 //!
 //! 1. **The worker that ran the process.** When the process suspends, the worker
-//!    switches off its stack first and only then publishes the suspension
-//!    ([`StateWord::suspend_for_message`] / [`StateWord::suspend_for_event`]).
+//!    switches off its stack first and only then parks it ([`StateWord::suspend`]).
 //!    No other worker can therefore resume a stack that is still in use
 //!    (invariant 3: no resume before switch-out).
 //! 2. **Senders.** A sender pushes its message (a `SeqCst` CAS on the mailbox head)
 //!    and then loads the state word (`SeqCst`); if the process waits for a message
 //!    it tries to take the rights with a CAS ([`StateWord::wake_for_message`]).
-//! 3. **Event sources** (a finished child's join, later replies and timeouts) call
+//! 3. **Event sources** (a finished child's join, replies, an unparker) call
 //!    [`StateWord::notify`]: it wakes a process that waits for an event, and
 //!    otherwise leaves a `NOTIFIED` permit that the next event wait consumes.
+//! 4. **Signals** ([`StateWord::interrupt`]) end any wait; **timers**
+//!    ([`StateWord::expire`]) end the timed wait they were armed for (below).
 //!
-//! The race that matters is the suspending worker against a sender: the worker
-//! stores "waiting" and then re-checks the mailbox; the sender pushes and then
+//! The race that matters is the parking worker against a sender: the worker
+//! stores "parking" and then re-checks the mailbox; the sender pushes and then
 //! checks the state. Both sides are store-then-load on *two different* words, so
 //! both are `SeqCst`: with acquire/release alone each side may read the other's
 //! old value and the wake-up is lost (invariant 1).
@@ -28,19 +31,26 @@
 //! ```text
 //!   worker (receiver side)                 sender
 //!   ----------------------                 ------
-//!   state := WAIT_MSG        (SeqCst)      mailbox.push(m)      (SeqCst CAS)
-//!   mailbox.has_new()?       (SeqCst)      state == WAIT_MSG?   (SeqCst)
-//!     yes: CAS WAIT_MSG->RUNNING              yes: CAS WAIT_MSG->RUNNING
-//!          won: run it again                       won: schedule it
-//!          lost: the sender owns it now            lost: someone else owns it
+//!   state := WAIT_MSG|PARKING (SeqCst)     mailbox.push(m)      (SeqCst CAS)
+//!   mailbox.has_new()?        (SeqCst)     load state           (SeqCst)
+//!     yes: back to RUNNING, run it again     WAIT_MSG|PARKING: set WOKEN
+//!     no:  CAS PARKING off                   WAIT_MSG: CAS -> RUNNING
+//!          failed on WOKEN: run it again          won: schedule it
+//!          done: published, hands off             lost: someone else owns it
 //! ```
 //!
 //! In a total order of the four `SeqCst` operations at least one side sees the
-//! other's write, so at least one of them tries the CAS, and the CAS lets exactly
-//! one win (invariant 2). A winner never hands the rights back (invariant 4): even
-//! if it finds nothing to do, it schedules the process, which re-checks and
-//! suspends again by itself.
+//! other's write: the worker finds the message, or the sender finds the word
+//! parking (and leaves `WOKEN`, which makes the worker's final CAS fail) or
+//! parked (and takes the rights with a CAS that lets exactly one party win,
+//! invariant 2). A winner never hands the rights back (invariant 4): even if it
+//! finds nothing to do, it schedules the process, which re-checks and suspends
+//! again by itself.
 //!
+//! The `PARKING` step is what keeps invariant 6: while it is set the worker still
+//! holds the rights, so its re-check reads a process nobody else can run (or end,
+//! or free); its final CAS is the publication and its last access.
+
 //! # Timed waits
 //!
 //! A wait with a deadline adds a fourth party, the timeout thread, which races the
@@ -52,12 +62,13 @@
 //! 1. The running process starts a timed wait with
 //!    [`StateWord::begin_timed_wait`], which bumps the sequence number, then arms
 //!    a timer carrying that number.
-//! 2. The worker publishes the wait with the `TIMED` flag after switching off the
-//!    process's stack.
+//! 2. The worker parks the process with the `TIMED` flag after switching off its
+//!    stack.
 //! 3. The timer fires: if the word still holds that sequence number and a timed
 //!    wait, the timeout thread takes the rights. If the process has not published
 //!    its wait yet (a very short deadline), the timer leaves an `EXPIRED` permit
-//!    instead, and the publication in step 2 consumes it and keeps the rights.
+//!    instead, and the park in step 2 consumes it and keeps the rights; if it is
+//!    parking, the timer leaves `WOKEN`, and the worker runs it again.
 //! 4. A message (or notification) that wins instead clears `TIMED`; the late timer
 //!    then fails its CAS, and the process cancels it when it runs.
 
