@@ -60,7 +60,9 @@ pub(crate) trait Run: Send + Sync + 'static {
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
-/// The fields every process has.
+/// The fields every process has. `repr(C)` with the state word first, so that it
+/// follows the mailbox in [`Core`] (see there).
+#[repr(C)]
 pub(crate) struct Header {
     /// The state word of the reschedule protocol.
     pub(crate) state: StateWord,
@@ -144,13 +146,16 @@ impl Header {
 // publication.
 unsafe impl Sync for Header {}
 
-/// The part of a process a [`Pid`] reaches: header and mailbox, side by side so the
-/// state word and the mailbox head share cache lines.
+/// The part of a process a [`Pid`] reaches: mailbox and header, in that order
+/// (`repr(C)`), so that the mailbox's head and counts and the state word lie in 32
+/// contiguous bytes: every send and every park touches all three, and together
+/// they take one cache line in most allocations (`layout_tests` pins this).
+#[repr(C)]
 pub(crate) struct Core<M> {
-    /// The fields every process has.
-    pub(crate) header: Header,
     /// The process's mailbox.
     pub(crate) mailbox: Mailbox<M>,
+    /// The fields every process has.
+    pub(crate) header: Header,
 }
 
 impl<M: Send + 'static> Core<M> {
@@ -527,5 +532,27 @@ impl From<&AnyPid> for AnyPid {
 impl<M: Send + 'static> From<&Pid<M>> for AnyPid {
     fn from(pid: &Pid<M>) -> AnyPid {
         pid.any()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod layout_tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// The mailbox (head, then counts) and the state word are 32 contiguous bytes
+    /// at the front of every process, and an idle process stays small.
+    #[test]
+    fn the_state_word_and_the_mailbox_share_the_front_of_a_process() {
+        assert_eq!(offset_of!(Core<u64>, mailbox), 0);
+        assert_eq!(size_of::<Mailbox<u64>>(), 24);
+        assert_eq!(offset_of!(Core<u64>, header), 24);
+        assert_eq!(offset_of!(Core<u64>, header.state), 24);
+        assert_eq!(size_of::<StateWord>(), 8);
+        assert!(
+            size_of::<Core<u64>>() <= 128,
+            "the per-process core grew to {} bytes",
+            size_of::<Core<u64>>()
+        );
     }
 }
