@@ -4,20 +4,16 @@
 
 use std::any::Any;
 use std::cell::UnsafeCell;
-use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use fibra_mailbox::Mailbox;
 
-use parking_lot::Mutex;
-
-use crate::carrier::{with_current, Cancelled, Frame, Outcome, Suspend, Suspended};
+use crate::carrier::{Cancelled, Frame, Outcome, Suspend, Suspended};
 use crate::error::{Exit, SpawnError};
 use crate::handler::Process;
+use crate::join::{Completion, JoinHandle};
 use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
 use crate::runtime::Handle;
@@ -26,72 +22,6 @@ use crate::scope::Scope;
 use crate::signal::{exit_from_unwind, take_notice, Notice};
 use crate::state::{Deadline, Wait};
 use crate::time::{deadline_after, sleep_until, WaitTimer};
-use crate::waiter::Waiter;
-
-/// Where a free-running process leaves its result for its [`JoinHandle`].
-pub(crate) struct Completion<T> {
-    /// The result, once there is one, and who waits for it.
-    slot: Mutex<(Option<Result<T, Exit>>, Waiter)>,
-    /// Set once the result is in the slot.
-    done: AtomicBool,
-}
-
-impl<T> Completion<T> {
-    fn new() -> Completion<T> {
-        Completion {
-            slot: Mutex::new((None, Waiter::None)),
-            done: AtomicBool::new(false),
-        }
-    }
-
-    /// Stores the result and wakes whoever waits for it.
-    fn complete(&self, result: Result<T, Exit>) {
-        let waiter = {
-            let mut slot = self.slot.lock();
-            slot.0 = Some(result);
-            self.done.store(true, Ordering::Release);
-            std::mem::replace(&mut slot.1, Waiter::None)
-        };
-        waiter.wake();
-    }
-
-    /// Waits for the result: suspends the calling process, or parks the calling
-    /// thread outside any process (and in a process that unwinds, which may not
-    /// suspend). In a shutdown drain it fails at once with [`Exit::Shutdown`]
-    /// instead of waiting (see `shutdown::draining`).
-    fn wait(&self) -> Result<T, Exit> {
-        loop {
-            let mut slot = self.slot.lock();
-            if let Some(result) = slot.0.take() {
-                return result;
-            }
-            let in_process = with_current(|frame| match frame {
-                Some(frame) if frame.may_suspend() => {
-                    slot.1 = Waiter::Process(frame.task());
-                    drop(slot);
-                    let _ = frame.suspend(Suspend::Wait(Wait::Event, Deadline::None));
-                    true
-                }
-                _ => false,
-            });
-            if in_process {
-                continue;
-            }
-            if crate::shutdown::draining() {
-                return Err(Exit::Shutdown);
-            }
-            let mut slot = self.slot.lock();
-            if let Some(result) = slot.0.take() {
-                return result;
-            }
-            slot.1 = Waiter::Thread(thread::current());
-            drop(slot);
-            // A wake-up between the unlock and the park leaves the thread's token set,
-            // so park returns at once.
-            thread::park();
-        }
-    }
-}
 
 /// A free-running process as the runtime stores it.
 struct FnCell<F, T, M> {
@@ -230,10 +160,7 @@ where
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a free-running process");
     shared.schedule_new(rights);
-    Ok(JoinHandle {
-        completion,
-        pid: Pid::new(cell),
-    })
+    Ok(JoinHandle::new(completion, Pid::new(cell)))
 }
 
 /// A wait without a deadline was asked for while the process unwinds, where it
@@ -264,52 +191,6 @@ pub enum Received<M> {
     Message(M),
     /// A notice: a monitor's `Down`, or a trapped exit signal.
     Notice(Notice),
-}
-
-/// The handle of a free-running process: its address, and its result once it ends.
-///
-/// Dropping the handle detaches the process; it runs on.
-pub struct JoinHandle<T, M> {
-    /// Where the result arrives.
-    completion: Arc<Completion<T>>,
-    /// The process's address.
-    pid: Pid<M>,
-}
-
-impl<T, M: Send + 'static> JoinHandle<T, M> {
-    /// The process's address.
-    pub fn pid(&self) -> Pid<M> {
-        self.pid.clone()
-    }
-
-    /// The process's id.
-    pub fn id(&self) -> ProcessId {
-        self.pid.id()
-    }
-
-    /// Whether the process has ended (so [`join`](JoinHandle::join) will not wait).
-    pub fn is_finished(&self) -> bool {
-        self.completion.done.load(Ordering::Acquire)
-    }
-
-    /// Waits for the process to end and returns what its closure returned, or why it
-    /// ended otherwise ([`Exit::Panicked`] with the panic message, or
-    /// [`Exit::Shutdown`]).
-    ///
-    /// Inside a process this suspends only the calling process; on a plain thread it
-    /// blocks the thread.
-    pub fn join(self) -> Result<T, Exit> {
-        self.completion.wait()
-    }
-}
-
-impl<T, M: Send + 'static> fmt::Debug for JoinHandle<T, M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinHandle")
-            .field("pid", &self.pid)
-            .field("finished", &self.completion.done.load(Ordering::Acquire))
-            .finish()
-    }
 }
 
 /// What a free-running process sees of itself and its runtime.

@@ -13,7 +13,8 @@ use fibra_timer::TimerKey;
 
 use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
-use crate::free::{FnContext, JoinHandle};
+use crate::free::FnContext;
+use crate::join::JoinHandle;
 use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
 use crate::runtime::Handle;

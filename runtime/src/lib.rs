@@ -18,6 +18,8 @@ mod group;
 #[cfg(not(loom))]
 mod handler;
 #[cfg(not(loom))]
+mod join;
+#[cfg(not(loom))]
 mod overflow;
 #[cfg(not(loom))]
 pub mod park;
@@ -69,9 +71,11 @@ pub use call::{CallError, ReplyTo};
 #[cfg(not(loom))]
 pub use error::{BuildError, Exit, ExitError, SendError, SpawnError};
 #[cfg(not(loom))]
-pub use free::{FnContext, JoinHandle, Received};
+pub use free::{FnContext, Received};
 #[cfg(not(loom))]
 pub use handler::{Context, Process};
+#[cfg(not(loom))]
+pub use join::JoinHandle;
 #[cfg(not(loom))]
 pub use process::{AnyPid, Pid, ProcessId};
 #[cfg(not(loom))]

@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 use fibra_timer::{TimerHandle, TimerThread};
 
 use crate::error::{BuildError, Exit, SpawnError};
-use crate::free::{FnContext, JoinHandle};
+use crate::free::FnContext;
 use crate::handler::Process;
+use crate::join::JoinHandle;
 use crate::process::Pid;
 use crate::rights::RunRights;
 use crate::scheduler::{Config, Shared, WorkerCore};

@@ -9,8 +9,9 @@ use std::panic;
 
 use crate::carrier::Frame;
 use crate::error::{Exit, SpawnError};
-use crate::free::{FnContext, JoinHandle};
+use crate::free::FnContext;
 use crate::handler::Process;
+use crate::join::JoinHandle;
 use crate::process::{AnyPid, Pid};
 use crate::signal::{self, MonitorRef, Terminated};
 
