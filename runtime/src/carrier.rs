@@ -42,7 +42,7 @@ use corosensei::stack::{DefaultStack, Stack};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use crate::error::Exit;
-use crate::process::{Run, Task};
+use crate::process::{Header, Run, Task};
 use crate::state::{Deadline, Wait};
 
 /// Reductions a process may spend (messages received, messages sent) before it
@@ -94,6 +94,8 @@ pub(crate) struct Frame<'y> {
     /// The process being activated. Not a counted reference: the holder of the
     /// run rights owns one for the whole activation (see `process.rs`).
     process: *const dyn Run,
+    /// Its header, looked up once (every suspension reads it).
+    header: *const Header,
     /// Reductions spent since the process was last resumed.
     reductions: Cell<u32>,
     /// Set once the carrier is being unwound; no more suspensions are allowed.
@@ -149,6 +151,13 @@ impl Frame<'_> {
         unsafe { &*self.process }
     }
 
+    /// The process's header.
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // Safety: as for `process`: the header lives inside the process.
+        unsafe { &*self.header }
+    }
+
     /// A counted reference to the process being activated.
     pub(crate) fn task(&self) -> Task {
         // Safety: the pointer came from `Arc::as_ptr` of a live Arc (see `process`),
@@ -164,16 +173,14 @@ impl Frame<'_> {
     /// unwinds and never changes threads, so std's per-thread panic count is this
     /// process's own.
     pub(crate) fn may_suspend(&self) -> bool {
-        !self.cancelled.get()
-            && !std::thread::panicking()
-            && !self.process().header().state.is_exited()
+        !self.cancelled.get() && !std::thread::panicking() && !self.header().state.is_exited()
     }
 
     /// Suspends the activation and returns once the worker resumes it; refuses
     /// (and does nothing) while the process unwinds. Re-raises a recorded fatal
     /// exit before suspending and takes new fatal signals after resuming.
     pub(crate) fn suspend(&self, why: Suspend) -> Suspended {
-        if std::thread::panicking() || self.process().header().state.is_exited() {
+        if std::thread::panicking() || self.header().state.is_exited() {
             // Unwinding, or ending (destructors of its queued messages and of its
             // value run after its exit is recorded): no suspension.
             return Suspended::Refused;
@@ -207,7 +214,7 @@ impl Frame<'_> {
         self.raise_recorded_exit();
         // Nothing pending is the common case: one load, checked first on this path
         // that every resume takes.
-        if self.process().header().signals.is_empty() {
+        if self.header().signals.is_empty() {
             return;
         }
         // Safety: the frame's process is the one running, its signal queue's consumer.
@@ -335,9 +342,13 @@ impl Carrier {
                     Resume::Start(process) => process,
                     Resume::Cancel | Resume::Continue => return,
                 };
+                // Safety: the holder of the run rights keeps the process alive for the
+                // whole activation (see `Frame::process`).
+                let header: *const Header = unsafe { (*process).header() };
                 let frame = Frame {
                     yielder,
                     process,
+                    header,
                     reductions: Cell::new(0),
                     cancelled: Cell::new(false),
                     exit: RefCell::new(None),
