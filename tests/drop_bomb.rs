@@ -79,7 +79,6 @@ fn end_with_a_bomb_queued(rt: &Runtime, kill: bool) -> Exit {
 /// aborting the program; the runtime keeps working, and other processes are
 /// unaffected.
 #[test]
-#[ignore = "aborts the program: Core::retire closes the mailbox, dropping queued messages, outside any catch_unwind; the panic escapes the activation"]
 fn a_panicking_queued_message_does_not_abort_a_normal_exit() {
     quiet_crashes();
     within(60, || {
@@ -98,7 +97,6 @@ fn a_panicking_queued_message_does_not_abort_a_normal_exit() {
 /// A process killed with a panicking message queued ends with `Exit::Killed`,
 /// and the program goes on.
 #[test]
-#[ignore = "aborts the program: Core::retire closes the mailbox, dropping queued messages, outside any catch_unwind; the panic escapes the activation"]
 fn a_panicking_queued_message_does_not_abort_a_kill() {
     quiet_crashes();
     within(60, || {
@@ -117,7 +115,6 @@ fn a_panicking_queued_message_does_not_abort_a_kill() {
 /// A handler process that stops itself with a panicking message queued behind
 /// the current one ends normally, and the program goes on.
 #[test]
-#[ignore = "aborts the program: Core::retire closes the mailbox, dropping queued messages, outside any catch_unwind; the panic escapes the activation"]
 fn a_handler_stopping_with_a_panicking_message_queued_does_not_abort() {
     quiet_crashes();
     struct Stopper;

@@ -425,7 +425,6 @@ fn a_thread_calling_an_idle_process_that_the_shutdown_ends_gets_shutdown() {
 /// in that unwind, before the process is marked as ended; the call must still
 /// report the exit, not "no reply".
 #[test]
-#[ignore = "fails most runs (12 of 15 here) with NoReply: the shutdown unwinds the stack (Carrier::drop, Resume::Cancel) with no current frame set, so ReplyTo::drop counts as a drop by another process while the callee is still alive"]
 fn a_thread_calling_a_process_suspended_mid_handler_gets_shutdown() {
     within(60, || {
         let (got, took) = call_through_shutdown(true);

@@ -53,7 +53,6 @@ fn stacks_run_out(rt: &Runtime) -> bool {
 /// must wait for one with their messages kept: all 80,000 messages are handled
 /// and no process ends.
 #[test]
-#[ignore = "hangs with messages unhandled: a handler that found no stack waits in Shared::starved, which only a busy worker looks at (next_local, after a yield or every 61st pick); idle workers neither search it nor see it as work before parking"]
 fn handlers_wait_for_a_stack_and_lose_no_message() {
     const PROCESSES: usize = 40_000;
     let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")

@@ -286,7 +286,8 @@ impl<T> Mailbox<T> {
     /// Returns how many messages this call dropped.
     ///
     /// If a message's destructor panics, the remaining messages are still dropped and the
-    /// panic then propagates.
+    /// first panic then propagates (later ones are caught, so that two panicking
+    /// destructors do not abort the program).
     ///
     /// # Safety
     ///
@@ -318,7 +319,11 @@ impl<T> Mailbox<T> {
             fn drop(&mut self) {
                 // Safety: this runs only while `close` unwinds, on the consumer thread
                 // that `close`'s caller vouched for.
-                while unsafe { self.0.pop() }.is_some() {}
+                while let Some(msg) = unsafe { self.0.pop() } {
+                    // A second panic while the first unwinds would abort the program:
+                    // only the first one propagates.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(msg)));
+                }
             }
         }
 

@@ -221,6 +221,10 @@ impl<R> Slot<R> {
         match (callee_here, thread::panicking()) {
             (true, true) => Dropper::CalleeUnwinding,
             (true, false) => Dropper::CalleeRunning,
+            // A shutdown drain unwinds suspended activations with no frame current;
+            // every process ends there with the shutdown, which the caller hears of
+            // through the callee's exit.
+            (false, true) if crate::shutdown::draining() => Dropper::CalleeUnwinding,
             (false, _) => Dropper::Other,
         }
     }

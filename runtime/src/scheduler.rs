@@ -238,7 +238,13 @@ impl Shared {
     /// Maps a new carrier, turning a refusal into a [`SpawnError`].
     fn fresh_carrier(&self) -> Result<Box<Carrier>, SpawnError> {
         let size = self.config.stack_size;
-        let carrier = Carrier::new(size).map_err(|err| crate::carrier::stack_error(size, err))?;
+        // At the kernel's mapping limit corosensei's stack constructor can fail to
+        // protect a fresh reservation and then fail to unmap it, which a debug
+        // assertion of its own turns into a panic: that is a refusal to map a stack
+        // too, not a reason to lose this worker thread.
+        let carrier = std::panic::catch_unwind(|| Carrier::new(size))
+            .unwrap_or_else(|_| Err(std::io::Error::from_raw_os_error(libc::ENOMEM)))
+            .map_err(|err| crate::carrier::stack_error(size, err))?;
         self.mapped.fetch_add(1, Ordering::Relaxed);
         Ok(carrier)
     }
@@ -420,8 +426,7 @@ impl WorkerCore {
         self.ticks.set(ticks);
         let yielded = self.look_outside.replace(false);
         if yielded || ticks % INJECTOR_INTERVAL == 0 {
-            if self.shared.starved_len.load(Ordering::Relaxed) > 0 && !self.pool.borrow().is_empty()
-            {
+            if self.can_lend_a_stack() {
                 if let Some(rights) = self.take_starved() {
                     return Some(rights);
                 }
@@ -506,6 +511,11 @@ impl WorkerCore {
         }
     }
 
+    /// Whether a handler waits for a stack and this worker has one pooled for it.
+    fn can_lend_a_stack(&self) -> bool {
+        self.shared.starved_len.load(Ordering::SeqCst) > 0 && !self.pool.borrow().is_empty()
+    }
+
     /// A process that waits for a stack, if one is there.
     fn take_starved(&self) -> Option<RunRights> {
         let rights = steal_one(&self.shared.starved)?;
@@ -533,6 +543,11 @@ impl WorkerCore {
     fn search(&self) -> Option<RunRights> {
         let n = self.shared.stealers.len();
         for round in 0..SEARCH_ROUNDS {
+            if self.can_lend_a_stack() {
+                if let Some(rights) = self.take_starved() {
+                    return Some(rights);
+                }
+            }
             if let Some(rights) = self.shared.inboxes[self.index].pop() {
                 return Some(rights);
             }
@@ -571,7 +586,7 @@ impl WorkerCore {
     fn park(&self) {
         let shared = &self.shared;
         let woken = shared.idle.park(self.index, || {
-            shared.has_work_for(self.index) || shared.is_shutdown()
+            shared.has_work_for(self.index) || self.can_lend_a_stack() || shared.is_shutdown()
         });
         if woken == Woken::Searching {
             // The waker counted us as searching; `end_search` takes it back.
@@ -597,6 +612,14 @@ impl WorkerCore {
     }
 
     fn give_carrier(&self, carrier: Box<Carrier>) {
+        // A handler waiting for a stack gets this one: it runs here next.
+        if self.shared.starved_len.load(Ordering::Relaxed) > 0 {
+            if let Some(rights) = self.take_starved() {
+                self.pool.borrow_mut().push(carrier);
+                self.push_stealable(rights);
+                return;
+            }
+        }
         let mut pool = self.pool.borrow_mut();
         if pool.len() < POOL_CAPACITY {
             pool.push(carrier);

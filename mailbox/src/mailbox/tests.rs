@@ -333,7 +333,7 @@ fn a_panicking_predicate_leaves_the_mailbox_intact() {
 }
 
 #[test]
-fn close_drops_the_rest_when_a_destructor_panics() {
+fn close_drops_the_rest_when_destructors_panic() {
     struct Bomb {
         explode: bool,
         drops: Arc<AtomicUsize>,
@@ -350,7 +350,8 @@ fn close_drops_the_rest_when_a_destructor_panics() {
     let mailbox = Mailbox::new();
     for i in 0..5 {
         let bomb = Bomb {
-            explode: i == 1,
+            // Two bombs: the second goes off while the first unwinds.
+            explode: i == 1 || i == 3,
             drops: Arc::clone(&drops),
         };
         assert!(mailbox.push(bomb).is_ok());
