@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,55 +18,8 @@ const LONG: Duration = Duration::from_secs(10);
 /// How soon a call must fail when it fails for any reason but its timeout.
 const PROMPTLY: Duration = Duration::from_secs(1);
 
-/// Counts the bytes the program holds from the allocator, so the hook test can tell
-/// whether calls leave anything behind.
-struct CountingAllocator;
-
-/// Bytes allocated and not yet freed.
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// Safety: every method passes its arguments on to the system allocator unchanged and
-// only adds bookkeeping beside it.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // Safety: the caller's contract for `alloc` is passed on.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // Safety: the caller's contract for `dealloc` is passed on.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // Safety: the caller's contract for `realloc` is passed on.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE_BYTES.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// The tests of this file run one at a time, so that the allocation count of the
-/// hook test sees only its own calls.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static ALLOCATOR: common::CountingAllocator = common::CountingAllocator;
 
 fn runtime() -> Runtime {
     Builder::default().workers(2).build().expect("runtime")
@@ -150,7 +101,7 @@ fn echo(n: u64) -> impl FnOnce(ReplyTo<u64>) -> Req {
 
 #[test]
 fn a_process_calls_a_handler_and_gets_each_reply() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(30, || {
         let rt = runtime();
         let replies = rt.block_on(|cx| {
@@ -165,7 +116,7 @@ fn a_process_calls_a_handler_and_gets_each_reply() {
 
 #[test]
 fn a_plain_thread_calls_and_blocks_until_the_reply() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(30, || {
         let rt = runtime();
         let server = rt.spawn(Server::default()).unwrap();
@@ -192,7 +143,7 @@ fn a_plain_thread_calls_and_blocks_until_the_reply() {
 
 #[test]
 fn a_reply_may_come_from_another_process_than_the_callee() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(30, || {
         let rt = runtime();
         let got = rt.block_on(|cx| {
@@ -207,7 +158,7 @@ fn a_reply_may_come_from_another_process_than_the_callee() {
 
 #[test]
 fn a_callee_that_keeps_the_handle_times_out_after_the_timeout_and_not_before() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(30, || {
         let rt = runtime();
         let server = rt.spawn(Server::default()).unwrap();
@@ -238,7 +189,7 @@ fn a_callee_that_keeps_the_handle_times_out_after_the_timeout_and_not_before() {
 
 #[test]
 fn a_dropped_reply_handle_fails_the_call_at_once_with_no_reply() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(30, || {
         let rt = runtime();
         let server = rt.spawn(Server::default()).unwrap();
@@ -262,7 +213,7 @@ fn a_dropped_reply_handle_fails_the_call_at_once_with_no_reply() {
 
 #[test]
 fn calling_a_process_that_has_ended_fails_at_once_without_building_the_request() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(30, || {
         let rt = runtime();
         let never_built = |_: ReplyTo<u64>| -> Req { panic!("built a request for a dead process") };
@@ -292,7 +243,7 @@ fn calling_a_process_that_has_ended_fails_at_once_without_building_the_request()
 
 #[test]
 fn a_callee_that_ends_while_handling_the_request_fails_the_call_with_its_reason() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(30, || {
         let rt = runtime();
         let check = |got: Result<u64, CallError>, waited: Duration| {
@@ -344,7 +295,7 @@ enum Gate {
 
 #[test]
 fn a_callee_that_ends_with_the_request_unread_fails_the_call_with_its_exit_reason() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(60, || {
         let rt = runtime();
         // The callee ends as soon as it sees `Quit`, which is sent just before the
@@ -381,7 +332,7 @@ fn a_callee_that_ends_with_the_request_unread_fails_the_call_with_its_exit_reaso
 
 #[test]
 fn a_server_that_stops_without_replying_fails_the_call_with_its_exit_reason() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(120, || {
         const ROUNDS: usize = 300;
         let rt = runtime();
@@ -429,7 +380,7 @@ enum Late {
 
 #[test]
 fn a_reply_after_the_timeout_is_dropped_and_never_reaches_the_caller() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(30, || {
         let rt = runtime();
         let drops = DropCounter::default();
@@ -483,7 +434,7 @@ fn a_reply_after_the_timeout_is_dropped_and_never_reaches_the_caller() {
 
 #[test]
 fn a_caller_killed_while_it_waits_ends_and_its_reply_is_refused() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(30, || {
         let rt = runtime();
         let (down, taken, after) = rt.block_on(|cx| {
@@ -514,7 +465,7 @@ fn a_caller_killed_while_it_waits_ends_and_its_reply_is_refused() {
 
 #[test]
 fn ten_thousand_calls_leave_nothing_behind_on_the_callee() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(60, || {
         const CALLS: u64 = 10_000;
         // Every exit hook left on the callee would keep its slot (and itself) alive:
@@ -530,35 +481,35 @@ fn ten_thousand_calls_leave_nothing_behind_on_the_callee() {
         };
 
         calls(&server, 1_000);
-        let before = LIVE_BYTES.load(Ordering::SeqCst);
+        let before = common::LIVE_BYTES.load(Ordering::SeqCst);
         calls(&server, CALLS);
-        let grown = LIVE_BYTES.load(Ordering::SeqCst) - before;
+        let grown = common::LIVE_BYTES.load(Ordering::SeqCst) - before;
         assert!(grown < limit, "calls from a thread kept {grown} bytes");
 
         let grown = rt.block_on({
             let server = server.clone();
             move |_cx| {
                 calls(&server, 1_000);
-                let before = LIVE_BYTES.load(Ordering::SeqCst);
+                let before = common::LIVE_BYTES.load(Ordering::SeqCst);
                 calls(&server, CALLS);
-                LIVE_BYTES.load(Ordering::SeqCst) - before
+                common::LIVE_BYTES.load(Ordering::SeqCst) - before
             }
         });
         assert!(grown < limit, "calls from a process kept {grown} bytes");
 
         // Calls that fail keep nothing either.
-        let before = LIVE_BYTES.load(Ordering::SeqCst);
+        let before = common::LIVE_BYTES.load(Ordering::SeqCst);
         for _ in 0..CALLS {
             assert_eq!(server.call(Req::Ignore, LONG), Err(CallError::NoReply));
         }
-        let grown = LIVE_BYTES.load(Ordering::SeqCst) - before;
+        let grown = common::LIVE_BYTES.load(Ordering::SeqCst) - before;
         assert!(grown < limit, "failed calls kept {grown} bytes");
     });
 }
 
 #[test]
 fn concurrent_callers_each_get_their_own_replies() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(120, || {
         const CALLERS: u64 = 4;
         const CALLS: u64 = 10_000;
@@ -592,7 +543,7 @@ fn concurrent_callers_each_get_their_own_replies() {
 
 #[test]
 fn call_errors_say_what_happened() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     let error: Box<dyn std::error::Error> = Box::new(CallError::Exited(Exit::Killed));
     assert_eq!(
         error.to_string(),

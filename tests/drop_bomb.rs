@@ -11,25 +11,6 @@ use common::within;
 use fibra::prelude::*;
 use fibra::Builder;
 
-/// Keeps the panics these tests cause on purpose out of the output.
-fn quiet_crashes() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("");
-            if !message.contains("on purpose") {
-                default_hook(info);
-            }
-        }));
-    });
-}
-
 /// A message that panics when dropped.
 enum Msg {
     /// Ends the receiver.
@@ -80,29 +61,24 @@ fn end_with_a_bomb_queued(rt: &Runtime, kill: bool) -> Exit {
 /// unaffected.
 #[test]
 fn a_panicking_queued_message_does_not_abort_a_normal_exit() {
-    quiet_crashes();
-    within(60, || {
-        let rt = Builder::default().workers(2).build().unwrap();
-        let bystander = rt.spawn_fn(|cx: &mut FnContext<u32>| cx.receive()).unwrap();
-        assert_eq!(end_with_a_bomb_queued(&rt, false), Exit::Normal);
-        bystander.pid().send(5).unwrap();
-        assert_eq!(bystander.join(), Ok(5));
-        assert_eq!(
-            rt.spawn_fn(|_: &mut FnContext<()>| 1).unwrap().join(),
-            Ok(1)
-        );
-    });
+    survives_a_bomb(false, Exit::Normal);
 }
 
 /// A process killed with a panicking message queued ends with `Exit::Killed`,
 /// and the program goes on.
 #[test]
 fn a_panicking_queued_message_does_not_abort_a_kill() {
-    quiet_crashes();
-    within(60, || {
+    survives_a_bomb(true, Exit::Killed);
+}
+
+/// Ends a process with a bomb queued (killed or not), and checks it ended with
+/// `expected` while a bystander and new processes carry on.
+fn survives_a_bomb(kill: bool, expected: Exit) {
+    common::quiet_panics_on_purpose();
+    within(60, move || {
         let rt = Builder::default().workers(2).build().unwrap();
         let bystander = rt.spawn_fn(|cx: &mut FnContext<u32>| cx.receive()).unwrap();
-        assert_eq!(end_with_a_bomb_queued(&rt, true), Exit::Killed);
+        assert_eq!(end_with_a_bomb_queued(&rt, kill), expected);
         bystander.pid().send(5).unwrap();
         assert_eq!(bystander.join(), Ok(5));
         assert_eq!(
@@ -116,7 +92,7 @@ fn a_panicking_queued_message_does_not_abort_a_kill() {
 /// the current one ends normally, and the program goes on.
 #[test]
 fn a_handler_stopping_with_a_panicking_message_queued_does_not_abort() {
-    quiet_crashes();
+    common::quiet_panics_on_purpose();
     struct Stopper;
     impl Process for Stopper {
         type Message = Msg;

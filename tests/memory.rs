@@ -4,62 +4,14 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
 
 use common::within;
 use fibra::prelude::*;
 use fibra::Builder;
 
-/// Counts the bytes the program holds from the allocator.
-struct CountingAllocator;
-
-/// Bytes allocated and not yet freed.
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// Safety: every method passes its arguments on to the system allocator unchanged and
-// only adds bookkeeping beside it.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // Safety: the caller's contract for `alloc` is passed on.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // Safety: the caller's contract for `dealloc` is passed on.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // Safety: the caller's contract for `realloc` is passed on.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE_BYTES.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// The tests of this file run one at a time, so that each count sees only its own
-/// allocations.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static ALLOCATOR: common::CountingAllocator = common::CountingAllocator;
 
 /// A process that does nothing and lives as long as the test.
 struct Idle;
@@ -88,7 +40,7 @@ impl Process for Watcher {
 
 #[test]
 fn watchers_that_exit_leave_no_monitor_on_a_long_lived_target() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     within(120, || {
         const WATCHERS: usize = 10_000;
         /// Watchers alive at once.
@@ -119,9 +71,9 @@ fn watchers_that_exit_leave_no_monitor_on_a_long_lived_target() {
             });
         };
         watch(&rt, 1_000);
-        let before = LIVE_BYTES.load(Ordering::SeqCst);
+        let before = common::LIVE_BYTES.load(Ordering::SeqCst);
         watch(&rt, WATCHERS);
-        let grown = LIVE_BYTES.load(Ordering::SeqCst) - before;
+        let grown = common::LIVE_BYTES.load(Ordering::SeqCst) - before;
         assert!(
             grown < limit,
             "{WATCHERS} watchers that exited left {grown} bytes on their target"

@@ -17,25 +17,6 @@ use common::{within, xorshift, DropCounter, Tracked};
 use fibra::prelude::*;
 use fibra::Builder;
 
-/// Keeps the panics these tests cause on purpose out of the output.
-fn quiet_crashes() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default_hook = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("");
-            if !message.contains("on purpose") {
-                default_hook(info);
-            }
-        }));
-    });
-}
-
 /// Polls `done` until it holds, for at most `secs` seconds; a bounded wait for
 /// something a test cannot be told about (a count of destructors).
 fn eventually(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
@@ -664,7 +645,7 @@ fn down_within(cx: &mut FnContext<Event>, secs: u64) -> Option<Exit> {
 /// promptly. Before, the caught unwind ended the kill, and the process lived on.
 #[test]
 fn a_free_running_process_cannot_swallow_a_kill_or_a_stop() {
-    quiet_crashes();
+    common::quiet_panics_on_purpose();
     within(60, || {
         let rt = Builder::default().workers(2).build().unwrap();
         for (signal, expected) in [("kill", Exit::Killed), ("stop", Exit::Stopped)] {
@@ -720,7 +701,7 @@ impl Process for Stubborn {
 /// and lived.
 #[test]
 fn a_handler_cannot_swallow_a_kill() {
-    quiet_crashes();
+    common::quiet_panics_on_purpose();
     within(60, || {
         let rt = Builder::default().workers(2).build().unwrap();
         let (down, took, alive) = rt
@@ -751,7 +732,7 @@ fn a_handler_cannot_swallow_a_kill() {
 /// waiting for ever on a child that lives on.
 #[test]
 fn a_supervisor_stopping_a_child_that_swallows_the_stop_is_not_hung() {
-    quiet_crashes();
+    common::quiet_panics_on_purpose();
     within(60, || {
         let rt = Builder::default().workers(2).build().unwrap();
         let (supervisor_down, child_down) = rt
@@ -813,7 +794,7 @@ impl Drop for SleepOnDrop {
 /// never see true, and the panicking process ends with `Exit::Panicked`.
 #[test]
 fn a_neighbour_never_runs_inside_a_processs_unwind() {
-    quiet_crashes();
+    common::quiet_panics_on_purpose();
     within(60, || {
         let rt = Builder::default().workers(1).build().unwrap();
         let (panicked, checks, seen_panicking, slept) = rt.block_on(|cx| {
@@ -882,7 +863,7 @@ impl Drop for JoinOnDrop {
 /// process ends with `Exit::Panicked`.
 #[test]
 fn a_destructor_may_join_a_process_during_an_unwind() {
-    quiet_crashes();
+    common::quiet_panics_on_purpose();
     within(60, || {
         let rt = Builder::default().workers(2).build().unwrap();
         let joined = Arc::new(Mutex::new(None));
@@ -929,7 +910,7 @@ impl Drop for ReceiveOnDrop<'_, '_> {
 /// 10 s or suspending inside the unwind.
 #[test]
 fn a_receive_timeout_during_an_unwind_returns_at_once() {
-    quiet_crashes();
+    common::quiet_panics_on_purpose();
     within(60, || {
         let rt = Builder::default().workers(1).build().unwrap();
         let got = Arc::new(Mutex::new(None));

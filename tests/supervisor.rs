@@ -17,7 +17,7 @@ use fibra::{Builder, MonitorRef, ProcessId, SupervisorError};
 const LONG: Duration = Duration::from_secs(20);
 
 fn runtime() -> Runtime {
-    quiet_crashes();
+    common::quiet_panics_on_purpose();
     Builder::default().workers(2).build().expect("runtime")
 }
 
@@ -797,25 +797,6 @@ fn a_panicking_handler_keeps_serving_calls_by_name() {
         settle(&handle, &starts, &crashes);
         assert_eq!(crashes[0].load(Ordering::SeqCst), 20);
         assert_eq!(sup.children(LONG).unwrap()[0].restarts(), 20);
-    });
-}
-
-/// Keeps the panics the tests cause on purpose off the test output.
-fn quiet_crashes() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("");
-            if !message.contains("on purpose") {
-                default_hook(info);
-            }
-        }));
     });
 }
 

@@ -307,25 +307,6 @@ fn shutdown_drops_pending_timers_and_their_messages() {
     });
 }
 
-/// Keeps the panics these tests cause on purpose off the test output.
-fn quiet_panics_on_purpose() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("");
-            if !message.contains("on purpose") {
-                default_hook(info);
-            }
-        }));
-    });
-}
-
 /// Checks that the runtime still keeps time: a process's `receive_timeout` gives up
 /// at its deadline (not never), and `sleep` sleeps its whole duration (not not at
 /// all), in a process and in a handler.
@@ -355,7 +336,7 @@ fn assert_time_is_kept(rt: &Runtime) {
 
 #[test]
 fn a_panicking_interval_closure_stops_that_interval_and_nothing_else() {
-    quiet_panics_on_purpose();
+    common::quiet_panics_on_purpose();
     within(30, || {
         let rt = runtime(2);
         let (panicky, steady, ticks) = rt.block_on(|cx| {
@@ -402,7 +383,7 @@ impl Drop for PanicsOnDrop {
 
 #[test]
 fn a_message_whose_destructor_panics_dropped_for_an_exited_target_harms_nothing() {
-    quiet_panics_on_purpose();
+    common::quiet_panics_on_purpose();
     within(30, || {
         let rt = runtime(2);
         let drops = DropCounter::default();

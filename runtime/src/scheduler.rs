@@ -426,15 +426,7 @@ impl WorkerCore {
         self.ticks.set(ticks);
         let yielded = self.look_outside.replace(false);
         if yielded || ticks % INJECTOR_INTERVAL == 0 {
-            if self.can_lend_a_stack() {
-                if let Some(rights) = self.take_starved() {
-                    return Some(rights);
-                }
-            }
-            if let Some(rights) = self.shared.inboxes[self.index].pop() {
-                return Some(rights);
-            }
-            if let Some(rights) = self.steal_from_injector() {
+            if let Some(rights) = self.take_from_outside() {
                 return Some(rights);
             }
         } else if self.deque.len() >= LOCAL_BACKLOG && !self.shared.injector.is_empty() {
@@ -474,6 +466,19 @@ impl WorkerCore {
         self.deque
             .pop()
             .or_else(|| self.pinned.borrow_mut().pop_front())
+    }
+
+    /// Work that reached this worker from outside its own queues: a handler waiting
+    /// for a stack this worker can lend, its inbox, the injector.
+    fn take_from_outside(&self) -> Option<RunRights> {
+        if self.can_lend_a_stack() {
+            if let Some(rights) = self.take_starved() {
+                return Some(rights);
+            }
+        }
+        self.shared.inboxes[self.index]
+            .pop()
+            .or_else(|| self.steal_from_injector())
     }
 
     /// Puts a process woken on this worker into the LIFO slot; the one it displaces
@@ -543,15 +548,7 @@ impl WorkerCore {
     fn search(&self) -> Option<RunRights> {
         let n = self.shared.stealers.len();
         for round in 0..SEARCH_ROUNDS {
-            if self.can_lend_a_stack() {
-                if let Some(rights) = self.take_starved() {
-                    return Some(rights);
-                }
-            }
-            if let Some(rights) = self.shared.inboxes[self.index].pop() {
-                return Some(rights);
-            }
-            if let Some(rights) = self.steal_from_injector() {
+            if let Some(rights) = self.take_from_outside() {
                 return Some(rights);
             }
             let start = self.next_random() as usize % n;

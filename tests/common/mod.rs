@@ -82,3 +82,70 @@ pub fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
         state
     }
 }
+
+/// Keeps the panics that tests cause on purpose (their message says "on purpose")
+/// out of the output; every other panic still reaches the default hook.
+pub fn quiet_panics_on_purpose() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("");
+            if !message.contains("on purpose") {
+                default_hook(info);
+            }
+        }));
+    });
+}
+
+/// Counts the bytes the program holds from the allocator; a test binary that
+/// wants the count installs it with `#[global_allocator]`.
+pub struct CountingAllocator;
+
+/// Bytes allocated and not yet freed.
+pub static LIVE_BYTES: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// Safety: every method passes its arguments on to the system allocator unchanged and
+// only adds bookkeeping beside it.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // Safety: the caller's contract for `alloc` is passed on.
+        let ptr = unsafe { std::alloc::System.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // Safety: the caller's contract for `dealloc` is passed on.
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // Safety: the caller's contract for `realloc` is passed on.
+        let new = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        new
+    }
+}
+
+/// Makes the tests of one binary that count allocations run one at a time, so
+/// that each count sees only its own allocations.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
