@@ -93,9 +93,9 @@ pub(crate) struct Frame<'y> {
     yielder: &'y Yielder<Resume, Suspend>,
     /// The process being activated. Not a counted reference: the holder of the
     /// run rights owns one for the whole activation (see `process.rs`).
-    process: *const dyn Run,
+    process: Cell<*const dyn Run>,
     /// Its header, looked up once (every suspension reads it).
-    header: *const Header,
+    header: Cell<*const Header>,
     /// Reductions spent since the process was last resumed.
     reductions: Cell<u32>,
     /// Set once the carrier is being unwound; no more suspensions are allowed.
@@ -148,14 +148,25 @@ impl Frame<'_> {
         // Safety: the holder of the process's run rights owns a strong reference to
         // it for as long as the activation lasts, running or suspended (the
         // invariant at the top of process.rs), and the frame lives no longer.
-        unsafe { &*self.process }
+        unsafe { &*self.process.get() }
+    }
+
+    /// Starts the frame's next activation, of `process`.
+    fn begin(&self, process: *const dyn Run) {
+        self.process.set(process);
+        // Safety: the holder of the run rights keeps the process alive for the whole
+        // activation (see `process`).
+        self.header.set(unsafe { (*process).header() });
+        self.reductions.set(0);
+        self.exit.borrow_mut().take();
+        self.doomed.set(false);
     }
 
     /// The process's header.
     #[inline]
     pub(crate) fn header(&self) -> &Header {
         // Safety: as for `process`: the header lives inside the process.
-        unsafe { &*self.header }
+        unsafe { &*self.header.get() }
     }
 
     /// A counted reference to the process being activated.
@@ -163,8 +174,8 @@ impl Frame<'_> {
         // Safety: the pointer came from `Arc::as_ptr` of a live Arc (see `process`),
         // so adding a strong count and rebuilding an Arc from it is sound.
         unsafe {
-            Arc::increment_strong_count(self.process);
-            Arc::from_raw(self.process)
+            Arc::increment_strong_count(self.process.get());
+            Arc::from_raw(self.process.get())
         }
     }
 
@@ -336,25 +347,26 @@ impl Carrier {
         let stack = DefaultStack::new(size)?;
         let limit = stack.limit().get();
         let coroutine = Coroutine::with_stack(stack, |yielder, first: Resume| {
-            let mut next = first;
+            let Resume::Start(mut process) = first else {
+                return;
+            };
+            // One frame for every activation this carrier runs: building and dropping
+            // one per activation cost a few percent of a message round trip.
+            // Safety: the holder of the run rights keeps the process alive for the
+            // whole activation (see `Frame::process`).
+            let header: *const Header = unsafe { (*process).header() };
+            let frame = Frame {
+                yielder,
+                process: Cell::new(process),
+                header: Cell::new(header),
+                reductions: Cell::new(0),
+                cancelled: Cell::new(false),
+                exit: RefCell::new(None),
+                doomed: Cell::new(false),
+                deferred: RefCell::new(Vec::new()),
+            };
             loop {
-                let process = match next {
-                    Resume::Start(process) => process,
-                    Resume::Cancel | Resume::Continue => return,
-                };
-                // Safety: the holder of the run rights keeps the process alive for the
-                // whole activation (see `Frame::process`).
-                let header: *const Header = unsafe { (*process).header() };
-                let frame = Frame {
-                    yielder,
-                    process,
-                    header,
-                    reductions: Cell::new(0),
-                    cancelled: Cell::new(false),
-                    exit: RefCell::new(None),
-                    doomed: Cell::new(false),
-                    deferred: RefCell::new(Vec::new()),
-                };
+                frame.begin(process);
                 set_current(&frame);
                 let outcome =
                     panic::catch_unwind(AssertUnwindSafe(|| frame.process().activate(&frame)));
@@ -365,7 +377,10 @@ impl Carrier {
                     Err(payload) if payload.is::<Cancelled>() => return,
                     Err(payload) => abort_on_escaped_panic(payload),
                 };
-                next = yielder.suspend(Suspend::Finished(outcome));
+                process = match yielder.suspend(Suspend::Finished(outcome)) {
+                    Resume::Start(process) => process,
+                    Resume::Cancel | Resume::Continue => return,
+                };
             }
         });
         Ok(Box::new(Carrier {
