@@ -534,6 +534,74 @@ where
     call.wait(timeout)
 }
 
+/// Request and reply: the calling side of [`Pid`].
+impl<M: Send + 'static> Pid<M> {
+    /// Sends a request and waits, at most `timeout`, for its reply.
+    ///
+    /// `make_request` builds the request around a [`ReplyTo`], which the process (or
+    /// whoever it hands the handle to) answers with [`ReplyTo::reply`]. The call ends
+    /// with the first of:
+    ///
+    /// * the reply: `Ok(value)`;
+    /// * the process ending: [`CallError::Exited`] with its reason, as soon as it
+    ///   ends, also when it had ended before the call (the request is then never
+    ///   built) or the request could not be delivered;
+    /// * the reply handle dropped unanswered while the callee lives on:
+    ///   [`CallError::NoReply`], at once (when the callee drops it itself, once it
+    ///   next waits, so that a callee that stops without replying reports its exit
+    ///   as above);
+    /// * the timeout: [`CallError::Timeout`]. A reply that comes later is dropped:
+    ///   it never shows up in the caller's mailbox or anywhere else.
+    ///
+    /// The timeout counts from when the caller starts waiting, once the request is
+    /// sent (a process first lets a callee on its own worker run). Inside a process
+    /// this suspends only the calling process; on a plain thread it blocks the
+    /// thread. A process that calls itself waits for the timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// struct Counter { n: u64 }
+    /// enum Msg { Add(u64), Get(ReplyTo<u64>) }
+    ///
+    /// impl Process for Counter {
+    ///     type Message = Msg;
+    ///     fn handle(&mut self, msg: Msg, _cx: &mut Context<Self>) {
+    ///         match msg {
+    ///             Msg::Add(k) => self.n += k,
+    ///             Msg::Get(reply_to) => { reply_to.reply(self.n); }
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// let counter = rt.spawn(Counter { n: 40 }).unwrap();
+    /// // From a process: only the calling process waits.
+    /// let n = rt.block_on({
+    ///     let counter = counter.clone();
+    ///     move |_cx| {
+    ///         counter.send(Msg::Add(2)).unwrap();
+    ///         counter.call(Msg::Get, Duration::from_secs(5))
+    ///     }
+    /// });
+    /// assert_eq!(n, Ok(42));
+    /// // From a plain thread: the thread blocks.
+    /// assert_eq!(counter.call(Msg::Get, Duration::from_secs(5)), Ok(42));
+    /// // A call to a process that ends fails as soon as it ends, whatever the timeout.
+    /// counter.any().kill();
+    /// let err = counter.call(Msg::Get, Duration::from_secs(60)).unwrap_err();
+    /// assert!(matches!(err, CallError::Exited(_)));
+    /// ```
+    pub fn call<R: Send + 'static>(
+        &self,
+        make_request: impl FnOnce(ReplyTo<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        call(self, make_request, timeout)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

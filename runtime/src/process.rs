@@ -28,18 +28,15 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
 
 use fibra_mailbox::Mailbox;
 
-use crate::call::{CallError, ReplyTo};
 use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
 use crate::rights::{wake_at, Waker};
 use crate::scheduler::Shared;
 use crate::signal::{RelationsLock, Signal, Signals};
 use crate::state::StateWord;
-use crate::time::{Interval, TimerRef};
 
 /// A process as the scheduler sees it.
 pub(crate) type Task = Arc<dyn Run>;
@@ -304,57 +301,6 @@ impl<M: Send + 'static> Pid<M> {
         &self.inner.core().header
     }
 
-    /// Sends `msg` after `delay`, from the runtime's timeout thread. The returned
-    /// [`TimerRef`] can cancel it; dropping it does not. Fails, handing the message
-    /// back, if the process has exited or the runtime has shut down.
-    ///
-    /// The timer lives no longer than the process: if the process exits before the
-    /// delay is up, the timer is cancelled and the message dropped as it exits (as
-    /// Erlang cancels a timer to a process that is not alive), so a long delay to a
-    /// short-lived process holds nothing for long. A panic in the message's
-    /// destructor, wherever the runtime drops it, is reported (a `tracing` error and
-    /// a line on standard error) and goes no further.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use fibra_runtime::*;
-    ///
-    /// let rt = Runtime::builder().workers(1).build().unwrap();
-    /// let got = rt.block_on(|cx| {
-    ///     let child = cx.spawn_fn(|cx: &mut FnContext<&'static str>| cx.receive());
-    ///     let called_off = child.pid().send_after("never", Duration::from_secs(60)).unwrap();
-    ///     assert!(called_off.cancel());
-    ///     child.pid().send_after("later", Duration::from_millis(5)).unwrap();
-    ///     child.join().unwrap()
-    /// });
-    /// assert_eq!(got, "later");
-    /// ```
-    pub fn send_after(&self, msg: M, delay: Duration) -> Result<TimerRef, SendError<M>> {
-        crate::time::send_after(&self.inner.core().header.shared.timers, self, msg, delay)
-    }
-
-    /// Sends `make()` every `period`, the first one period from now, until the
-    /// returned [`Interval`] is cancelled, this process exits, `make` panics, or the
-    /// runtime shuts down. Ticks keep a fixed rate: a late tick does not push the
-    /// later ones back. When the interval stops, `make` is dropped; when it stops
-    /// because the process exited, that happens as the process exits, not at the
-    /// next tick.
-    ///
-    /// `make` runs on the runtime's timeout thread, the one thread that ends every
-    /// timed wait of the runtime (`sleep`, `receive_timeout`, call timeouts, IO
-    /// deadlines, supervisor backoffs). So it must be quick and must not block: no
-    /// locks held by processes, no blocking channel, no IO, no `call`; while it
-    /// runs, every deadline of the runtime waits. If it panics, the panic is
-    /// reported (a `tracing` error and a line on standard error), this interval
-    /// stops ([`Interval::is_active`] turns false) and nothing else is affected.
-    pub fn send_interval(
-        &self,
-        make: impl FnMut() -> M + Send + 'static,
-        period: Duration,
-    ) -> Interval {
-        crate::time::send_interval(&self.inner.core().header.shared.timers, self, make, period)
-    }
-
     /// Whether the process is still alive. A process can exit right after this
     /// returns true; use it for diagnostics, not to decide whether to send.
     pub fn is_alive(&self) -> bool {
@@ -371,71 +317,6 @@ impl<M: Send + 'static> Pid<M> {
     pub fn mailbox_len(&self) -> usize {
         self.inner.core().mailbox.len()
     }
-
-    /// Sends a request and waits, at most `timeout`, for its reply.
-    ///
-    /// `make_request` builds the request around a [`ReplyTo`], which the process (or
-    /// whoever it hands the handle to) answers with [`ReplyTo::reply`]. The call ends
-    /// with the first of:
-    ///
-    /// * the reply: `Ok(value)`;
-    /// * the process ending: [`CallError::Exited`] with its reason, as soon as it
-    ///   ends, also when it had ended before the call (the request is then never
-    ///   built) or the request could not be delivered;
-    /// * the reply handle dropped unanswered while the callee lives on:
-    ///   [`CallError::NoReply`], at once (when the callee drops it itself, once it
-    ///   next waits, so that a callee that stops without replying reports its exit
-    ///   as above);
-    /// * the timeout: [`CallError::Timeout`]. A reply that comes later is dropped:
-    ///   it never shows up in the caller's mailbox or anywhere else.
-    ///
-    /// The timeout counts from when the caller starts waiting, once the request is
-    /// sent (a process first lets a callee on its own worker run). Inside a process
-    /// this suspends only the calling process; on a plain thread it blocks the
-    /// thread. A process that calls itself waits for the timeout.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use fibra_runtime::*;
-    ///
-    /// struct Counter { n: u64 }
-    /// enum Msg { Add(u64), Get(ReplyTo<u64>) }
-    ///
-    /// impl Process for Counter {
-    ///     type Message = Msg;
-    ///     fn handle(&mut self, msg: Msg, _cx: &mut Context<Self>) {
-    ///         match msg {
-    ///             Msg::Add(k) => self.n += k,
-    ///             Msg::Get(reply_to) => { reply_to.reply(self.n); }
-    ///         }
-    ///     }
-    /// }
-    ///
-    /// let rt = Runtime::builder().workers(2).build().unwrap();
-    /// let counter = rt.spawn(Counter { n: 40 }).unwrap();
-    /// // From a process: only the calling process waits.
-    /// let n = rt.block_on({
-    ///     let counter = counter.clone();
-    ///     move |_cx| {
-    ///         counter.send(Msg::Add(2)).unwrap();
-    ///         counter.call(Msg::Get, Duration::from_secs(5))
-    ///     }
-    /// });
-    /// assert_eq!(n, Ok(42));
-    /// // From a plain thread: the thread blocks.
-    /// assert_eq!(counter.call(Msg::Get, Duration::from_secs(5)), Ok(42));
-    /// // A call to a process that ends fails as soon as it ends, whatever the timeout.
-    /// counter.any().kill();
-    /// let err = counter.call(Msg::Get, Duration::from_secs(60)).unwrap_err();
-    /// assert!(matches!(err, CallError::Exited(_)));
-    /// ```
-    pub fn call<R: Send + 'static>(
-        &self,
-        make_request: impl FnOnce(ReplyTo<R>) -> M,
-        timeout: Duration,
-    ) -> Result<R, CallError> {
-        crate::call::call(self, make_request, timeout)
-    }
 }
 
 impl<M: Send + 'static> Clone for Pid<M> {
@@ -447,6 +328,11 @@ impl<M: Send + 'static> Clone for Pid<M> {
 }
 
 impl<M: Send + 'static> Pid<M> {
+    /// The runtime the process belongs to.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.core().header.shared
+    }
+
     fn raw_id(&self) -> u64 {
         self.inner.core().header.id
     }

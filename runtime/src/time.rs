@@ -564,3 +564,57 @@ pub fn sleep(duration: Duration) {
         sleep_thread_until(deadline);
     }
 }
+
+/// Messages later and periodically: the timer side of [`Pid`].
+impl<M: Send + 'static> Pid<M> {
+    /// Sends `msg` after `delay`, from the runtime's timeout thread. The returned
+    /// [`TimerRef`] can cancel it; dropping it does not. Fails, handing the message
+    /// back, if the process has exited or the runtime has shut down.
+    ///
+    /// The timer lives no longer than the process: if the process exits before the
+    /// delay is up, the timer is cancelled and the message dropped as it exits (as
+    /// Erlang cancels a timer to a process that is not alive), so a long delay to a
+    /// short-lived process holds nothing for long. A panic in the message's
+    /// destructor, wherever the runtime drops it, is reported (a `tracing` error and
+    /// a line on standard error) and goes no further.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let got = rt.block_on(|cx| {
+    ///     let child = cx.spawn_fn(|cx: &mut FnContext<&'static str>| cx.receive());
+    ///     let called_off = child.pid().send_after("never", Duration::from_secs(60)).unwrap();
+    ///     assert!(called_off.cancel());
+    ///     child.pid().send_after("later", Duration::from_millis(5)).unwrap();
+    ///     child.join().unwrap()
+    /// });
+    /// assert_eq!(got, "later");
+    /// ```
+    pub fn send_after(&self, msg: M, delay: Duration) -> Result<TimerRef, SendError<M>> {
+        send_after(&self.shared().timers, self, msg, delay)
+    }
+
+    /// Sends `make()` every `period`, the first one period from now, until the
+    /// returned [`Interval`] is cancelled, this process exits, `make` panics, or the
+    /// runtime shuts down. Ticks keep a fixed rate: a late tick does not push the
+    /// later ones back. When the interval stops, `make` is dropped; when it stops
+    /// because the process exited, that happens as the process exits, not at the
+    /// next tick.
+    ///
+    /// `make` runs on the runtime's timeout thread, the one thread that ends every
+    /// timed wait of the runtime (`sleep`, `receive_timeout`, call timeouts, IO
+    /// deadlines, supervisor backoffs). So it must be quick and must not block: no
+    /// locks held by processes, no blocking channel, no IO, no `call`; while it
+    /// runs, every deadline of the runtime waits. If it panics, the panic is
+    /// reported (a `tracing` error and a line on standard error), this interval
+    /// stops ([`Interval::is_active`] turns false) and nothing else is affected.
+    pub fn send_interval(
+        &self,
+        make: impl FnMut() -> M + Send + 'static,
+        period: Duration,
+    ) -> Interval {
+        send_interval(&self.shared().timers, self, make, period)
+    }
+}
