@@ -312,3 +312,21 @@ fn join_from_a_plain_thread_and_from_a_process() {
         assert_eq!(nested, 20);
     });
 }
+
+/// A free-running child spawned inside a process starts on its spawner's worker
+/// as soon as the spawner waits, so a spawner and the child it joins or talks to
+/// share a worker (a started child never leaves the worker it started on).
+#[test]
+fn a_spawned_free_running_child_starts_on_its_spawners_worker() {
+    within(30, || {
+        let rt = Builder::default().workers(2).build().unwrap();
+        let all_local = rt.block_on(|cx| {
+            (0..200).all(|_| {
+                let here = std::thread::current().id();
+                let child = cx.spawn_fn(|_: &mut FnContext<()>| std::thread::current().id());
+                child.join().unwrap() == here
+            })
+        });
+        assert!(all_local, "a child started on another worker");
+    });
+}

@@ -265,6 +265,20 @@ impl Shared {
         });
     }
 
+    /// Schedules a free-running process that was just spawned. From a worker it
+    /// goes to that worker's LIFO slot, to run as soon as its spawner suspends:
+    /// once it has started its stack keeps it on the worker it started on, and a
+    /// spawner and its child usually talk to each other (a join, messages), so they
+    /// had better share a worker. What it displaces stays stealable, so a burst of
+    /// spawns still spreads over the workers.
+    pub(crate) fn schedule_spawned_fn(self: &Arc<Self>, rights: RunRights) {
+        debug_assert!(rights.home().is_none());
+        self.with_worker(|w| match w {
+            Some(w) => w.put_lifo(rights),
+            None => self.inject(rights),
+        });
+    }
+
     /// Schedules a process whose run rights were just acquired by a wake-up.
     pub(crate) fn schedule_woken(self: &Arc<Self>, rights: RunRights) {
         let home = rights.home();
