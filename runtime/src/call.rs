@@ -96,7 +96,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::carrier::{with_current, Frame, Suspend, Suspended};
+use crate::carrier::{with_current, with_suspendable, Frame, Suspend, Suspended};
 use crate::error::Exit;
 use crate::process::{Pid, Run, Task};
 use crate::signal::{on_exit, remove_exit_hook, HookId};
@@ -373,15 +373,15 @@ impl<R> Call<R> {
     /// Waits for the outcome, at most `timeout`: suspends the calling process, or
     /// parks the calling thread outside any process.
     fn wait(&mut self, timeout: Duration) -> Result<R, CallError> {
-        with_current(|frame| match frame {
-            Some(frame) if frame.may_suspend() => self.wait_in_process(frame, timeout),
+        with_suspendable(|frame| match frame {
+            Some(frame) => self.wait_in_process(frame, timeout),
             // A process that unwinds may not suspend: it blocks its thread instead,
             // unless the runtime is ending processes on this very thread.
-            _ if crate::shutdown::draining() => match self.try_take() {
+            None if crate::shutdown::draining() => match self.try_take() {
                 Some(result) => result,
                 None => Err(CallError::Exited(Exit::Shutdown)),
             },
-            _ => self.wait_on_thread(deadline_after(timeout)),
+            None => self.wait_on_thread(deadline_after(timeout)),
         })
     }
 

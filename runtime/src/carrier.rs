@@ -137,6 +137,14 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Frame<'_>>) -> R) -> R {
     f(unsafe { frame.as_ref() })
 }
 
+/// Runs `f` with the frame of the process running on this thread if that process
+/// may suspend now ([`Frame::may_suspend`]), and with `None` otherwise: outside any
+/// process, and in one that unwinds or ends, a blocking call waits as a plain
+/// thread would.
+pub(crate) fn with_suspendable<R>(f: impl FnOnce(Option<&Frame<'_>>) -> R) -> R {
+    with_current(|frame| f(frame.filter(|frame| frame.may_suspend())))
+}
+
 #[inline(never)]
 fn set_current(frame: *const Frame<'_>) {
     CURRENT.with(|c| c.set(frame.cast()));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use fibra_mailbox::Mailbox;
 
-use crate::carrier::{with_current, Cancelled, Frame, Outcome, Suspend, Suspended};
+use crate::carrier::{with_suspendable, Cancelled, Frame, Outcome, Suspend, Suspended};
 use crate::error::{Exit, SpawnError};
 use crate::handler::Process;
 use crate::join::{Completion, JoinHandle};
@@ -162,7 +162,7 @@ where
     // Next to its spawner only if the spawner can step aside for it: one that
     // unwinds blocks its thread in a wait instead, and the child must be free to
     // run elsewhere.
-    if with_current(|frame| frame.is_some_and(|frame| frame.may_suspend())) {
+    if with_suspendable(|frame| frame.is_some()) {
         shared.schedule_spawned_fn(rights);
     } else {
         shared.schedule_new(rights);

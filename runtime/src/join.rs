@@ -8,7 +8,7 @@ use std::thread;
 
 use parking_lot::Mutex;
 
-use crate::carrier::{with_current, Suspend};
+use crate::carrier::{with_suspendable, Suspend};
 use crate::error::Exit;
 use crate::process::{Pid, ProcessId};
 use crate::state::{Deadline, Wait};
@@ -46,36 +46,27 @@ impl<T> Completion<T> {
     /// suspend). In a shutdown drain it fails at once with [`Exit::Shutdown`]
     /// instead of waiting (see `shutdown::draining`).
     fn wait(&self) -> Result<T, Exit> {
-        loop {
+        with_suspendable(|frame| loop {
             let mut slot = self.slot.lock();
             if let Some(result) = slot.0.take() {
                 return result;
             }
-            let in_process = with_current(|frame| match frame {
-                Some(frame) if frame.may_suspend() => {
+            match frame {
+                Some(frame) => {
                     slot.1 = Waiter::Process(frame.task());
                     drop(slot);
                     let _ = frame.suspend(Suspend::Wait(Wait::Event, Deadline::None));
-                    true
                 }
-                _ => false,
-            });
-            if in_process {
-                continue;
+                None if crate::shutdown::draining() => return Err(Exit::Shutdown),
+                None => {
+                    slot.1 = Waiter::Thread(thread::current());
+                    drop(slot);
+                    // A wake-up between the unlock and the park leaves the thread's
+                    // token set, so park returns at once.
+                    thread::park();
+                }
             }
-            if crate::shutdown::draining() {
-                return Err(Exit::Shutdown);
-            }
-            let mut slot = self.slot.lock();
-            if let Some(result) = slot.0.take() {
-                return result;
-            }
-            slot.1 = Waiter::Thread(thread::current());
-            drop(slot);
-            // A wake-up between the unlock and the park leaves the thread's token set,
-            // so park returns at once.
-            thread::park();
-        }
+        })
     }
 }
 

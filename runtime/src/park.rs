@@ -34,7 +34,7 @@ use std::fmt;
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use crate::carrier::{with_current, Suspend, Suspended};
+use crate::carrier::{with_current, with_suspendable, Suspend, Suspended};
 use crate::process::Task;
 use crate::state::Wait;
 use crate::time::WaitTimer;
@@ -79,11 +79,11 @@ impl fmt::Debug for Unparker {
 /// An unparker for the calling process, or for the calling thread outside any
 /// process.
 pub fn current_unparker() -> Unparker {
-    with_current(|frame| Unparker {
+    with_suspendable(|frame| Unparker {
         target: match frame {
-            Some(frame) if frame.may_suspend() => Target::Process(frame.task()),
+            Some(frame) => Target::Process(frame.task()),
             // A process that unwinds parks its thread (see park_until).
-            _ => Target::Thread(thread::current()),
+            None => Target::Thread(thread::current()),
         },
     })
 }
@@ -119,8 +119,8 @@ pub fn park_until(deadline: Option<Instant>) -> ParkOutcome {
     if deadline.is_some_and(|d| Instant::now() >= d) {
         return ParkOutcome::TimedOut;
     }
-    let parked = with_current(|frame| match frame {
-        Some(frame) if frame.may_suspend() => {
+    let parked = with_suspendable(|frame| match frame {
+        Some(frame) => {
             let mut timer = WaitTimer::new(frame);
             let bound = match deadline {
                 Some(deadline) => timer.rearm(deadline),
@@ -128,7 +128,7 @@ pub fn park_until(deadline: Option<Instant>) -> ParkOutcome {
             };
             frame.suspend(Suspend::Wait(Wait::Event, bound)) == Suspended::Resumed
         }
-        _ => false,
+        None => false,
     });
     if !parked {
         // Outside any process, or in one that unwinds (which may not suspend, and

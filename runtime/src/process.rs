@@ -27,6 +27,7 @@ use std::any::Any;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use fibra_mailbox::Mailbox;
@@ -174,26 +175,25 @@ impl<M: Send + 'static> Core<M> {
         // The queued messages and signals are dropped here, and their destructors are
         // user code: a panic there is reported and ends nothing else (the mailbox
         // still drops every other message before the panic comes out of `close`).
-        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // Safety: only the holder of the run rights ends a process, and it is the
-            // one consumer of its mailbox and signal queue.
-            unsafe {
-                self.mailbox.close();
-                self.header.signals.close();
-            }
-        }));
-        if let Err(payload) = dropped {
-            // The signal queue must be closed even if the mailbox's drop panicked.
-            let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                // Safety: as above.
-                unsafe { self.header.signals.close() };
-            }));
+        let report = |payload: Box<dyn Any + Send>| {
             tracing::error!(
                 pid = %ProcessId(self.header.id),
                 "a queued message panicked in drop while its process ended: {}",
                 crate::error::panic_message(payload.as_ref())
-            );
-            drop(again);
+            )
+        };
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| {
+            // Safety: only the holder of the run rights ends a process, and it is the
+            // one consumer of its mailbox.
+            unsafe { self.mailbox.close() }
+        })) {
+            report(payload);
+        }
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| {
+            // Safety: as above, for its signal queue.
+            unsafe { self.header.signals.close() }
+        })) {
+            report(payload);
         }
         match exit {
             Exit::Panicked(message) => tracing::error!(

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use crate::carrier::Carrier;
+use crate::error::Exit;
 use crate::process::{Header, Run, Task};
 use crate::state::{Deadline, Rights, Suspension, Wait};
 
@@ -148,6 +149,13 @@ impl RunRights {
     /// dropped like any other.
     pub(crate) fn retire(self) {
         drop(self.task);
+    }
+
+    /// Ends the process from outside any carrier with `exit` (runtime shutdown, no
+    /// stack to be had), then retires the rights.
+    pub(crate) fn terminate(self, exit: Exit) {
+        self.process().terminate(exit);
+        self.retire();
     }
 }
 

@@ -302,8 +302,7 @@ fn shut_down(shared: &Arc<Shared>, mut parts: Parts, deadline: Option<Instant>) 
         // worker's queues, and that worker ends them.
         if let Some(rights) = RunRights::seize(&*task) {
             if let Some(rights) = shared.drain_route(rights) {
-                rights.process().terminate(Exit::Shutdown);
-                rights.retire();
+                rights.terminate(Exit::Shutdown);
             }
         }
     }
@@ -319,8 +318,7 @@ fn shut_down(shared: &Arc<Shared>, mut parts: Parts, deadline: Option<Instant>) 
         }
     }
     for rights in shared.take_injected() {
-        rights.process().terminate(Exit::Shutdown);
-        rights.retire();
+        rights.terminate(Exit::Shutdown);
     }
     if all_stopped {
         tracing::debug!(runtime = %shared.config.name, "runtime shut down");

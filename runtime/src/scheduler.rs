@@ -103,13 +103,12 @@ pub(crate) struct Shared {
     stealers: Box<[Stealer<RunRights>]>,
     /// Per worker: suspended activations of that worker, woken from elsewhere.
     /// Only that worker pops its inbox.
-    inboxes: Box<[Inbox]>,
+    inboxes: Box<[CountedQueue]>,
     /// Parking and waking.
     idle: Idle,
-    /// Handler processes that could not get a stack, waiting for one.
-    starved: Injector<RunRights>,
-    /// How many processes wait in `starved` (read on every pick, so one load).
-    starved_len: AtomicUsize,
+    /// Handler processes that could not get a stack, waiting for one; any worker
+    /// with a pooled stack takes from it.
+    starved: CountedQueue,
     /// Carriers mapped and not yet unmapped, in pools or in use: while there are
     /// any, a process that could not get a stack can wait for one.
     mapped: AtomicUsize,
@@ -176,10 +175,11 @@ impl Shared {
         let shared = Arc::new(Shared {
             injector: Injector::new(),
             stealers: deques.iter().map(Worker::stealer).collect(),
-            inboxes: (0..config.workers).map(|_| Inbox::default()).collect(),
+            inboxes: (0..config.workers)
+                .map(|_| CountedQueue::default())
+                .collect(),
             idle: Idle::new(config.workers),
-            starved: Injector::new(),
-            starved_len: AtomicUsize::new(0),
+            starved: CountedQueue::default(),
             mapped: AtomicUsize::new(0),
             table: Table::new(config.workers + 1),
             timers,
@@ -339,14 +339,11 @@ impl Shared {
     /// them.
     pub(crate) fn take_injected(&self) -> Vec<RunRights> {
         let mut left = Vec::new();
-        for queue in [&self.injector, &self.starved] {
-            loop {
-                match queue.steal() {
-                    Steal::Success(rights) => left.push(rights),
-                    Steal::Empty => break,
-                    Steal::Retry => {}
-                }
-            }
+        while let Some(rights) = steal_one(&self.injector) {
+            left.push(rights);
+        }
+        while let Some(rights) = self.starved.pop() {
+            left.push(rights);
         }
         left
     }
@@ -429,8 +426,7 @@ impl WorkerCore {
             // Unwinds the suspended activation, if any, here on its home thread.
             self.shared.unmap(carrier);
         }
-        rights.process().terminate(Exit::Shutdown);
-        rights.retire();
+        rights.terminate(Exit::Shutdown);
     }
 
     /// The next process from this worker's own queues (and now and then from
@@ -537,14 +533,12 @@ impl WorkerCore {
 
     /// Whether a handler waits for a stack and this worker has one pooled for it.
     fn can_lend_a_stack(&self) -> bool {
-        self.shared.starved_len.load(Ordering::SeqCst) > 0 && !self.pool.borrow().is_empty()
+        self.shared.starved.has_any() && !self.pool.borrow().is_empty()
     }
 
     /// A process that waits for a stack, if one is there.
     fn take_starved(&self) -> Option<RunRights> {
-        let rights = steal_one(&self.shared.starved)?;
-        self.shared.starved_len.fetch_sub(1, Ordering::Relaxed);
-        Some(rights)
+        self.shared.starved.pop()
     }
 
     fn begin_search(&self) {
@@ -629,7 +623,7 @@ impl WorkerCore {
 
     fn give_carrier(&self, carrier: Box<Carrier>) {
         // A handler waiting for a stack gets this one: it runs here next.
-        if self.shared.starved_len.load(Ordering::Relaxed) > 0 {
+        if self.shared.starved.has_any() {
             if let Some(rights) = self.take_starved() {
                 self.pool.borrow_mut().push(carrier);
                 self.push_stealable(rights);
@@ -655,12 +649,10 @@ impl WorkerCore {
                 "fibra: process {} ended: no stack can be mapped at all: {message}",
                 crate::process::ProcessId(rights.header().id)
             );
-            rights.process().terminate(Exit::NoStack(message));
-            rights.retire();
+            rights.terminate(Exit::NoStack(message));
             return;
         }
         self.shared.starved.push(rights);
-        self.shared.starved_len.fetch_add(1, Ordering::Relaxed);
         // A sleeping worker may have a pooled stack to lend it.
         self.shared.idle.notify_one();
     }
@@ -708,31 +700,39 @@ impl WorkerCore {
     }
 }
 
-/// A worker's inbox: suspended activations sent home to it. The length lives on a
-/// line of its own, so that the check on every pick is one load.
+/// A queue whose length lives on a line of its own, so that "is there anything?"
+/// on every pick is one load: a worker's inbox (suspended activations sent home
+/// to it, popped only by that worker) and the handlers waiting for a stack
+/// (popped by any worker that has one).
 #[derive(Default)]
-struct Inbox {
+struct CountedQueue {
     /// How many tokens the queue holds (pushed minus popped).
     len: CachePadded<AtomicUsize>,
     /// The tokens.
     queue: Injector<RunRights>,
 }
 
-impl Inbox {
+impl CountedQueue {
     fn push(&self, rights: RunRights) {
         self.queue.push(rights);
         self.len.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The oldest token; called only by the inbox's worker.
+    /// The oldest token.
     #[inline]
     fn pop(&self) -> Option<RunRights> {
-        if self.len.load(Ordering::Relaxed) == 0 {
+        if !self.has_any() {
             return None;
         }
         let rights = steal_one(&self.queue)?;
         self.len.fetch_sub(1, Ordering::Relaxed);
         Some(rights)
+    }
+
+    /// Whether a token was pushed and not yet popped.
+    #[inline]
+    fn has_any(&self) -> bool {
+        self.len.load(Ordering::SeqCst) > 0
     }
 
     fn is_empty(&self) -> bool {

@@ -341,14 +341,7 @@ impl StateWord {
     /// and by the shutdown drain, which must release a parked process's rights
     /// reference.
     pub fn seize(&self) -> Rights {
-        let mut current = self.word.load(SeqCst);
-        while matches!(current & KIND, WAIT_MSG | WAIT_EVENT | WAIT_SLEEP) {
-            match self.take_step(current) {
-                Ok(rights) => return rights,
-                Err(actual) => current = actual,
-            }
-        }
-        Rights::Failed
+        self.take_while(|kind| matches!(kind, WAIT_MSG | WAIT_EVENT | WAIT_SLEEP))
     }
 
     /// Marks the process as ended: from now on nobody acquires its rights.
@@ -363,8 +356,13 @@ impl StateWord {
 
     /// Moves `from` to RUNNING with a CAS, keeping the permits and the sequence.
     fn take_from(&self, from: u64) -> Rights {
+        self.take_while(|kind| kind == from)
+    }
+
+    /// Takes the rights while the word's kind is one `suspended` accepts.
+    fn take_while(&self, suspended: impl Fn(u64) -> bool) -> Rights {
         let mut current = self.word.load(SeqCst);
-        while current & KIND == from {
+        while suspended(current & KIND) {
             match self.take_step(current) {
                 Ok(rights) => return rights,
                 Err(actual) => current = actual,
