@@ -123,7 +123,7 @@ impl RunRights {
 
     /// Publishes a suspension (see [`StateWord::suspend`]): `Ok(())` if the process
     /// is parked, and then the rights have been handed over; `Err(self)` if the
-    /// re-check found work, and the caller keeps the rights.
+    /// check found work, and the caller keeps the rights.
     ///
     /// [`StateWord::suspend`]: crate::state::StateWord::suspend
     #[inline]

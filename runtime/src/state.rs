@@ -22,34 +22,42 @@
 //! 4. **Signals** ([`StateWord::interrupt`]) end any wait; **timers**
 //!    ([`StateWord::expire`]) end the timed wait they were armed for (below).
 //!
-//! The race that matters is the parking worker against a sender: the worker
-//! stores "parking" and then re-checks the mailbox; the sender pushes and then
-//! checks the state. Both sides are store-then-load on *two different* words, so
-//! both are `SeqCst`: with acquire/release alone each side may read the other's
-//! old value and the wake-up is lost (invariant 1).
+//! The race that matters is the parking worker against a sender. The worker
+//! checks the mailbox and then publishes "waiting" with a CAS; the sender pushes
+//! and then reads the state word. If the sender finds the process still holding
+//! its rights (running, or about to park), it cannot take them, so it leaves a
+//! mark in the word instead (`MAIL`; a signal leaves `SIGNALED`). The worker's
+//! publishing CAS fails on a mark: it clears the mark, checks again, and keeps the
+//! rights if there is work.
 //!
 //! ```text
 //!   worker (receiver side)                 sender
 //!   ----------------------                 ------
-//!   state := WAIT_MSG|PARKING (SeqCst)     mailbox.push(m)      (SeqCst CAS)
-//!   mailbox.has_new()?        (SeqCst)     load state           (SeqCst)
-//!     yes: back to RUNNING, run it again     WAIT_MSG|PARKING: set WOKEN
-//!     no:  CAS PARKING off                   WAIT_MSG: CAS -> RUNNING
-//!          failed on WOKEN: run it again          won: schedule it
-//!          done: published, hands off             lost: someone else owns it
+//!   mailbox.has_new()?        (SeqCst)     mailbox.push(m)      (SeqCst CAS)
+//!     yes: keep the rights, run it again   load state           (SeqCst)
+//!   CAS RUNNING -> WAIT_MSG                  RUNNING, no MAIL: CAS set MAIL
+//!     failed on MAIL: CAS MAIL off,          RUNNING|MAIL: nothing to do
+//!       check the mailbox again              WAIT_MSG: CAS -> RUNNING
+//!     done: published, hands off               won: schedule it
+//!                                              lost: someone else owns it
 //! ```
 //!
-//! In a total order of the four `SeqCst` operations at least one side sees the
-//! other's write: the worker finds the message, or the sender finds the word
-//! parking (and leaves `WOKEN`, which makes the worker's final CAS fail) or
-//! parked (and takes the rights with a CAS that lets exactly one party win,
-//! invariant 2). A winner never hands the rights back (invariant 4): even if it
-//! finds nothing to do, it schedules the process, which re-checks and suspends
-//! again by itself.
+//! Every step on the state word is a read-modify-write except the sender's load
+//! that finds `MAIL` already set, and that load is `SeqCst`: it reads a mark that
+//! the worker has not cleared yet, so the worker's clear, and the mailbox check
+//! after it, come later in the single order of `SeqCst` operations and see the
+//! message (invariant 1). Otherwise the sender's CAS and the worker's publication
+//! are two writes to one word: if the publication is first, the sender takes the
+//! rights with a CAS that lets exactly one party win (invariant 2); if the mark is
+//! first, the publication fails. A winner never hands the rights back (invariant
+//! 4): even if it finds nothing to do, it schedules the process, which checks and
+//! suspends again by itself.
 //!
-//! The `PARKING` step is what keeps invariant 6: while it is set the worker still
-//! holds the rights, so its re-check reads a process nobody else can run (or end,
-//! or free); its final CAS is the publication and its last access.
+//! This keeps invariant 6 by construction: every check happens while the worker
+//! holds the rights (the word says RUNNING, so nobody else can run, end or free
+//! the process), and the publishing CAS is the worker's last access. It costs the
+//! worker one read-modify-write per park, and a sender one extra only when it is
+//! the first to find the process running since its last park.
 
 //! # Timed waits
 //!
@@ -67,8 +75,7 @@
 //! 3. The timer fires: if the word still holds that sequence number and a timed
 //!    wait, the timeout thread takes the rights. If the process has not published
 //!    its wait yet (a very short deadline), the timer leaves an `EXPIRED` permit
-//!    instead, and the park in step 2 consumes it and keeps the rights; if it is
-//!    parking, the timer leaves `WOKEN`, and the worker runs it again.
+//!    instead, and the park in step 2 consumes it and keeps the rights.
 //! 4. A message (or notification) that wins instead clears `TIMED`; the late timer
 //!    then fails its CAS, and the process cancels it when it runs.
 
@@ -96,15 +103,12 @@ const TIMED: u64 = 1 << 4;
 /// The timer of the current sequence number fired while the process still held its
 /// rights; the next timed wait returns at once.
 const EXPIRED: u64 = 1 << 5;
-/// The process is being parked: the kind bits say what it will wait for, but its
-/// worker still holds the rights and re-checks the mailbox and signals. A waker
-/// that finds this flag cannot take the rights; it sets `WOKEN` instead.
-const PARKING: u64 = 1 << 6;
-/// A waker found the process `PARKING`: its worker keeps the rights and runs it
-/// again instead of finishing the park.
-const WOKEN: u64 = 1 << 7;
-/// What a process that was parking and runs again clears.
-const PARKED_BITS: u64 = KIND | TIMED | PARKING | WOKEN;
+/// A message was pushed while the process held its rights: its next message wait
+/// checks the mailbox again before it publishes.
+const MAIL: u64 = 1 << 6;
+/// A signal was pushed while the process held its rights: its next wait of any
+/// kind checks the signal queue again before it publishes.
+const SIGNALED: u64 = 1 << 7;
 /// The sequence number of the current timed wait starts at this bit.
 const SEQ_SHIFT: u32 = 8;
 /// One step of the sequence number.
@@ -182,91 +186,71 @@ impl StateWord {
     }
 
     /// Worker side, after switching off the process's stack: parks the process,
-    /// unless a permit for the wait is pending (a notification for an event wait, an
-    /// expiry for a timed wait), in which case the permit is consumed and the caller
-    /// keeps the rights. The caller must hold the run rights.
+    /// unless there is work for it, in which case the caller keeps the rights. The
+    /// caller must hold the run rights.
     ///
-    /// Parking takes two steps, so that the caller never touches the process once
-    /// somebody else may own it (invariant 6):
-    ///
-    /// 1. Mark the word `PARKING` with the wait's kind. From here on a waker cannot
-    ///    take the rights; it sets `WOKEN` instead.
-    /// 2. Re-check with `pending` (`SeqCst` loads of whatever can end the wait and
-    ///    was pushed before step 1: the mailbox for a message wait, the signal
-    ///    queue for every wait). Work found: clear the mark and keep the rights.
-    /// 3. Clear `PARKING` with a CAS that fails if a waker set `WOKEN` meanwhile
-    ///    (then the caller keeps the rights). A successful CAS is the publication:
-    ///    the rights, and the reference they own, belong to the next waker, and the
-    ///    caller must not read the process again.
+    /// Work is a pending permit for the wait (a notification for an event wait, an
+    /// expiry for a timed wait; consumed here) or whatever `pending` finds (a
+    /// `SeqCst` check of what can end the wait: the mailbox for a message wait, the
+    /// signal queue for every wait). A mark a waker left while the process ran
+    /// (`MAIL`, `SIGNALED`) makes the publication fail: the mark is cleared and
+    /// `pending` asked again. A successful publication hands the rights, and the
+    /// reference they own, to the next waker: the caller must not read the process
+    /// again (invariant 6).
     pub fn suspend(
         &self,
         wait: Wait,
         deadline: Deadline,
-        pending: impl FnOnce() -> bool,
+        pending: impl Fn() -> bool,
     ) -> Suspension {
-        let (kind, permit) = match wait {
-            Wait::Message => (WAIT_MSG, 0),
-            Wait::Event => (WAIT_EVENT, NOTIFIED),
-            Wait::Sleep => (WAIT_SLEEP, 0),
+        let (kind, permit, marks) = match wait {
+            Wait::Message => (WAIT_MSG, 0, MAIL | SIGNALED),
+            Wait::Event => (WAIT_EVENT, NOTIFIED, SIGNALED),
+            Wait::Sleep => (WAIT_SLEEP, 0, SIGNALED),
         };
         let (timed, permit) = match deadline {
             Deadline::None => (0, permit),
             Deadline::Timed => (TIMED, permit | EXPIRED),
         };
-        let mut current = self.word.load(SeqCst);
-        loop {
-            debug_assert_eq!(
-                current & KIND,
-                RUNNING,
-                "suspending a process we do not own"
-            );
-            let (next, outcome) = if current & permit != 0 {
-                (current & !permit, Suspension::Resumed)
-            } else {
-                (current | kind | timed | PARKING, Suspension::Parked)
-            };
-            match self
-                .word
-                .compare_exchange_weak(current, next, SeqCst, SeqCst)
-            {
-                Ok(_) if outcome == Suspension::Resumed => return outcome,
-                Ok(_) => break,
-                Err(actual) => current = actual,
+        'check: loop {
+            seqcst_order_for_loom();
+            if pending() {
+                return Suspension::Resumed;
             }
-        }
-        seqcst_order_for_loom();
-        if pending() {
-            self.unpark_self();
-            return Suspension::Resumed;
-        }
-        let mut current = self.word.load(SeqCst);
-        loop {
-            let (next, outcome) = if current & WOKEN != 0 {
-                (current & !PARKED_BITS, Suspension::Resumed)
-            } else {
-                (current & !PARKING, Suspension::Parked)
-            };
-            match self
-                .word
-                .compare_exchange_weak(current, next, SeqCst, SeqCst)
-            {
-                // After a successful publication: not one more access.
-                Ok(_) => return outcome,
-                Err(actual) => current = actual,
+            let mut current = self.word.load(SeqCst);
+            loop {
+                debug_assert_eq!(
+                    current & KIND,
+                    RUNNING,
+                    "suspending a process we do not own"
+                );
+                let next = if current & permit != 0 {
+                    current & !permit
+                } else if current & marks != 0 {
+                    current & !marks
+                } else {
+                    current | kind | timed
+                };
+                match self
+                    .word
+                    .compare_exchange_weak(current, next, SeqCst, SeqCst)
+                {
+                    Ok(_) if current & permit != 0 => return Suspension::Resumed,
+                    Ok(_) if current & marks != 0 => continue 'check,
+                    // The publication: not one more access.
+                    Ok(_) => return Suspension::Parked,
+                    Err(actual) => current = actual,
+                }
             }
         }
     }
 
-    /// Parking side: the re-check found work; back to running with the rights.
-    fn unpark_self(&self) {
-        self.word.fetch_and(!PARKED_BITS, SeqCst);
-    }
-
-    /// Sender side, after a successful push: take the rights if the process waits
-    /// for a message.
+    /// Sender side, after a successful push: takes the rights if the process waits
+    /// for a message; marks it `MAIL` if it holds its rights (so that its next
+    /// message wait checks again).
     pub fn wake_for_message(&self) -> Rights {
         seqcst_order_for_loom();
-        self.take_from(WAIT_MSG)
+        self.take_or_mark(|kind| kind == WAIT_MSG, MAIL)
     }
 
     /// Event side: wake the process if it waits for an event; otherwise leave a
@@ -275,12 +259,6 @@ impl StateWord {
         let mut current = self.word.load(SeqCst);
         loop {
             let next = match current & KIND {
-                WAIT_EVENT if current & PARKING != 0 => {
-                    if current & WOKEN != 0 {
-                        return Rights::Failed;
-                    }
-                    current | WOKEN
-                }
                 WAIT_EVENT => current & !KIND & !NOTIFIED & !TIMED,
                 EXITED => return Rights::Failed,
                 _ if current & NOTIFIED != 0 => return Rights::Failed,
@@ -290,9 +268,7 @@ impl StateWord {
                 .word
                 .compare_exchange_weak(current, next, SeqCst, SeqCst)
             {
-                Ok(_) if current & KIND == WAIT_EVENT && current & PARKING == 0 => {
-                    return Rights::Acquired
-                }
+                Ok(_) if current & KIND == WAIT_EVENT => return Rights::Acquired,
                 Ok(_) => return Rights::Failed,
                 Err(actual) => current = actual,
             }
@@ -310,12 +286,7 @@ impl StateWord {
             }
             let (next, rights) = match current & KIND {
                 WAIT_MSG | WAIT_EVENT | WAIT_SLEEP if current & TIMED != 0 => {
-                    if current & PARKING != 0 {
-                        // Its worker is still parking it: it runs again instead.
-                        ((current & !TIMED) | WOKEN, Rights::Failed)
-                    } else {
-                        (current & !KIND & !TIMED, Rights::Acquired)
-                    }
+                    (current & !KIND & !TIMED, Rights::Acquired)
                 }
                 RUNNING if current & EXPIRED == 0 => (current | EXPIRED, Rights::Failed),
                 _ => return Rights::Failed,
@@ -331,17 +302,18 @@ impl StateWord {
     }
 
     /// Signal side, after a successful push to the signal queue: takes the rights
-    /// from whatever wait the process is in (signals end every wait).
+    /// from whatever wait the process is in (signals end every wait); marks it
+    /// `SIGNALED` if it holds its rights (so that its next wait checks again).
     pub fn interrupt(&self) -> Rights {
         seqcst_order_for_loom();
-        self.seize()
+        self.take_or_mark(suspended, SIGNALED)
     }
 
     /// Takes the rights of a parked process, whatever it waits for. Used by signals
     /// and by the shutdown drain, which must release a parked process's rights
     /// reference.
     pub fn seize(&self) -> Rights {
-        self.take_while(|kind| matches!(kind, WAIT_MSG | WAIT_EVENT | WAIT_SLEEP))
+        self.take_while(suspended)
     }
 
     /// Marks the process as ended: from now on nobody acquires its rights.
@@ -354,40 +326,48 @@ impl StateWord {
         self.word.load(SeqCst) & KIND == EXITED
     }
 
-    /// Moves `from` to RUNNING with a CAS, keeping the permits and the sequence.
-    fn take_from(&self, from: u64) -> Rights {
-        self.take_while(|kind| kind == from)
+    /// Takes the rights while the word's kind is one `wakes` accepts; if the
+    /// process holds its rights instead, sets `mark` (unless it is set already).
+    fn take_or_mark(&self, wakes: impl Fn(u64) -> bool, mark: u64) -> Rights {
+        let mut current = self.word.load(SeqCst);
+        loop {
+            let kind = current & KIND;
+            let (next, rights) = if wakes(kind) {
+                (current & !KIND & !TIMED, Rights::Acquired)
+            } else if kind == RUNNING && current & mark == 0 {
+                (current | mark, Rights::Failed)
+            } else {
+                return Rights::Failed;
+            };
+            match self
+                .word
+                .compare_exchange_weak(current, next, SeqCst, SeqCst)
+            {
+                Ok(_) => return rights,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
-    /// Takes the rights while the word's kind is one `suspended` accepts.
-    fn take_while(&self, suspended: impl Fn(u64) -> bool) -> Rights {
+    /// Takes the rights while the word's kind is one `wakes` accepts.
+    fn take_while(&self, wakes: impl Fn(u64) -> bool) -> Rights {
         let mut current = self.word.load(SeqCst);
-        while suspended(current & KIND) {
-            match self.take_step(current) {
-                Ok(rights) => return rights,
+        while wakes(current & KIND) {
+            match self
+                .word
+                .compare_exchange_weak(current, current & !KIND & !TIMED, SeqCst, SeqCst)
+            {
+                Ok(_) => return Rights::Acquired,
                 Err(actual) => current = actual,
             }
         }
         Rights::Failed
     }
+}
 
-    /// One attempt to take the rights of a process seen suspended in `current`:
-    /// moves it to RUNNING, or, while its worker is still parking it, leaves
-    /// `WOKEN` for that worker (which then keeps the rights). `Err` holds the value
-    /// a failed CAS found.
-    fn take_step(&self, current: u64) -> Result<Rights, u64> {
-        let (next, rights) = if current & PARKING != 0 {
-            if current & WOKEN != 0 {
-                return Ok(Rights::Failed);
-            }
-            (current | WOKEN, Rights::Failed)
-        } else {
-            (current & !KIND & !TIMED, Rights::Acquired)
-        };
-        self.word
-            .compare_exchange_weak(current, next, SeqCst, SeqCst)
-            .map(|_| rights)
-    }
+/// Whether `kind` is a wait (signals and the shutdown drain end every wait).
+fn suspended(kind: u64) -> bool {
+    matches!(kind, WAIT_MSG | WAIT_EVENT | WAIT_SLEEP)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -411,6 +391,57 @@ mod tests {
         let s = StateWord::new_running();
         assert_eq!(park_for_message(&s, true), Suspension::Resumed);
         assert_eq!(s.wake_for_message(), Rights::Failed);
+    }
+
+    #[test]
+    fn a_message_to_a_running_process_makes_its_next_park_check_again() {
+        let s = StateWord::new_running();
+        assert_eq!(s.wake_for_message(), Rights::Failed);
+        // The first check ran before the push landed; the mark sends it back.
+        let checks = std::cell::Cell::new(0);
+        let pending = || {
+            checks.set(checks.get() + 1);
+            checks.get() > 1
+        };
+        assert_eq!(
+            s.suspend(Wait::Message, Deadline::None, pending),
+            Suspension::Resumed
+        );
+        assert_eq!(checks.get(), 2);
+        // The mark is used up: the next park publishes after one check.
+        assert_eq!(park_for_message(&s, false), Suspension::Parked);
+        assert_eq!(s.wake_for_message(), Rights::Acquired);
+    }
+
+    #[test]
+    fn a_mark_whose_message_was_taken_already_parks_after_one_more_check() {
+        let s = StateWord::new_running();
+        assert_eq!(s.wake_for_message(), Rights::Failed);
+        assert_eq!(s.wake_for_message(), Rights::Failed, "one mark is enough");
+        assert_eq!(park_for_message(&s, false), Suspension::Parked);
+        assert_eq!(s.wake_for_message(), Rights::Acquired);
+    }
+
+    #[test]
+    fn a_message_mark_does_not_stop_an_event_wait_but_a_signal_mark_does() {
+        let s = StateWord::new_running();
+        assert_eq!(s.wake_for_message(), Rights::Failed);
+        assert_eq!(
+            s.suspend(Wait::Event, Deadline::None, || false),
+            Suspension::Parked
+        );
+        assert_eq!(s.notify(), Rights::Acquired);
+        assert_eq!(s.interrupt(), Rights::Failed);
+        let checks = std::cell::Cell::new(0);
+        let pending = || {
+            checks.set(checks.get() + 1);
+            checks.get() > 1
+        };
+        assert_eq!(
+            s.suspend(Wait::Event, Deadline::None, pending),
+            Suspension::Resumed
+        );
+        assert_eq!(checks.get(), 2);
     }
 
     #[test]

@@ -278,11 +278,12 @@ fn a_process_freed_by_its_waker_while_it_parks() {
     });
 }
 
-/// A waker that finds the process still parking (its worker re-checking) cannot
-/// take the rights: it leaves `WOKEN`, and the worker runs the process again
-/// instead of publishing. A signal and a timer race the same window.
+/// A waker that finds the process still holding its rights (running, or checking
+/// before it parks) cannot take them: it leaves a mark or a permit, and the park
+/// then fails to publish and runs the process again. A signal and a timer race the
+/// same timed event wait.
 #[test]
-fn wakers_during_the_parking_window_leave_the_rights_with_the_worker() {
+fn wakers_that_find_the_process_running_leave_marks_the_park_sees() {
     loom::model(|| {
         let p = process();
         let seq = p.state.begin_timed_wait();
@@ -316,6 +317,66 @@ fn wakers_during_the_parking_window_leave_the_rights_with_the_worker() {
             p.scheduled.load(Ordering::SeqCst),
             1,
             "lost or doubled wake-up"
+        );
+    });
+}
+
+/// The mark outlives the message that set it: the receiver takes what has
+/// arrived while it runs (the first sender marked it), and the second sender may
+/// find the mark already set and do nothing. The park must clear the mark and
+/// check again, and find the second message if the receiver did not take it.
+#[test]
+fn a_mark_left_for_a_message_already_taken_still_wakes_for_the_next() {
+    loom::model(|| {
+        let p = process();
+        let sender = {
+            let p = p.clone();
+            thread::spawn(move || {
+                send(&p, 1);
+                send(&p, 2);
+            })
+        };
+        let mut taken = 0;
+        // Safety: the model's main thread is the one consumer.
+        while unsafe { p.mailbox.pop() }.is_some() {
+            taken += 1;
+        }
+        suspend(&p);
+        sender.join().unwrap();
+        let scheduled = p.scheduled.load(Ordering::SeqCst);
+        assert!(scheduled <= 1, "woken twice");
+        assert!(taken == 2 || scheduled == 1, "a message was stranded");
+    });
+}
+
+/// A message that arrives during an event wait (which it cannot end) is found by
+/// the next message wait, whichever thread ends the event wait and runs it.
+#[test]
+fn a_message_during_an_event_wait_is_found_by_the_next_message_wait() {
+    loom::model(|| {
+        let p = process();
+        let sender = {
+            let p = p.clone();
+            thread::spawn(move || send(&p, 5))
+        };
+        let notifier = {
+            let p = p.clone();
+            thread::spawn(move || {
+                if p.state.notify() == Rights::Acquired {
+                    // This thread won the event wait: it runs the process on.
+                    suspend(&p);
+                }
+            })
+        };
+        if p.state.suspend(Wait::Event, Deadline::None, || false) == Suspension::Resumed {
+            suspend(&p);
+        }
+        sender.join().unwrap();
+        notifier.join().unwrap();
+        assert_eq!(
+            p.scheduled.load(Ordering::SeqCst),
+            1,
+            "the message was stranded, or the process woken twice"
         );
     });
 }
