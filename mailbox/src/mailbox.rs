@@ -204,7 +204,7 @@ impl<T> Mailbox<T> {
     /// Whether producers pushed messages that the consumer has not yet taken into its
     /// private list. False once the mailbox is closed. Any thread may call this.
     ///
-    /// This is a `SeqCst` load of the stack's top: the re-check in the reschedule
+    /// This is a `SeqCst` load of the stack's top: the check before a park in the reschedule
     /// protocol described in the module documentation.
     pub fn has_new(&self) -> bool {
         let head = self.head.load(Ordering::SeqCst);

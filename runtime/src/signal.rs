@@ -21,9 +21,11 @@
 //!    ended, and the signal is dropped.
 //! 2. It then tries to take the target's run rights from whatever wait the target
 //!    is in ([`StateWord::interrupt`](crate::state::StateWord::interrupt)); the
-//!    winner schedules it. A worker that publishes a wait re-checks the signal queue
-//!    afterwards, exactly as it re-checks the mailbox, so no signal is stranded:
-//!    the re-check sees a new signal, and a pending fatal one wherever it sits.
+//!    winner schedules it; a target that holds its rights gets a `SIGNALED` mark.
+//!    A worker checks the signal queue before it publishes a wait, and again when
+//!    a mark makes the publication fail, exactly as for the mailbox, so no signal
+//!    is stranded: the check sees a new signal, and a pending fatal one wherever
+//!    it sits.
 //! 3. The target handles fatal signals whenever it resumes (one load when there
 //!    are none), and notices when it asks for them (handler processes: between
 //!    messages, through [`Process::notice`]).

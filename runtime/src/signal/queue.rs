@@ -16,11 +16,12 @@
 //! pending?" is one load: a kill or stop flag, or, while not trapping, a queued exit
 //! signal. That answer never depends on where a signal sits in the mailbox.
 //!
-//! # Why that matters: the re-check after publishing a wait
+//! # Why that matters: the check before publishing a wait
 //!
-//! A worker that publishes a wait re-checks the signal queue ([`Signals::has_new`]),
-//! so that a signal pushed just before the publication is not stranded (the
-//! sender's wake-up found the process still running and did nothing). The mailbox
+//! A worker checks the signal queue ([`Signals::has_new`]) before it publishes a
+//! wait, and again whenever the publication fails on a `SIGNALED` mark, so that a
+//! signal pushed while the process was running is not stranded (the sender's
+//! wake-up found the process running and could only leave the mark). The mailbox
 //! alone can only say whether something is on its *shared* stack; a signal that the
 //! process itself moved to its private list is invisible there. And the process
 //! does move signals it is not looking for: a scan for notices takes in everything
@@ -37,22 +38,22 @@
 //!  Stop, skips it (not a notice), returns
 //!  the child's Down
 //!  nothing left to do: waits for a message
-//!  worker publishes the wait, re-checks:
+//!  worker checks before it publishes:
 //!  the shared stack is empty: parked,
 //!  with Stop on its private list
 //! ```
 //!
-//! The stop then waited for whatever message came next. With the flag, the re-check
+//! The stop then waited for whatever message came next. With the flag, the check
 //! sees it wherever the scans have left the mailbox.
 //!
 //! # Ordering
 //!
 //! Setting a flag (or counting an exit signal and pushing it) is the store half of
-//! the reschedule protocol, the sender's state-word load follows it; the re-check's
-//! load of the word is the worker's load after its publication. All of them are
+//! the reschedule protocol, the sender's state-word access follows it; the
+//! worker's load of the word is its check after clearing the mark. All of them are
 //! `SeqCst`, as for messages (see `state.rs`). An exit signal is counted *before* it
 //! is pushed, so the count is never below the exit signals the mailbox holds; for a
-//! moment it may be one above (the push has not landed yet), and then a re-check
+//! moment it may be one above (the push has not landed yet), and then a check
 //! resumes a process that finds nothing and waits again.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -128,7 +129,7 @@ impl Signals {
         Ok(())
     }
 
-    /// The re-check after publishing a wait (a `SeqCst` load of each place): whether
+    /// The check before publishing a wait (a `SeqCst` load of each place): whether
     /// a signal arrived that the process has not seen, or a fatal one is pending
     /// wherever it sits. False once closed.
     pub(crate) fn has_new(&self) -> bool {
@@ -138,7 +139,7 @@ impl Signals {
 
     /// Whether nothing at all is queued or flagged: one load of each place, for the
     /// running process to skip the signal path. Like [`Mailbox::is_empty`], only an
-    /// estimate while senders push; the re-check is [`has_new`](Self::has_new).
+    /// estimate while senders push; the check before a park is [`has_new`](Self::has_new).
     pub(crate) fn is_empty(&self) -> bool {
         self.word.load(SeqCst) & (KILL | STOP) == 0 && self.queue.is_empty()
     }
