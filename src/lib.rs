@@ -85,7 +85,7 @@ pub use fibra_runtime::park;
 pub use fibra_runtime::{
     blocking, sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext,
     Handle, Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, RegisterError,
-    Runtime, Scope, SendError, SpawnError, TimerRef, DEFAULT_STACK_SIZE,
+    Runtime, Scope, SendError, SpawnError, TimerRef, DEFAULT_HANDOFF_AFTER, DEFAULT_STACK_SIZE,
 };
 pub use fibra_runtime::{
     Backoff, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,

@@ -268,6 +268,109 @@ fn builder_rejects_zero_workers_and_zero_stack() {
     ));
     let err = Runtime::builder().workers(0).build().unwrap_err();
     assert!(err.to_string().contains("at least one worker"), "{err}");
+    let err = Runtime::builder()
+        .handoff_after(std::time::Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::ZeroHandoff));
+    assert!(err.to_string().contains("hand-off interval"), "{err}");
+}
+
+/// A handler that reports when (and on which thread) each message reached it.
+struct Stamp(std::sync::mpsc::Sender<(std::time::Instant, std::thread::ThreadId)>);
+
+impl Process for Stamp {
+    type Message = ();
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {
+        let _ = self
+            .0
+            .send((std::time::Instant::now(), std::thread::current().id()));
+    }
+}
+
+/// A handler that wakes `woken`, then computes for `busy` without suspending.
+struct BusyWaker {
+    woken: Pid<()>,
+    busy: std::time::Duration,
+    sent_at: std::sync::mpsc::Sender<std::time::Instant>,
+}
+
+impl Process for BusyWaker {
+    type Message = ();
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {
+        let start = std::time::Instant::now();
+        self.woken.send(()).unwrap();
+        self.sent_at.send(start).unwrap();
+        while start.elapsed() < self.busy {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[test]
+fn a_process_woken_by_a_busy_waker_runs_on_an_idle_worker() {
+    use std::time::Duration;
+    within(60, || {
+        let rt = Builder::default()
+            .workers(2)
+            .handoff_after(Duration::from_millis(2))
+            .build()
+            .unwrap();
+        let (stamps, stamped) = std::sync::mpsc::channel();
+        let woken = rt.spawn(Stamp(stamps)).unwrap();
+        let (sent_at, sent) = std::sync::mpsc::channel();
+        let busy = Duration::from_secs(1);
+        let waker = rt
+            .spawn(BusyWaker {
+                woken: woken.clone(),
+                busy,
+                sent_at,
+            })
+            .unwrap();
+        for round in 0..3 {
+            // The woken process is idle (stackless) before each round.
+            woken.send(()).unwrap();
+            stamped.recv().unwrap();
+            waker.send(()).unwrap();
+            let sent = sent.recv().unwrap();
+            let (ran, _) = stamped.recv().unwrap();
+            let waited = ran.duration_since(sent);
+            // Without the hand-off it waits out the whole second of computing.
+            assert!(
+                waited < busy / 3,
+                "round {round}: the woken process waited {waited:?} behind its busy waker"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_suspended_activation_woken_by_a_busy_waker_stays_on_its_worker() {
+    use std::time::Duration;
+    within(60, || {
+        let rt = Builder::default()
+            .workers(2)
+            .handoff_after(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        // The receiver is free-running: once it has started, its stack pins it to
+        // its worker, so the hand-off must leave it where it is.
+        let home = rt.block_on(|cx| {
+            let receiver = cx.spawn_fn(|cx: &mut FnContext<()>| {
+                let before = std::thread::current().id();
+                cx.receive();
+                (before, std::thread::current().id())
+            });
+            cx.yield_now();
+            receiver.pid().send(()).unwrap();
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(50) {
+                std::hint::spin_loop();
+            }
+            receiver.join().unwrap()
+        });
+        assert_eq!(home.0, home.1, "a suspended activation changed threads");
+    });
 }
 
 #[test]

@@ -192,6 +192,8 @@ pub enum BuildError {
     ZeroWorkers,
     /// `stack_size(0)`: processes need a stack.
     ZeroStackSize,
+    /// `handoff_after(Duration::ZERO)`: the watch thread needs an interval.
+    ZeroHandoff,
     /// A worker thread could not be started.
     Thread(io::Error),
 }
@@ -201,6 +203,7 @@ impl fmt::Display for BuildError {
         match self {
             BuildError::ZeroWorkers => f.write_str("a runtime needs at least one worker thread"),
             BuildError::ZeroStackSize => f.write_str("the process stack size must be above zero"),
+            BuildError::ZeroHandoff => f.write_str("the hand-off interval must be above zero"),
             BuildError::Thread(err) => write!(f, "cannot start a worker thread: {err}"),
         }
     }

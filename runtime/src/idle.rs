@@ -5,7 +5,8 @@
 //! runs on), so the send path makes none while the workers are busy:
 //!
 //! 1. A message wake goes to the waking worker's LIFO slot and wakes nobody: this
-//!    worker will run it as soon as the sender suspends.
+//!    worker will run it as soon as the sender suspends. (If the sender computes
+//!    on instead, the watch thread hands the process on: `watch.rs`.)
 //! 2. Work pushed where any worker can take it (a deque, the injector) wakes one
 //!    parked worker ([`Idle::notify_one`]) only when nobody is searching already
 //!    (`searching == 0`) and somebody sleeps.
@@ -107,6 +108,11 @@ impl Idle {
             sleepers: Mutex::new(Vec::with_capacity(workers)),
             parkers: (0..workers).map(|_| Parker::new()).collect(),
         }
+    }
+
+    /// How many workers are registered as asleep (a snapshot).
+    pub fn sleeping(&self) -> usize {
+        self.sleeping.load(Ordering::Relaxed)
     }
 
     /// After pushing work any worker may take: wakes one parked worker if somebody

@@ -47,6 +47,8 @@ mod table;
 mod time;
 #[cfg(not(loom))]
 mod waiter;
+#[cfg(not(loom))]
+mod watch;
 
 mod sync;
 
@@ -56,6 +58,13 @@ mod sync;
 pub mod idle;
 #[cfg(not(loom))]
 mod idle;
+
+/// A worker's LIFO slot and its owner/thief handshake. Public only under
+/// `--cfg loom`, for the model in `tests/loom_lifo.rs`.
+#[cfg(loom)]
+pub mod lifo;
+#[cfg(not(loom))]
+mod lifo;
 
 /// The state word and its reschedule protocol. Public only under `--cfg loom`, for
 /// the model checker.
@@ -81,7 +90,7 @@ pub use process::{AnyPid, Pid, ProcessId};
 #[cfg(not(loom))]
 pub use registry::RegisterError;
 #[cfg(not(loom))]
-pub use runtime::{Builder, Handle, Runtime, DEFAULT_STACK_SIZE};
+pub use runtime::{Builder, Handle, Runtime, DEFAULT_HANDOFF_AFTER, DEFAULT_STACK_SIZE};
 #[cfg(not(loom))]
 pub use scope::Scope;
 #[cfg(not(loom))]

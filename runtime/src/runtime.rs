@@ -44,6 +44,7 @@ use crate::rights::RunRights;
 use crate::scheduler::{Config, Shared, WorkerCore};
 use crate::shutdown::Draining;
 use crate::time::TimerAction;
+use crate::watch::Watch;
 
 /// The default stack size of a process: enough for ordinary Rust code with some
 /// formatting and collections on the stack. Only processes that are mid-handler or
@@ -69,7 +70,12 @@ pub struct Builder {
     stack_size: usize,
     /// Name of the runtime and prefix of its threads.
     name: String,
+    /// See [`Builder::handoff_after`].
+    handoff_after: Duration,
 }
+
+/// The default of [`Builder::handoff_after`].
+pub const DEFAULT_HANDOFF_AFTER: Duration = Duration::from_millis(1);
 
 impl Default for Builder {
     fn default() -> Self {
@@ -77,6 +83,7 @@ impl Default for Builder {
             workers: None,
             stack_size: DEFAULT_STACK_SIZE,
             name: "fibra".to_owned(),
+            handoff_after: DEFAULT_HANDOFF_AFTER,
         }
     }
 }
@@ -92,6 +99,31 @@ impl Builder {
     /// [`DEFAULT_STACK_SIZE`]); rounded up to whole pages, plus a guard page.
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;
+        self
+    }
+
+    /// Sets how long a process woken by a send may wait in its waker's worker
+    /// (default [`DEFAULT_HANDOFF_AFTER`]).
+    ///
+    /// A process woken by a send runs next on the sender's worker, as soon as the
+    /// sender's activation ends: a message chain stays on one core. If that
+    /// activation goes on computing, a watch thread hands the woken process to
+    /// another worker after one to two of these intervals (only a process that is
+    /// not suspended mid-activation: a stack in use never changes threads). A
+    /// runtime with one worker has nobody to hand to and no watch thread.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let rt = fibra_runtime::Runtime::builder()
+    ///     .workers(2)
+    ///     .handoff_after(Duration::from_micros(500))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(rt);
+    /// ```
+    pub fn handoff_after(mut self, interval: Duration) -> Self {
+        self.handoff_after = interval;
         self
     }
 
@@ -111,10 +143,14 @@ impl Builder {
         if self.stack_size == 0 {
             return Err(BuildError::ZeroStackSize);
         }
+        if self.handoff_after.is_zero() {
+            return Err(BuildError::ZeroHandoff);
+        }
         let config = Config {
             workers,
             stack_size: self.stack_size,
             name: self.name,
+            handoff_after: self.handoff_after,
         };
         // The timeout thread gets its own handle once it runs, for re-arming
         // intervals; nothing is inserted before that.
@@ -140,14 +176,31 @@ impl Builder {
                     // The workers that did start run the shutdown drain like any;
                     // the missing ones count as stopped.
                     shared.drain.give_up_unstarted(threads.len());
-                    shut_down(&shared, Parts { threads, timer }, None);
+                    let parts = Parts {
+                        threads,
+                        timer,
+                        watch: None,
+                    };
+                    shut_down(&shared, parts, None);
                     return Err(BuildError::Thread(err));
                 }
             }
         }
+        let mut parts = Parts {
+            threads,
+            timer,
+            watch: None,
+        };
+        match Watch::start(&shared) {
+            Ok(watch) => parts.watch = watch,
+            Err(err) => {
+                shut_down(&shared, parts, None);
+                return Err(BuildError::Thread(err));
+            }
+        }
         Ok(Runtime {
             handle: Handle { shared },
-            parts: Some(Parts { threads, timer }),
+            parts: Some(parts),
         })
     }
 }
@@ -288,12 +341,18 @@ struct Parts {
     threads: Vec<thread::JoinHandle<()>>,
     /// The timeout thread, stopped at shutdown.
     timer: TimerThread<TimerAction>,
+    /// The watch thread (none with one worker), stopped at shutdown.
+    watch: Option<Watch>,
 }
 
 /// The shutdown (see the module docs for the steps).
 fn shut_down(shared: &Arc<Shared>, mut parts: Parts, deadline: Option<Instant>) {
     let _draining = Draining::begin();
     shared.stop_workers();
+    // Before the drain: from here on nothing moves between the workers' queues.
+    if let Some(watch) = parts.watch.take() {
+        watch.stop();
+    }
     let all_stopped = shared.drain.wait_arrived(deadline);
     parts.timer.shutdown();
     shared.blocking.close();

@@ -32,11 +32,20 @@
 //! inbox and the injector before its own queues, so processes woken from outside
 //! (timers, other workers, the poller) are not starved by a busy local queue or a
 //! process that yields in a loop.
+//!
+//! The LIFO slot wakes nobody (a ping-pong pair stays on one core), so a process
+//! woken into it would wait for as long as its waker's activation goes on: a
+//! handler that sends and then computes for a second keeps it a second, while
+//! other workers idle. The watch thread (`watch.rs`) looks at every worker once per
+//! hand-off interval; a worker still in the activation it was in last time, with
+//! a stackless process in its slot, has that process taken from it (`lifo.rs`
+//! says how the slot is shared) and put where idle workers are woken for it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ptr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
@@ -45,12 +54,13 @@ use crate::carrier::{Carrier, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
 use crate::group::Groups;
 use crate::idle::{Idle, Woken};
+use crate::lifo::LifoSlot;
 use crate::overflow;
 use crate::registry::Registry;
 use crate::rights::RunRights;
 use crate::shutdown::{Drain, Draining};
 use crate::state::Wait;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::table::Table;
 use crate::time::TimerAction;
 use fibra_timer::TimerHandle;
@@ -91,6 +101,19 @@ pub(crate) struct Config {
     pub(crate) stack_size: usize,
     /// The runtime's name, used for its threads.
     pub(crate) name: String,
+    /// How long one activation may keep the process it woke in its worker's LIFO
+    /// slot before the watch thread hands that process to other workers.
+    pub(crate) handoff_after: Duration,
+}
+
+/// The parts of a worker that other threads look at.
+pub(crate) struct Visible {
+    /// The process most recently woken on this worker, to run next here; the
+    /// watch thread may take it (see `lifo.rs`).
+    lifo: LifoSlot<RunRights>,
+    /// Bumped by the worker at every pick: unchanged between two looks of the
+    /// watch thread, it means one activation ran all that time.
+    beat: AtomicU32,
 }
 
 /// What the workers and every process share.
@@ -128,6 +151,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
     /// The process groups (group.rs).
     pub(crate) groups: Arc<Groups>,
+    /// Per worker: what the watch thread looks at.
+    visible: Box<[CachePadded<Visible>]>,
 }
 
 /// A worker thread's own state.
@@ -138,8 +163,6 @@ pub(crate) struct WorkerCore {
     shared: Arc<Shared>,
     /// The local run queue of stackless work (others steal from it).
     deque: Worker<RunRights>,
-    /// The process most recently woken by a message from this worker.
-    lifo: Cell<Option<RunRights>>,
     /// Suspended activations of this worker that are ready to go on; nobody else
     /// can see them.
     pinned: RefCell<VecDeque<RunRights>>,
@@ -189,6 +212,14 @@ impl Shared {
             drain: Drain::new(config.workers),
             registry: Registry::new(),
             groups: Groups::new(),
+            visible: (0..config.workers)
+                .map(|_| {
+                    CachePadded::new(Visible {
+                        lifo: LifoSlot::new(),
+                        beat: AtomicU32::new(0),
+                    })
+                })
+                .collect(),
             config,
         });
         (shared, deques)
@@ -290,6 +321,29 @@ impl Shared {
         });
     }
 
+    /// The watch thread's look at every worker (see the module comment): `last`
+    /// holds each worker's beat from the previous look. A worker whose beat has not
+    /// moved has run one activation since then; a stackless process in its LIFO
+    /// slot is handed to the injector, where idle workers are woken for it.
+    pub(crate) fn hand_off_stuck(&self, last: &mut [u32]) {
+        for (visible, last) in self.visible.iter().zip(last.iter_mut()) {
+            let beat = visible.beat.load(Ordering::Relaxed);
+            if beat == *last && visible.lifo.looks_occupied() {
+                // A suspended activation must stay on its worker; only what has no
+                // stack in use may go.
+                if let Some(rights) = visible.lifo.steal_if(|rights| rights.home().is_none()) {
+                    self.inject(rights);
+                }
+            }
+            *last = beat;
+        }
+    }
+
+    /// Whether every worker sleeps (then none can be stuck).
+    pub(crate) fn all_asleep(&self) -> bool {
+        self.idle.sleeping() == self.config.workers
+    }
+
     /// Hands a suspended activation to the worker it must resume on.
     fn send_home(&self, home: usize, rights: RunRights) {
         self.inboxes[home].push(rights);
@@ -357,7 +411,6 @@ impl WorkerCore {
             index,
             shared,
             deque,
-            lifo: Cell::new(None),
             pinned: RefCell::new(VecDeque::new()),
             lifo_streak: Cell::new(0),
             ticks: Cell::new(0),
@@ -407,7 +460,7 @@ impl WorkerCore {
         let _draining = Draining::begin();
         loop {
             let next = self
-                .lifo
+                .lifo()
                 .take()
                 .or_else(|| self.pinned.borrow_mut().pop_front())
                 .or_else(|| self.shared.inboxes[self.index].pop())
@@ -434,6 +487,9 @@ impl WorkerCore {
     fn next_local(&self) -> Option<RunRights> {
         let ticks = self.ticks.get().wrapping_add(1);
         self.ticks.set(ticks);
+        self.shared.visible[self.index]
+            .beat
+            .store(ticks, Ordering::Relaxed);
         let yielded = self.look_outside.replace(false);
         if yielded || ticks % INJECTOR_INTERVAL == 0 {
             if let Some(rights) = self.take_from_outside() {
@@ -448,7 +504,7 @@ impl WorkerCore {
                 return Some(rights);
             }
         }
-        match self.lifo.take() {
+        match self.lifo().take() {
             // With nothing else queued there is nobody to be fair to: keep the chain
             // (a token passed around a ring) on this core instead of handing it to
             // another worker.
@@ -494,9 +550,15 @@ impl WorkerCore {
     /// Puts a process woken on this worker into the LIFO slot; the one it displaces
     /// goes to the local queues.
     fn put_lifo(&self, rights: RunRights) {
-        if let Some(displaced) = self.lifo.replace(Some(rights)) {
+        if let Some(displaced) = self.lifo().replace(Some(rights)) {
             self.push_local(displaced);
         }
+    }
+
+    /// This worker's LIFO slot (only this worker calls the owner side).
+    #[inline]
+    fn lifo(&self) -> &LifoSlot<RunRights> {
+        &self.shared.visible[self.index].lifo
     }
 
     /// Queues a process on this worker: a suspended activation where only this
