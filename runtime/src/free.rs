@@ -14,7 +14,7 @@ use crate::carrier::{with_suspendable, Cancelled, Frame, Outcome, Suspend, Suspe
 use crate::error::{Exit, SpawnError};
 use crate::handler::Process;
 use crate::join::{Completion, JoinHandle};
-use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::process::{Core, Deliver, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
@@ -23,7 +23,9 @@ use crate::signal::{exit_from_unwind, take_notice, Notice};
 use crate::state::{Deadline, Wait};
 use crate::time::{deadline_after, sleep_until, WaitTimer};
 
-/// A free-running process as the runtime stores it.
+/// A free-running process as the runtime stores it; `repr(C)` with its [`Core`]
+/// first, as [`Run`] requires.
+#[repr(C)]
 struct FnCell<F, T, M> {
     /// Header and mailbox.
     core: Core<M>,
@@ -55,16 +57,13 @@ where
     }
 }
 
-impl<F, T, M> Run for FnCell<F, T, M>
+// Safety: `repr(C)`, and the first field is the process's `Core`.
+unsafe impl<F, T, M> Run for FnCell<F, T, M>
 where
     M: Send + 'static,
     T: Send + 'static,
     F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
 {
-    fn header(&self) -> &Header {
-        &self.core.header
-    }
-
     fn has_new(&self) -> bool {
         self.core.mailbox.has_new()
     }

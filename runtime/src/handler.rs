@@ -15,7 +15,7 @@ use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
 use crate::free::FnContext;
 use crate::join::JoinHandle;
-use crate::process::{Core, Deliver, Header, Pid, ProcessId, Run, Task};
+use crate::process::{Core, Deliver, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
 use crate::runtime::Handle;
 use crate::scheduler::Shared;
@@ -128,7 +128,9 @@ pub trait Process: Sized + Send + 'static {
     }
 }
 
-/// A handler process as the runtime stores it.
+/// A handler process as the runtime stores it; `repr(C)` with its [`Core`] first,
+/// as [`Run`] requires.
+#[repr(C)]
 pub(crate) struct ProcessCell<P: Process> {
     /// Header and mailbox.
     core: Core<P::Message>,
@@ -194,11 +196,8 @@ impl<P: Process> ProcessCell<P> {
     }
 }
 
-impl<P: Process> Run for ProcessCell<P> {
-    fn header(&self) -> &Header {
-        &self.core.header
-    }
-
+// Safety: `repr(C)`, and the first field is the process's `Core`.
+unsafe impl<P: Process> Run for ProcessCell<P> {
     fn has_new(&self) -> bool {
         self.core.mailbox.has_new()
     }

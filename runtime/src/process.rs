@@ -43,9 +43,13 @@ use crate::state::StateWord;
 pub(crate) type Task = Arc<dyn Run>;
 
 /// The type-erased face of a process.
-pub(crate) trait Run: Send + Sync + 'static {
-    /// The fields every process has.
-    fn header(&self) -> &Header;
+///
+/// # Safety
+/// An implementor is `#[repr(C)]` and its first field is a [`Core`]: the header
+/// of every process then sits at the same offset ([`HEADER_OFFSET`]) from the
+/// start of the value, and [`header`](#method.header) finds it without a virtual
+/// call (the scheduler asks for it several times per message).
+pub(crate) unsafe trait Run: Send + Sync + 'static {
     /// Whether messages arrived that the process has not seen (a `SeqCst` load).
     fn has_new(&self) -> bool;
     /// Runs the process on a carrier until its activation ends. Only the holder of
@@ -56,6 +60,23 @@ pub(crate) trait Run: Send + Sync + 'static {
     fn terminate(&self, exit: Exit);
     /// For recovering the concrete type.
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+/// Where a process's [`Header`] sits in it: every [`Run`] starts with a [`Core`],
+/// whose layout does not depend on its message type (a mailbox holds pointers and
+/// counts only; `layout_tests` pins this).
+const HEADER_OFFSET: usize = std::mem::offset_of!(Core<()>, header);
+
+impl dyn Run {
+    /// The fields every process has.
+    #[inline(always)]
+    pub(crate) fn header(&self) -> &Header {
+        let start = (self as *const dyn Run).cast::<u8>();
+        // Safety: `Run`'s contract puts a `Core` at the start of every process, and
+        // every `Core` has its header at HEADER_OFFSET; the header lives as long as
+        // the process it is borrowed from.
+        unsafe { &*start.add(HEADER_OFFSET).cast::<Header>() }
+    }
 }
 
 /// The fields every process has. `repr(C)` with the state word first, so that it
@@ -433,6 +454,12 @@ mod layout_tests {
         assert_eq!(offset_of!(Core<u64>, mailbox), 0);
         assert_eq!(size_of::<Mailbox<u64>>(), 24);
         assert_eq!(offset_of!(Core<u64>, header), 24);
+        // The header's offset, which `<dyn Run>::header` relies on, does not depend on
+        // the message type.
+        assert_eq!(offset_of!(Core<u64>, header), HEADER_OFFSET);
+        assert_eq!(offset_of!(Core<[u8; 4096]>, header), HEADER_OFFSET);
+        assert_eq!(offset_of!(Core<String>, header), HEADER_OFFSET);
+        assert_eq!(offset_of!(Core<u8>, header), HEADER_OFFSET);
         assert_eq!(offset_of!(Core<u64>, header.state), 24);
         assert_eq!(size_of::<StateWord>(), 8);
         assert!(
