@@ -410,6 +410,7 @@ impl Carrier {
     /// # Panics
     /// If the carrier's activation in progress started on another worker: a stack
     /// in use never changes threads.
+    #[inline]
     pub(crate) fn resume(&mut self, process: &Task, worker: usize) -> Suspend {
         let input = match self.home {
             Some(home) => {

@@ -118,6 +118,7 @@ impl Header {
     ///
     /// # Safety
     /// The caller holds the process's run rights.
+    #[inline]
     pub(crate) unsafe fn take_carrier(&self) -> Option<Box<Carrier>> {
         // Safety: the run rights make the caller the only one touching the field.
         unsafe { (*self.carrier.get()).take() }
@@ -127,6 +128,7 @@ impl Header {
     ///
     /// # Safety
     /// The caller holds the process's run rights and has not yet published the
+    #[inline]
     /// suspension.
     pub(crate) unsafe fn put_carrier(&self, carrier: Box<Carrier>) {
         // Safety: as for take_carrier; the publication that follows is a SeqCst RMW,
@@ -136,6 +138,7 @@ impl Header {
 
     /// The worker the carrier's activation in progress runs on, if there is one.
     ///
+    #[inline]
     /// # Safety
     /// The caller holds the process's run rights.
     pub(crate) unsafe fn carrier_home(&self) -> Option<usize> {

@@ -76,6 +76,7 @@ impl RunRights {
     /// The caller has just acquired the process's rights from its state word (so
     /// the process is parked and owns the reference `park` left), and adopts it at
     /// most once.
+    #[inline]
     unsafe fn adopt(process: &dyn Run) -> RunRights {
         // Safety: every process lives in an `Arc<dyn Run>`; `park` leaked this very
         // reference with `Arc::into_raw`, and an Arc's data pointer does not change.
@@ -100,11 +101,13 @@ impl RunRights {
         self.task.header()
     }
 
+    #[inline]
     /// Takes the carrier of the process's suspended activation, if it has one.
     pub(crate) fn take_carrier(&self) -> Option<Box<Carrier>> {
         // Safety: the token is the run rights, held by this one owner.
         unsafe { self.header().take_carrier() }
     }
+#[inline]
 
     /// Leaves the carrier of a suspended activation with the process.
     pub(crate) fn put_carrier(&self, carrier: Box<Carrier>) {

@@ -549,6 +549,7 @@ impl WorkerCore {
 
     /// Puts a process woken on this worker into the LIFO slot; the one it displaces
     /// goes to the local queues.
+    #[inline]
     fn put_lifo(&self, rights: RunRights) {
         if let Some(displaced) = self.lifo().replace(Some(rights)) {
             self.push_local(displaced);
