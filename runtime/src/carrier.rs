@@ -166,8 +166,10 @@ impl Frame<'_> {
         // activation (see `process`).
         self.header.set(unsafe { (*process).header() });
         self.reductions.set(0);
-        self.exit.borrow_mut().take();
-        self.doomed.set(false);
+        // `doomed` is set exactly while an exit is recorded.
+        if self.doomed.replace(false) {
+            self.exit.borrow_mut().take();
+        }
     }
 
     /// The process's header.
