@@ -128,8 +128,8 @@ impl Header {
     ///
     /// # Safety
     /// The caller holds the process's run rights and has not yet published the
-    #[inline]
     /// suspension.
+    #[inline]
     pub(crate) unsafe fn put_carrier(&self, carrier: Box<Carrier>) {
         // Safety: as for take_carrier; the publication that follows is a SeqCst RMW,
         // which orders this write before whoever takes the rights next.
@@ -138,9 +138,9 @@ impl Header {
 
     /// The worker the carrier's activation in progress runs on, if there is one.
     ///
-    #[inline]
     /// # Safety
     /// The caller holds the process's run rights.
+    #[inline]
     pub(crate) unsafe fn carrier_home(&self) -> Option<usize> {
         // Safety: as for take_carrier.
         unsafe { (*self.carrier.get()).as_ref().and_then(|c| c.home()) }

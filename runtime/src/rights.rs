@@ -101,15 +101,15 @@ impl RunRights {
         self.task.header()
     }
 
-    #[inline]
     /// Takes the carrier of the process's suspended activation, if it has one.
+    #[inline]
     pub(crate) fn take_carrier(&self) -> Option<Box<Carrier>> {
         // Safety: the token is the run rights, held by this one owner.
         unsafe { self.header().take_carrier() }
     }
-#[inline]
 
     /// Leaves the carrier of a suspended activation with the process.
+    #[inline]
     pub(crate) fn put_carrier(&self, carrier: Box<Carrier>) {
         // Safety: the token is the run rights; whoever takes them next is ordered
         // after this write by the state word's SeqCst publication.
