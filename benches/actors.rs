@@ -35,13 +35,14 @@
 //! | `skynet` | 10-ary tree of 1,111,111 processes; leaves send their number, parents sum | `secs`: from spawning the root to the root's sum; `peak_rss_mib`: the child's VmHWM |
 //! | `fan_in` | 4 senders x 1,000,000 messages to one receiver | `msgs_per_sec`: messages / time from spawning the senders to the last receipt |
 //! | `spawn_idle` | spawn 100,000 processes that wait for a message, then message each once | `ns_per_spawn`: spawn phase only; `bytes_per_process`: RSS growth over the spawn phase / 100,000 |
+//! | `spawn_join` | spawn 1,000,000 free-running processes (tasks) that return their number, joining (awaiting) the oldest whenever 1,000 are outstanding | `ns_per_spawn_join`: wall time / processes |
 //! | `million_idle` | fibra only: 1,000,000 idle handler processes, each has handled one message | `rss_mib`, `bytes_per_process` (RSS growth / 1,000,000), `max_map_count` of the machine |
 //! | `timers` | `processes=<n>` processes (1,000 and 100,000) each wait once for a pseudo-random delay in 1..=100 ms | `late_p50_us`, `late_p99_us`: median and 99th percentile of lateness, in µs, where a process's lateness is the time it measured itself from its start to its wake-up, minus its delay; `wall_secs`: from spawning the first process to the last wake-up |
 //! | `timeout_churn` | fibra only: 2 processes, 500,000 round trips, every receive a `receive_timeout(1 s)` that gets its message in time | `calls_per_sec`: `receive_timeout` calls (1,000,000, both processes) / wall time |
 //! | `call` | a caller and a server, 1,000,000 request/reply round trips; fibra: a handler process answering `Pid::call` requests, each call with a 5 s timeout; tokio: a task answering `(n, oneshot::Sender)` pairs from an unbounded `mpsc`, the caller awaiting the `oneshot` with no timeout (fibra's `call` always carries one) | `ns_per_call`: wall time / calls |
 //! | `restart` | fibra only: a one-for-one supervisor with one permanent handler child, registered under a name; the child is made to panic 10,000 times | `crashes`; `p50_us`, `p99_us`: median and 99th percentile, in µs, of the time from sending the crash to a new incarnation answering a call |
 //! | `blocking` | fibra only: 8 processes each make 20,000 calls, one after another, of `fibra::blocking(|| n)`, which runs the closure on the blocking pool while only the calling process waits | `calls_per_sec`: calls (160,000) / time from spawning the first process to the last result |
-//! | `tcp_echo` | an acceptor spawns one echo process (task) per connection; 100 client processes (tasks) each make 10,000 round trips of 64 bytes over loopback, server and clients in the one OS process; fibra: `fibra::net`, tokio: `tokio::net` | `clients`, `requests` (1,000,000); `req_per_sec`: requests / time from spawning the first client to the last client's last response |
+//! | `tcp_echo` | an acceptor spawns one echo process (task) per connection; 100 client processes (tasks) each make 10,000 round trips of 64 bytes over loopback, server and clients in the one OS process; fibra: `fibra::net`, tokio: `tokio::net` | `clients`, `requests` (1,000,000); `req_per_sec`: requests / time from spawning the first client to the last client's last response; `cpu_us_per_req`: user plus system CPU time of the whole child process (runtime start to shutdown included) / requests |
 //!
 //! The `timers` lines and how their processes wait:
 //!
@@ -146,6 +147,10 @@ const FAN_IN_MESSAGES: u64 = 1_000_000;
 const SPAWN_IDLE_PROCESSES: usize = 100_000;
 /// Processes kept alive at once in `million_idle`.
 const MILLION_IDLE_PROCESSES: usize = 1_000_000;
+/// Processes spawned and joined in `spawn_join`.
+const SPAWN_JOIN_PROCESSES: u64 = 1_000_000;
+/// At most this many `spawn_join` processes are spawned and not yet joined.
+const SPAWN_JOIN_OUTSTANDING: usize = 1_000;
 
 /// Environment variable that turns the executable into a child running one measurement.
 const CHILD_ENV: &str = "FIBRA_BENCH_CHILD";
@@ -214,7 +219,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 12] = [
+const WORKLOADS: [Workload; 13] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -239,6 +244,11 @@ const WORKLOADS: [Workload; 12] = [
         name: "spawn_idle",
         fibra: &[Case::only(|| spawn_idle(on_fibra::spawn_idle()))],
         tokio: &[Case::only(|| spawn_idle(on_tokio::spawn_idle()))],
+    },
+    Workload {
+        name: "spawn_join",
+        fibra: &[Case::only(|| spawn_join(on_fibra::spawn_join()))],
+        tokio: &[Case::only(|| spawn_join(on_tokio::spawn_join()))],
     },
     Workload {
         name: "million_idle",
@@ -434,6 +444,12 @@ fn spawn_idle(outcome: SpawnIdleOutcome) -> String {
         ns_per(outcome.spawn, n),
         growth as f64 / n as f64
     )
+}
+
+fn spawn_join((elapsed, sum): (Duration, u64)) -> String {
+    let n = SPAWN_JOIN_PROCESSES;
+    assert_eq!(sum, n * (n - 1) / 2, "results went missing");
+    format!("ns_per_spawn_join={:.1}", ns_per(elapsed, n))
 }
 
 /// What a million_idle run saw.

@@ -54,8 +54,10 @@ pub struct TcpEchoOutcome {
 pub fn tcp_echo(outcome: TcpEchoOutcome) -> String {
     let requests = TCP_ECHO_CLIENTS * TCP_ECHO_REQUESTS;
     assert_eq!(outcome.echoed, requests, "responses went missing");
+    let cpu = super::memory::cpu_time();
     format!(
-        "clients={TCP_ECHO_CLIENTS} requests={requests} req_per_sec={:.0}",
-        requests as f64 / outcome.elapsed.as_secs_f64()
+        "clients={TCP_ECHO_CLIENTS} requests={requests} req_per_sec={:.0} cpu_us_per_req={:.2}",
+        requests as f64 / outcome.elapsed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / requests as f64
     )
 }

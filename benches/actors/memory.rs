@@ -1,4 +1,5 @@
-//! Memory readings from `/proc`, for the per-process cost and peak RSS metrics.
+//! Memory readings from `/proc`, for the per-process cost and peak RSS metrics, and
+//! the process's CPU time.
 //!
 //! A benchmark that cannot read them has nothing to report, so a reading that fails
 //! panics with the file it came from.
@@ -27,6 +28,28 @@ pub fn peak_resident_bytes() -> u64 {
     kib * 1024
 }
 
+/// User plus system CPU time this process has used so far, all threads together:
+/// fields 14 and 15 of `/proc/self/stat`, in clock ticks.
+pub fn cpu_time() -> std::time::Duration {
+    let stat = read("/proc/self/stat");
+    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("/proc/self/stat: no command name in {stat:?}"));
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|field| {
+            field
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("/proc/self/stat: bad time field {field:?}"))
+        })
+        .sum();
+    std::time::Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
+}
+
 /// The kernel's limit on memory mappings per process, which caps how many guarded
 /// stacks can exist at once. `None` where `/proc/sys/vm/max_map_count` is unreadable.
 pub fn max_map_count() -> Option<u64> {
@@ -51,16 +74,27 @@ pub fn fault_in<T>(vec: &mut Vec<T>) {
 fn page_size() -> u64 {
     /// `AT_PAGESZ` in `<elf.h>`.
     const AT_PAGESZ: u64 = 6;
+    // Every Linux target fibra runs on has 4 KiB pages unless it says otherwise.
+    auxv(AT_PAGESZ).unwrap_or(4096)
+}
+
+/// The kernel's clock ticks per second, the unit of `/proc/self/stat`'s times.
+fn clock_ticks_per_second() -> u64 {
+    /// `AT_CLKTCK` in `<elf.h>`.
+    const AT_CLKTCK: u64 = 17;
+    // Linux has reported 100 to user space on every architecture for decades.
+    auxv(AT_CLKTCK).filter(|&ticks| ticks > 0).unwrap_or(100)
+}
+
+/// The value of entry `key` of this process's ELF auxiliary vector.
+fn auxv(key: u64) -> Option<u64> {
     let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
-    auxv.chunks_exact(16)
-        .find_map(|entry| {
-            let (key, value) = entry.split_at(8);
-            let key = u64::from_ne_bytes(key.try_into().ok()?);
-            let value = u64::from_ne_bytes(value.try_into().ok()?);
-            (key == AT_PAGESZ).then_some(value)
-        })
-        // Every Linux target fibra runs on has 4 KiB pages unless it says otherwise.
-        .unwrap_or(4096)
+    auxv.chunks_exact(16).find_map(|entry| {
+        let (entry_key, value) = entry.split_at(8);
+        let entry_key = u64::from_ne_bytes(entry_key.try_into().ok()?);
+        let value = u64::from_ne_bytes(value.try_into().ok()?);
+        (entry_key == key).then_some(value)
+    })
 }
 
 fn read(path: &str) -> String {

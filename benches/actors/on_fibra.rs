@@ -28,7 +28,7 @@ use super::{
     fan_in_message, memory, ring_successor, skynet_child, FanInCheck, MillionIdleOutcome,
     RingOutcome, SkynetOutcome, SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS,
     MILLION_IDLE_PROCESSES, PING_PONG_ROUND_TRIPS, RING_HOPS, RING_PROCESSES, SKYNET_DEPTH,
-    SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, WARM_UP,
+    SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, SPAWN_JOIN_OUTSTANDING, SPAWN_JOIN_PROCESSES, WARM_UP,
 };
 
 /// Runs `driver` as a free-running process with mailbox type `M` on a fresh default
@@ -701,4 +701,27 @@ fn echo_client(addr: SocketAddr, client: u64) -> u64 {
         assert_eq!(response, request, "client {client} got a wrong response");
     }
     TCP_ECHO_REQUESTS
+}
+
+/// Spawns `SPAWN_JOIN_PROCESSES` free-running processes that each return their
+/// number, joining the oldest whenever `SPAWN_JOIN_OUTSTANDING` are outstanding;
+/// returns the time taken and the sum of the results.
+pub fn spawn_join() -> (Duration, u64) {
+    run(|cx: &mut FnContext<()>| {
+        let mut outstanding = std::collections::VecDeque::with_capacity(SPAWN_JOIN_OUTSTANDING);
+        let mut sum = 0;
+        let start = Instant::now();
+        for n in 0..SPAWN_JOIN_PROCESSES {
+            if outstanding.len() == SPAWN_JOIN_OUTSTANDING {
+                let oldest: fibra::JoinHandle<u64, ()> =
+                    outstanding.pop_front().expect("a process is outstanding");
+                sum += oldest.join().expect(GONE);
+            }
+            outstanding.push_back(cx.spawn_fn(move |_: &mut FnContext<()>| n));
+        }
+        for child in outstanding {
+            sum += child.join().expect(GONE);
+        }
+        (start.elapsed(), sum)
+    })
 }

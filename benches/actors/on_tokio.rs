@@ -23,7 +23,8 @@ use super::timing::{timer_delay, TimerOutcome, TimerReport};
 use super::{
     fan_in_message, memory, ring_successor, skynet_child, FanInCheck, RingOutcome, SkynetOutcome,
     SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS, PING_PONG_ROUND_TRIPS, RING_HOPS,
-    RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, WARM_UP,
+    RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, SPAWN_JOIN_OUTSTANDING,
+    SPAWN_JOIN_PROCESSES, WARM_UP,
 };
 
 /// Runs `driver` as a task on a fresh default multi-thread runtime and returns its
@@ -360,4 +361,25 @@ async fn echo_client(addr: SocketAddr, client: u64) -> u64 {
         assert_eq!(response, request, "client {client} got a wrong response");
     }
     TCP_ECHO_REQUESTS
+}
+
+/// `spawn_join` with tasks: `tokio::spawn` and awaiting the `JoinHandle`.
+pub fn spawn_join() -> (Duration, u64) {
+    run(async {
+        let mut outstanding = std::collections::VecDeque::with_capacity(SPAWN_JOIN_OUTSTANDING);
+        let mut sum = 0;
+        let start = Instant::now();
+        for n in 0..SPAWN_JOIN_PROCESSES {
+            if outstanding.len() == SPAWN_JOIN_OUTSTANDING {
+                let oldest: tokio::task::JoinHandle<u64> =
+                    outstanding.pop_front().expect("a task is outstanding");
+                sum += oldest.await.expect("a task failed");
+            }
+            outstanding.push_back(tokio::spawn(async move { n }));
+        }
+        for task in outstanding {
+            sum += task.await.expect("a task failed");
+        }
+        (start.elapsed(), sum)
+    })
 }
