@@ -110,7 +110,7 @@ impl Builder {
     /// activation goes on computing, a watch thread hands the woken process to
     /// another worker after one to two of these intervals (only a process that is
     /// not suspended mid-activation: a stack in use never changes threads). A
-    /// runtime with one worker has nobody to hand to and no watch thread.
+    /// runtime with one worker has nobody to hand to.
     ///
     /// ```
     /// use std::time::Duration;
@@ -192,7 +192,7 @@ impl Builder {
             watch: None,
         };
         match Watch::start(&shared) {
-            Ok(watch) => parts.watch = watch,
+            Ok(watch) => parts.watch = Some(watch),
             Err(err) => {
                 shut_down(&shared, parts, None);
                 return Err(BuildError::Thread(err));
@@ -341,7 +341,8 @@ struct Parts {
     threads: Vec<thread::JoinHandle<()>>,
     /// The timeout thread, stopped at shutdown.
     timer: TimerThread<TimerAction>,
-    /// The watch thread (none with one worker), stopped at shutdown.
+    /// The watch thread (none if the build failed before it started), stopped at
+    /// shutdown.
     watch: Option<Watch>,
 }
 
@@ -379,6 +380,7 @@ fn shut_down(shared: &Arc<Shared>, mut parts: Parts, deadline: Option<Instant>) 
     for rights in shared.take_injected() {
         rights.terminate(Exit::Shutdown);
     }
+    shared.trim_spares(true);
     if all_stopped {
         tracing::debug!(runtime = %shared.config.name, "runtime shut down");
     } else {

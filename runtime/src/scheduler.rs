@@ -87,6 +87,16 @@ const LOCAL_BACKLOG: usize = 64;
 /// stacks while an idle runtime holds at most a few dozen MiB of address space.
 const POOL_CAPACITY: usize = 128;
 
+/// Idle carriers the workers share: a worker whose pool is full leaves returned
+/// carriers here, and one whose pool is empty takes from here before it maps a
+/// fresh stack. Without it a burst of free-running processes larger than one
+/// worker's pool (a thousand spawned and joined at a time) mapped a stack for
+/// every spawn and unmapped one for every exit, about 10 µs each; 1,024 spare
+/// stacks cost 2,048 of the default 65,530 mappings and, beyond the pages their
+/// processes touched, only address space. The watch thread unmaps them while every
+/// worker sleeps.
+const SPARE_CAPACITY: usize = 1024;
+
 /// Rounds of stealing a searching worker tries before it parks, with a growing
 /// pause between rounds. About 30 µs in all on this hardware: longer than a
 /// cross-core hand-off, shorter than a futex round trip.
@@ -153,6 +163,18 @@ pub(crate) struct Shared {
     pub(crate) groups: Arc<Groups>,
     /// Per worker: what the watch thread looks at.
     visible: Box<[CachePadded<Visible>]>,
+    /// Idle carriers beyond the workers' pools (see [`SPARE_CAPACITY`]).
+    spares: Spares,
+}
+
+/// The shared pool of idle carriers.
+#[derive(Default)]
+struct Spares {
+    /// How many carriers `carriers` holds, readable without the lock.
+    len: AtomicUsize,
+    /// The carriers.
+    #[allow(clippy::vec_box)]
+    carriers: parking_lot::Mutex<Vec<Box<Carrier>>>,
 }
 
 /// A worker thread's own state.
@@ -174,7 +196,7 @@ pub(crate) struct WorkerCore {
     look_outside: Cell<bool>,
     /// Whether this worker counts itself in the idle searching count.
     searching: Cell<bool>,
-    /// Idle carriers. Boxed because they move to and from process headers, which
+    /// Idle carriers (beyond these, the shared spares). Boxed because they move to and from process headers, which
     /// keep them boxed so that an idle process stays small.
     #[allow(clippy::vec_box)]
     pool: RefCell<Vec<Box<Carrier>>>,
@@ -220,6 +242,7 @@ impl Shared {
                     })
                 })
                 .collect(),
+            spares: Spares::default(),
             config,
         });
         (shared, deques)
@@ -262,8 +285,60 @@ impl Shared {
         }
         self.with_worker(|w| match w {
             Some(w) => w.take_carrier(),
-            None => self.fresh_carrier(),
+            None => self.spare_or_fresh_carrier(),
         })
+    }
+
+    /// A spare carrier, or a freshly mapped one.
+    fn spare_or_fresh_carrier(&self) -> Result<Box<Carrier>, SpawnError> {
+        match self.take_spare() {
+            Some(carrier) => Ok(carrier),
+            None => self.fresh_carrier(),
+        }
+    }
+
+    /// A carrier from the shared spares, if there is one.
+    fn take_spare(&self) -> Option<Box<Carrier>> {
+        if self.spares.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut carriers = self.spares.carriers.lock();
+        let carrier = carriers.pop();
+        self.spares.len.store(carriers.len(), Ordering::Relaxed);
+        carrier
+    }
+
+    /// Keeps an idle carrier among the spares, or unmaps it if they are full.
+    fn give_spare(&self, carrier: Box<Carrier>) {
+        let mut carriers = self.spares.carriers.lock();
+        if carriers.len() < SPARE_CAPACITY {
+            carriers.push(carrier);
+            self.spares.len.store(carriers.len(), Ordering::Relaxed);
+            return;
+        }
+        drop(carriers);
+        self.unmap(carrier);
+    }
+
+    /// Unmaps half the spare carriers (the last one too): the watch thread, while
+    /// every worker sleeps, so that an idle runtime gives their memory back; and
+    /// all of them (`all`) at shutdown.
+    pub(crate) fn trim_spares(&self, all: bool) {
+        if self.spares.len.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let trimmed = {
+            let mut carriers = self.spares.carriers.lock();
+            let keep = if all { 0 } else { carriers.len() / 2 };
+            let trimmed = carriers.split_off(keep);
+            self.spares.len.store(carriers.len(), Ordering::Relaxed);
+            trimmed
+        };
+        // Each is an idle job loop with nothing of any process on its stack, so any
+        // thread may end it.
+        for carrier in trimmed {
+            self.unmap(carrier);
+        }
     }
 
     /// Maps a new carrier, turning a refusal into a [`SpawnError`].
@@ -680,7 +755,7 @@ impl WorkerCore {
     fn take_carrier(&self) -> Result<Box<Carrier>, SpawnError> {
         match self.pool.borrow_mut().pop() {
             Some(carrier) => Ok(carrier),
-            None => self.shared.fresh_carrier(),
+            None => self.shared.spare_or_fresh_carrier(),
         }
     }
 
@@ -698,7 +773,7 @@ impl WorkerCore {
             pool.push(carrier);
         } else {
             drop(pool);
-            self.shared.unmap(carrier);
+            self.shared.give_spare(carrier);
         }
     }
 

@@ -1,5 +1,6 @@
 //! The watch thread: the backstop that keeps a process woken into a busy
-//! worker's LIFO slot from waiting out its waker's whole activation.
+//! worker's LIFO slot from waiting out its waker's whole activation, and the
+//! janitor that gives spare stacks back while the runtime idles.
 //!
 //! Once per hand-off interval ([`Builder::handoff_after`], 1 ms by default) it
 //! looks at every worker ([`Shared::hand_off_stuck`]): a worker that is still in
@@ -9,9 +10,11 @@
 //! waker computes. A suspended activation in the slot stays: its stack may not
 //! change threads.
 //!
-//! The thread costs one wake-up per interval while any worker is awake, and one
-//! per [`ASLEEP_INTERVAL`] while all of them sleep (nothing can be stuck then).
-//! A runtime with one worker has no watch thread: there is nobody to hand to.
+//! While every worker sleeps nothing can be stuck; the thread then unmaps half
+//! the runtime's spare stacks (see `SPARE_CAPACITY` in `scheduler.rs`) once per
+//! [`ASLEEP_INTERVAL`]. So it costs one wake-up per hand-off interval while any
+//! worker is awake, and one per [`ASLEEP_INTERVAL`] while all sleep. With one
+//! worker there is nobody to hand to, and it only trims.
 //!
 //! [`Builder::handoff_after`]: crate::Builder::handoff_after
 
@@ -30,17 +33,14 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Starts the watch thread, unless there is only one worker.
-    pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<Option<Watch>> {
-        if shared.config.workers < 2 {
-            return Ok(None);
-        }
+    /// Starts the watch thread.
+    pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<Watch> {
         crate::sync::asymmetric::init();
         let shared = Arc::clone(shared);
         let thread = thread::Builder::new()
             .name(format!("{}-watch", shared.config.name))
             .spawn(move || watch(&shared))?;
-        Ok(Some(Watch { thread }))
+        Ok(Watch { thread })
     }
 
     /// Stops the thread (the runtime has set its shutdown flag) and waits for it.
@@ -55,16 +55,21 @@ impl Watch {
 fn watch(shared: &Shared) {
     let interval = shared.config.handoff_after;
     let mut last = vec![u32::MAX; shared.config.workers];
+    let hand_off = shared.config.workers > 1;
     while !shared.is_shutdown() {
-        let pause = if shared.all_asleep() {
+        let asleep = shared.all_asleep();
+        thread::park_timeout(if asleep {
             ASLEEP_INTERVAL.max(interval)
         } else {
             interval
-        };
-        thread::park_timeout(pause);
+        });
         if shared.is_shutdown() {
             break;
         }
-        shared.hand_off_stuck(&mut last);
+        if asleep && shared.all_asleep() {
+            shared.trim_spares(false);
+        } else if hand_off {
+            shared.hand_off_stuck(&mut last);
+        }
     }
 }
