@@ -43,6 +43,7 @@
 //! | `restart` | fibra only: a one-for-one supervisor with one permanent handler child, registered under a name; the child is made to panic 10,000 times | `crashes`; `p50_us`, `p99_us`: median and 99th percentile, in µs, of the time from sending the crash to a new incarnation answering a call |
 //! | `blocking` | fibra only: 8 processes each make 20,000 calls, one after another, of `fibra::blocking(|| n)`, which runs the closure on the blocking pool while only the calling process waits | `calls_per_sec`: calls (160,000) / time from spawning the first process to the last result |
 //! | `tcp_echo` | an acceptor spawns one echo process (task) per connection; 100 client processes (tasks) each make 10,000 round trips of 64 bytes over loopback, server and clients in the one OS process; fibra: `fibra::net`, tokio: `tokio::net` | `clients`, `requests` (1,000,000); `req_per_sec`: requests / time from spawning the first client to the last client's last response; `cpu_us_per_req`: user plus system CPU time of the whole child process (runtime start to shutdown included) / requests |
+//! | `idle_cpu` | a default runtime with nothing to do (`connections=0`), and one serving 1,000 idle connections, each by a process (task) blocked in a socket read whose client never sends; 10 s watched | `cpu_pct`: user plus system CPU time of the whole child process over the 10 s, as a share of one core |
 //!
 //! The `timers` lines and how their processes wait:
 //!
@@ -219,7 +220,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 13] = [
+const WORKLOADS: [Workload; 14] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -308,6 +309,29 @@ const WORKLOADS: [Workload; 13] = [
         name: "tcp_echo",
         fibra: &[Case::only(|| io::tcp_echo(on_fibra::tcp_echo()))],
         tokio: &[Case::only(|| io::tcp_echo(on_tokio::tcp_echo()))],
+    },
+    Workload {
+        name: "idle_cpu",
+        fibra: &[
+            Case {
+                label: "connections=0",
+                measure: || on_fibra::idle_cpu_with(0),
+            },
+            Case {
+                label: "connections=1000",
+                measure: || on_fibra::idle_cpu_with(io::IDLE_CONNECTIONS),
+            },
+        ],
+        tokio: &[
+            Case {
+                label: "connections=0",
+                measure: || on_tokio::idle_cpu_with(0),
+            },
+            Case {
+                label: "connections=1000",
+                measure: || on_tokio::idle_cpu_with(io::IDLE_CONNECTIONS),
+            },
+        ],
     },
 ];
 

@@ -1,4 +1,4 @@
-//! What the IO workloads (`blocking`, `tcp_echo`) share between the runtimes: their
+//! What the IO workloads (`blocking`, `tcp_echo`, `idle_cpu`) share between the runtimes: their
 //! sizes, the bytes a `tcp_echo` client sends, and the checks and metrics computed from
 //! what the drivers saw.
 
@@ -21,6 +21,47 @@ pub const TCP_ECHO_SIZE: usize = 64;
 /// response comes within milliseconds even at full load; one that takes this long is
 /// lost, not slow.
 pub const TCP_ECHO_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long `idle_cpu` watches an idle runtime's CPU time.
+pub const IDLE_WATCH: Duration = Duration::from_secs(10);
+/// Idle connections in the second `idle_cpu` case.
+pub const IDLE_CONNECTIONS: usize = 1_000;
+
+/// Connects `n` plain (blocking, outside any runtime) sockets to `addr` and waits
+/// until the server has accepted them all (`accepted` counts them).
+pub fn connect_idle_clients(
+    addr: std::net::SocketAddr,
+    n: usize,
+    accepted: &std::sync::atomic::AtomicUsize,
+) -> Vec<std::net::TcpStream> {
+    let clients: Vec<_> = (0..n)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connecting an idle client"))
+        .collect();
+    let start = std::time::Instant::now();
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < n {
+        assert!(
+            start.elapsed() < TCP_ECHO_PATIENCE,
+            "the server did not accept every idle client"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    clients
+}
+
+/// Watches this process's CPU time for [`IDLE_WATCH`] while nothing happens, and
+/// reports it as a share of one core.
+pub fn idle_cpu() -> String {
+    // Let the start-up settle first (threads parking, the first timer turns).
+    std::thread::sleep(Duration::from_millis(500));
+    let before = super::memory::cpu_time();
+    let start = std::time::Instant::now();
+    std::thread::sleep(IDLE_WATCH);
+    let used = super::memory::cpu_time().saturating_sub(before);
+    format!(
+        "cpu_pct={:.2}",
+        100.0 * used.as_secs_f64() / start.elapsed().as_secs_f64()
+    )
+}
 
 /// The calls per second of a `blocking` run that took `elapsed` for all its calls.
 /// Each call's result was checked by its caller as it came.

@@ -17,8 +17,8 @@ use super::calls::{
     RESTART_PATIENCE, RESTART_PERIOD, RESTART_WARM_UP,
 };
 use super::io::{
-    tcp_echo_request, TcpEchoOutcome, BLOCKING_CALLS, BLOCKING_PROCESSES, TCP_ECHO_CLIENTS,
-    TCP_ECHO_PATIENCE, TCP_ECHO_REQUESTS, TCP_ECHO_SIZE,
+    connect_idle_clients, idle_cpu, tcp_echo_request, TcpEchoOutcome, BLOCKING_CALLS,
+    BLOCKING_PROCESSES, TCP_ECHO_CLIENTS, TCP_ECHO_PATIENCE, TCP_ECHO_REQUESTS, TCP_ECHO_SIZE,
 };
 use super::timing::{
     timer_delay, TimeoutChurnOutcome, TimerOutcome, TimerReport, TIMEOUT_CHURN_CALLS,
@@ -724,4 +724,32 @@ pub fn spawn_join() -> (Duration, u64) {
         }
         (start.elapsed(), sum)
     })
+}
+
+/// A default runtime with nothing to do, or with `connections` idle connections,
+/// each served by a process blocked in `read` (the clients are plain sockets that
+/// never send): the share of a core the OS process uses meanwhile.
+pub fn idle_cpu_with(connections: usize) -> String {
+    let runtime = Runtime::builder()
+        .build()
+        .expect("building a fibra runtime");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding the server");
+    let addr = listener.local_addr().expect("the server's address");
+    let counter = accepted.clone();
+    let acceptor = runtime
+        .spawn_fn(move |cx: &mut FnContext<()>| {
+            for _ in 0..connections {
+                let (stream, _) = listener.accept().expect("accepting a client");
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                cx.spawn_fn(move |_cx: &mut FnContext<()>| echo(stream));
+            }
+        })
+        .expect("spawning the acceptor");
+    let clients = connect_idle_clients(addr, connections, &accepted);
+    acceptor.join().expect("the acceptor failed");
+    let report = idle_cpu();
+    drop(clients);
+    runtime.shutdown();
+    report
 }

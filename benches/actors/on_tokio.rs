@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 
 use super::calls::{answer, CALLS};
 use super::io::{
-    tcp_echo_request, TcpEchoOutcome, TCP_ECHO_CLIENTS, TCP_ECHO_PATIENCE, TCP_ECHO_REQUESTS,
-    TCP_ECHO_SIZE,
+    connect_idle_clients, idle_cpu, tcp_echo_request, TcpEchoOutcome, TCP_ECHO_CLIENTS,
+    TCP_ECHO_PATIENCE, TCP_ECHO_REQUESTS, TCP_ECHO_SIZE,
 };
 use super::timing::{timer_delay, TimerOutcome, TimerReport};
 use super::{
@@ -382,4 +382,33 @@ pub fn spawn_join() -> (Duration, u64) {
         }
         (start.elapsed(), sum)
     })
+}
+
+/// `idle_cpu` with tasks: a default multi-thread runtime with its IO and time
+/// drivers, and `connections` idle connections, each served by a task awaiting
+/// `read`.
+pub fn idle_cpu_with(connections: usize) -> String {
+    let runtime = Builder::new_multi_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .expect("building a tokio runtime");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = runtime
+        .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .expect("binding the server");
+    let addr = listener.local_addr().expect("the server's address");
+    let counter = accepted.clone();
+    runtime.spawn(async move {
+        for _ in 0..connections {
+            let (stream, _) = listener.accept().await.expect("accepting a client");
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(echo(stream));
+        }
+    });
+    let clients = connect_idle_clients(addr, connections, &accepted);
+    let report = idle_cpu();
+    drop(clients);
+    runtime.shutdown_background();
+    report
 }
