@@ -183,11 +183,22 @@ fn refuse_to_wait_forever(id: u64, call: &str) -> ! {
     std::process::abort();
 }
 
-/// Takes the oldest message; handed to `FnContext::receive_until` as its `take`.
+/// Takes the oldest message; handed to `FnContext::receive_until` (or `poll`) as
+/// its `take`.
 fn pop_next<M>(mailbox: &Mailbox<M>) -> Option<M> {
-    // Safety: only `receive_until` calls this, on behalf of the process that owns
-    // the mailbox, which is its one consumer.
+    // Safety: only the receive loops (`receive_until`, `poll`) call this, for the
+    // process that owns the mailbox, which is its one consumer.
     unsafe { mailbox.pop() }
+}
+
+/// The next notice, or else the next message: `take` for `receive_either`.
+fn notice_or_message<M>(frame: &Frame<'_>, mailbox: &Mailbox<M>) -> Option<Received<M>> {
+    // Safety: only the receive loops call this, for the running process, the one
+    // consumer of its signal queue; fatal signals were taken when it last resumed.
+    match unsafe { take_notice(frame.process()) } {
+        Some(notice) => Some(Received::Notice(notice)),
+        None => pop_next(mailbox).map(Received::Message),
+    }
 }
 
 /// What [`FnContext::receive_either`] got.
@@ -252,6 +263,9 @@ impl<M: Send + 'static> FnContext<'_, M> {
     /// assert_eq!(got, (None, Some(7)));
     /// ```
     pub fn receive_timeout(&mut self, timeout: Duration) -> Option<M> {
+        if timeout.is_zero() {
+            return self.poll(pop_next);
+        }
         self.receive_until(Some(deadline_after(timeout)), pop_next)
     }
 
@@ -262,10 +276,14 @@ impl<M: Send + 'static> FnContext<'_, M> {
         mut pred: impl FnMut(&M) -> bool,
         timeout: Duration,
     ) -> Option<M> {
-        self.receive_until(Some(deadline_after(timeout)), |mailbox| {
-            // Safety: passed on from receive_until's contract.
+        let take = |mailbox: &Mailbox<M>| {
+            // Safety: passed on from receive_until's (and poll's) contract.
             unsafe { mailbox.pop_matching(&mut pred) }
-        })
+        };
+        if timeout.is_zero() {
+            return self.poll(take);
+        }
+        self.receive_until(Some(deadline_after(timeout)), take)
     }
 
     /// Suspends this process for `duration` (see [`sleep`](crate::sleep)).
@@ -275,16 +293,30 @@ impl<M: Send + 'static> FnContext<'_, M> {
         }
     }
 
+    /// A look at what is queued, without waiting: `take` as for
+    /// [`receive_until`](Self::receive_until).
+    fn poll<R>(&mut self, mut take: impl FnMut(&Mailbox<M>) -> Option<R>) -> Option<R> {
+        let received = take(&self.core.mailbox);
+        if received.is_some() {
+            self.frame.tick();
+        }
+        received
+    }
+
     /// The receive loop: `take` picks a message from the mailbox (it is called only
     /// by this process, the mailbox's one consumer, so it may use the consumer
     /// side); without one, the process waits for new messages, until `deadline` if
-    /// there is one.
+    /// there is one. A deadline comes from a nonzero timeout the caller has just
+    /// added to the clock (a zero timeout is a [`poll`](Self::poll)), so the first
+    /// look does not read the clock again: at these rates a clock read is a tenth
+    /// of a `receive_timeout`.
     fn receive_until<R>(
         &mut self,
         deadline: Option<Instant>,
         mut take: impl FnMut(&Mailbox<M>) -> Option<R>,
     ) -> Option<R> {
         let mut timer = WaitTimer::new(self.frame);
+        let mut first = true;
         let received = loop {
             if let Some(msg) = take(&self.core.mailbox) {
                 break Some(msg);
@@ -298,7 +330,7 @@ impl<M: Send + 'static> FnContext<'_, M> {
                 }
                 continue;
             };
-            if Instant::now() >= deadline {
+            if !std::mem::take(&mut first) && Instant::now() >= deadline {
                 break None;
             }
             // A wake-up by a message that did not match re-arms.
@@ -317,7 +349,7 @@ impl<M: Send + 'static> FnContext<'_, M> {
 
     /// Returns the next message if one is queued, without waiting.
     pub fn try_receive(&mut self) -> Option<M> {
-        self.receive_until(Some(Instant::now()), pop_next)
+        self.poll(pop_next)
     }
 
     /// This process's address.
@@ -375,20 +407,16 @@ impl<M: Send + 'static> FnContext<'_, M> {
 
     /// Waits at most `timeout` for a notice or a message.
     pub fn receive_either_timeout(&mut self, timeout: Duration) -> Option<Received<M>> {
+        if timeout.is_zero() {
+            let frame = self.frame;
+            return self.poll(|mailbox| notice_or_message(frame, mailbox));
+        }
         self.receive_either_until(Some(deadline_after(timeout)))
     }
 
     fn receive_either_until(&mut self, deadline: Option<Instant>) -> Option<Received<M>> {
         let frame = self.frame;
-        self.receive_until(deadline, |mailbox| {
-            // Safety: receive_until runs this for the running process, the one
-            // consumer of its signal queue; fatal signals were taken when it last
-            // resumed.
-            match unsafe { take_notice(frame.process()) } {
-                Some(notice) => Some(Received::Notice(notice)),
-                None => pop_next(mailbox).map(Received::Message),
-            }
-        })
+        self.receive_until(deadline, |mailbox| notice_or_message(frame, mailbox))
     }
 
     fn receive_notice_until(&mut self, deadline: Option<Instant>) -> Option<Notice> {
