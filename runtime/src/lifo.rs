@@ -145,3 +145,63 @@ impl<T> LifoSlot<T> {
         stolen
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool as StdAtomicBool, AtomicUsize as StdAtomicUsize};
+    use std::sync::Arc;
+
+    /// Real threads, the real fences (membarrier where the kernel has it): an owner
+    /// swapping values in as fast as it can and a thief stealing all the while,
+    /// until the thief has taken a few hundred. Every value comes out exactly once.
+    #[test]
+    fn an_owner_and_a_thief_on_real_threads_take_each_value_once() {
+        const MAX_VALUES: u64 = 20_000_000;
+        const STEALS: usize = 300;
+        asymmetric::init();
+        let slot = Arc::new(LifoSlot::new());
+        let done = Arc::new(StdAtomicBool::new(false));
+        let steals = Arc::new(StdAtomicUsize::new(0));
+        let thief = {
+            let (slot, done, steals) = (slot.clone(), done.clone(), steals.clone());
+            std::thread::spawn(move || {
+                let mut stolen = Vec::new();
+                while !done.load(Ordering::Acquire) {
+                    if let Some(v) = slot.steal_if(|v: &u64| v % 3 != 0) {
+                        stolen.push(v);
+                        steals.store(stolen.len(), Ordering::Release);
+                    }
+                }
+                stolen
+            })
+        };
+        let mut out = Vec::new();
+        let mut values = 0;
+        while values < MAX_VALUES && steals.load(Ordering::Acquire) < STEALS {
+            out.extend(slot.replace(Some(values)));
+            if values % 7 == 0 {
+                out.extend(slot.take());
+            }
+            values += 1;
+        }
+        out.extend(slot.take());
+        done.store(true, Ordering::Release);
+        let stolen = thief.join().unwrap();
+        assert!(
+            stolen.len() >= STEALS,
+            "the thief stole only {} values",
+            stolen.len()
+        );
+        assert!(
+            stolen.iter().all(|v| v % 3 != 0),
+            "the thief took a value it declined"
+        );
+        out.extend(stolen);
+        out.sort_unstable();
+        assert!(
+            out.iter().copied().eq(0..values),
+            "a value was lost or taken twice"
+        );
+    }
+}
