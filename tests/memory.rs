@@ -80,3 +80,56 @@ fn watchers_that_exit_leave_no_monitor_on_a_long_lived_target() {
         );
     });
 }
+
+/// Sends itself the next number after no delay, until `last`; reports when it
+/// reaches `checkpoints`.
+struct SelfTimer {
+    last: u32,
+    checkpoints: Vec<u32>,
+    reached: std::sync::mpsc::Sender<u32>,
+}
+
+impl Process for SelfTimer {
+    type Message = u32;
+    fn handle(&mut self, n: u32, cx: &mut Context<Self>) {
+        if self.checkpoints.contains(&n) {
+            self.reached.send(n).unwrap();
+        }
+        if n < self.last {
+            cx.pid()
+                .send_after(n + 1, std::time::Duration::ZERO)
+                .expect("the process is alive");
+        }
+    }
+}
+
+#[test]
+fn delivered_send_after_letters_leave_nothing_on_a_long_lived_target() {
+    let _serial = common::one_at_a_time();
+    within(120, || {
+        const LETTERS: u32 = 30_000;
+        // A delivered letter's binding is a key and a slot (about 40 bytes); kept for
+        // good, 30,000 of them would hold over a megabyte.
+        let limit = 64 * 1024;
+        let rt = Builder::default().workers(2).build().expect("runtime");
+        let (reached, checkpoints) = std::sync::mpsc::channel();
+        let ticker = rt
+            .spawn(SelfTimer {
+                last: LETTERS,
+                checkpoints: vec![1_000, LETTERS],
+                reached,
+            })
+            .unwrap();
+        ticker.send(0).unwrap();
+        assert_eq!(checkpoints.recv().unwrap(), 1_000);
+        let before = common::LIVE_BYTES.load(Ordering::SeqCst);
+        assert_eq!(checkpoints.recv().unwrap(), LETTERS);
+        let grown = common::LIVE_BYTES.load(Ordering::SeqCst) - before;
+        assert!(ticker.is_alive());
+        assert!(
+            grown < limit,
+            "{} delivered letters left {grown} bytes on their target",
+            LETTERS - 1_000
+        );
+    });
+}
