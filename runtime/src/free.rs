@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use fibra_mailbox::Mailbox;
 
-use crate::carrier::{with_suspendable, Cancelled, Frame, Outcome, Suspend, Suspended};
+use crate::carrier::{Cancelled, Frame, Outcome, Suspend, Suspended};
 use crate::error::{Exit, SpawnError};
 use crate::handler::Process;
 use crate::join::{Completion, JoinHandle};
@@ -158,14 +158,7 @@ where
         crate::signal::link(parent, &(Arc::clone(&cell) as Task));
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a free-running process");
-    // Next to its spawner only if the spawner can step aside for it: one that
-    // unwinds blocks its thread in a wait instead, and the child must be free to
-    // run elsewhere.
-    if with_suspendable(|frame| frame.is_some()) {
-        shared.schedule_spawned_fn(rights);
-    } else {
-        shared.schedule_new(rights);
-    }
+    shared.schedule_spawned(rights);
     Ok(JoinHandle::new(completion, Pid::new(cell)))
 }
 

@@ -362,7 +362,7 @@ pub(crate) fn spawn<P: Process>(
         crate::signal::link(parent, &(Arc::clone(&cell) as Task));
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a handler process");
-    shared.schedule_new(rights);
+    shared.schedule_spawned(rights);
     Ok(Pid::new(cell))
 }
 

@@ -50,7 +50,7 @@ use std::time::Duration;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
 
-use crate::carrier::{Carrier, Outcome, Suspend};
+use crate::carrier::{with_suspendable, Carrier, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
 use crate::group::Groups;
 use crate::idle::{Idle, Woken};
@@ -362,25 +362,28 @@ impl Shared {
     }
 
     /// Schedules a process that was just spawned (it has no activation in
-    /// progress, so any worker may run it).
-    pub(crate) fn schedule_new(self: &Arc<Self>, rights: RunRights) {
+    /// progress). Spawned by a process that can step aside for it, it goes to its
+    /// worker's LIFO slot, to run as soon as the spawner suspends:
+    ///
+    /// * A free-running child keeps the worker it starts on (its stack pins it), and
+    ///   a spawner and its child usually talk to each other (a join, messages), so
+    ///   they had better share a worker.
+    /// * Children then run depth first, before the spawner's older children and
+    ///   their subtrees: a tree of processes that each spawn children and wait for
+    ///   their answers (skynet) keeps a fraction of the tree alive at once, not
+    ///   nearly all of it (peak RSS 264 MB before, 98 MB after).
+    ///
+    /// What it displaces stays stealable, so a burst of spawns still spreads over
+    /// the workers, and the watch thread hands it on if the spawner computes on.
+    /// Spawned elsewhere (a plain thread, or a process that unwinds, which blocks
+    /// its thread in a wait instead of stepping aside) it goes where any worker may
+    /// take it.
+    pub(crate) fn schedule_spawned(self: &Arc<Self>, rights: RunRights) {
         debug_assert!(rights.home().is_none());
+        let next_to_spawner = with_suspendable(|frame| frame.is_some());
         self.with_worker(|w| match w {
+            Some(w) if next_to_spawner => w.put_lifo(rights),
             Some(w) => w.push_stealable(rights),
-            None => self.inject(rights),
-        });
-    }
-
-    /// Schedules a free-running process that was just spawned. From a worker it
-    /// goes to that worker's LIFO slot, to run as soon as its spawner suspends:
-    /// once it has started its stack keeps it on the worker it started on, and a
-    /// spawner and its child usually talk to each other (a join, messages), so they
-    /// had better share a worker. What it displaces stays stealable, so a burst of
-    /// spawns still spreads over the workers.
-    pub(crate) fn schedule_spawned_fn(self: &Arc<Self>, rights: RunRights) {
-        debug_assert!(rights.home().is_none());
-        self.with_worker(|w| match w {
-            Some(w) => w.put_lifo(rights),
             None => self.inject(rights),
         });
     }
