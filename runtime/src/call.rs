@@ -99,7 +99,7 @@ use parking_lot::Mutex;
 use crate::carrier::{with_current, with_suspendable, Frame, Suspend, Suspended};
 use crate::error::Exit;
 use crate::process::{Pid, Run, Task};
-use crate::signal::{on_exit, remove_exit_hook, HookId};
+use crate::signal::{on_exit, remove_exit_hook, ExitHook, ExitSink, HookId};
 use crate::state::Wait;
 use crate::time::{deadline_after, WaitTimer};
 use crate::waiter::Waiter;
@@ -187,6 +187,12 @@ impl<R> SlotState<R> {
         };
         self.waiter = Waiter::None;
         Some(result)
+    }
+}
+
+impl<R: Send + 'static> ExitSink for Slot<R> {
+    fn ended(&self, exit: &Exit) {
+        let _ = self.settle(Reply::Exited(exit.clone()));
     }
 }
 
@@ -505,14 +511,11 @@ where
         return Err(CallError::Exited(Exit::NoProc));
     }
     let slot = Arc::new(Slot::new(process_address(&*callee)));
-    let for_hook = Arc::clone(&slot);
     // Step 1. The hook runs on the callee's thread under its relations lock: it only
     // settles the slot and wakes the caller.
     let hook = on_exit(
         &*callee,
-        Box::new(move |exit: &Exit| {
-            let _ = for_hook.settle(Reply::Exited(exit.clone()));
-        }),
+        ExitHook::Sink(Arc::clone(&slot) as Arc<dyn ExitSink>),
     );
     let Some(hook) = hook else {
         return Err(CallError::Exited(Exit::NoProc));

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 use crate::process::{AnyPid, Pid, Run};
 use crate::runtime::Handle;
-use crate::signal::{on_exit, remove_exit_hook, HookId};
+use crate::signal::{on_exit, remove_exit_hook, ExitHook, HookId};
 
 /// The process groups of one runtime.
 pub(crate) struct Groups {
@@ -91,7 +91,9 @@ impl Groups {
         let hook_group = group.clone();
         let hook = on_exit(
             &*process.0,
-            Box::new(move |_| Groups::drop_member(&groups, &hook_group, &member, token)),
+            ExitHook::Fn(Box::new(move |_| {
+                Groups::drop_member(&groups, &hook_group, &member, token)
+            })),
         );
         let Some(hook) = hook else {
             return false;

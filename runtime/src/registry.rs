@@ -58,7 +58,7 @@ use parking_lot::Mutex;
 use crate::error::SendError;
 use crate::process::{AnyPid, Pid, ProcessId};
 use crate::runtime::Handle;
-use crate::signal::{on_exit, remove_exit_hook, HookId};
+use crate::signal::{on_exit, remove_exit_hook, ExitHook, HookId};
 
 /// The names registered in one runtime.
 pub(crate) struct Registry {
@@ -151,7 +151,9 @@ impl Registry {
         let hook_name = name.clone();
         let hook = on_exit(
             &*process.0,
-            Box::new(move |_| Registry::free(&registry, &hook_name, token)),
+            ExitHook::Fn(Box::new(move |_| {
+                Registry::free(&registry, &hook_name, token)
+            })),
         );
         let Some(hook) = hook else {
             return Err(RegisterError::Exited {

@@ -189,6 +189,8 @@ struct Lists {
     /// Code to run when the process ends (name registry, groups, calls), with
     /// each hook's id.
     hooks: Slab<(u64, ExitHook)>,
+    /// Exit hooks registered so far: the id of the last one.
+    hook_ids: u64,
     /// Timers addressed to this process, cancelled when it ends, with each
     /// binding's id.
     timers: Slab<(u64, BoundTimer)>,
@@ -216,28 +218,52 @@ fn remove_slot<T>(slab: &mut Slab<T>, slot: usize, is_it: impl FnOnce(&T) -> boo
 /// Code run once when a process ends, with its exit reason, on the thread of the
 /// ending process and under its relations lock: it must be short and must not
 /// touch that process's relations.
-pub(crate) type ExitHook = Box<dyn FnOnce(&Exit) + Send>;
+pub(crate) enum ExitHook {
+    /// Any code (the registry's and the groups' clean-ups).
+    Fn(Box<dyn FnOnce(&Exit) + Send>),
+    /// What a waiting call is told: its slot itself, so that a call, which
+    /// registers and removes a hook every time, allocates nothing for it.
+    Sink(Arc<dyn ExitSink>),
+}
+
+/// Something told of a process's end (see [`ExitHook::Sink`]).
+pub(crate) trait ExitSink: Send + Sync {
+    /// The process ended with `exit`.
+    fn ended(&self, exit: &Exit);
+}
+
+impl ExitHook {
+    fn run(self, exit: &Exit) {
+        match self {
+            ExitHook::Fn(hook) => hook(exit),
+            ExitHook::Sink(sink) => sink.ended(exit),
+        }
+    }
+}
 
 /// Identifies an exit hook, to remove it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HookId {
     /// Its slot in the process's hooks.
     slot: usize,
-    /// Unique within the runtime, so that a reused slot is not mistaken for it.
+    /// Unique among the process's hooks, so that a reused slot is not mistaken
+    /// for it.
     id: u64,
 }
 
 /// Registers `hook` to run when `target` ends. If it has ended already, the hook
 /// runs now with [`Exit::NoProc`] and None is returned.
 pub(crate) fn on_exit(target: &dyn Run, hook: ExitHook) -> Option<HookId> {
-    let id = target.header().shared.next_id();
     let mut relations = target.header().relations.lock();
     if relations.ended {
         drop(relations);
-        hook(&Exit::NoProc);
+        hook.run(&Exit::NoProc);
         return None;
     }
-    let slot = relations.lists().hooks.insert((id, hook));
+    let lists = relations.lists();
+    lists.hook_ids += 1;
+    let id = lists.hook_ids;
+    let slot = lists.hooks.insert((id, hook));
     Some(HookId { slot, id })
 }
 
@@ -514,10 +540,11 @@ pub(crate) fn announce_exit(process: &dyn Run, exit: &Exit) {
         watchers,
         monitoring,
         hooks,
+        hook_ids: _,
         timers,
     } = *lists;
     for (_, (_, hook)) in hooks {
-        hook(exit);
+        hook.run(exit);
     }
     for (_, (monitor, watcher)) in watchers {
         if let Some(watcher) = watcher.upgrade() {
