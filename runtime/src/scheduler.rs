@@ -60,7 +60,7 @@ use crate::registry::Registry;
 use crate::rights::RunRights;
 use crate::shutdown::{Drain, Draining};
 use crate::state::Wait;
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::table::Table;
 use crate::time::TimerAction;
 use fibra_timer::TimerHandle;
@@ -174,7 +174,7 @@ struct Spares {
     len: AtomicUsize,
     /// The carriers.
     #[allow(clippy::vec_box)]
-    carriers: parking_lot::Mutex<Vec<Box<Carrier>>>,
+    carriers: Mutex<Vec<Box<Carrier>>>,
 }
 
 /// A worker thread's own state.
