@@ -23,7 +23,6 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use crate::process::{AnyPid, Pid, Run};
-use crate::runtime::Handle;
 use crate::signal::{on_exit, remove_exit_hook, ExitHook, HookId};
 
 /// The process groups of one runtime.
@@ -60,7 +59,7 @@ impl Groups {
         })
     }
 
-    fn join<M: Send + 'static>(self: &Arc<Self>, group: String, pid: &Pid<M>) -> bool {
+    pub(crate) fn join<M: Send + 'static>(self: &Arc<Self>, group: String, pid: &Pid<M>) -> bool {
         let process = pid.any();
         // Step 1 (see the module comment).
         let token = {
@@ -136,7 +135,7 @@ impl Groups {
         drop(left);
     }
 
-    fn leave(&self, group: &str, process: &AnyPid) -> bool {
+    pub(crate) fn leave(&self, group: &str, process: &AnyPid) -> bool {
         let removed = self.state.lock().remove(group, process);
         let Some(member) = removed else {
             return false;
@@ -150,7 +149,7 @@ impl Groups {
 
     /// The live members of `group` whose messages are of type `M`, in the order
     /// they joined.
-    fn members<M: Send + 'static>(&self, group: &str) -> Vec<Pid<M>> {
+    pub(crate) fn members<M: Send + 'static>(&self, group: &str) -> Vec<Pid<M>> {
         let state = self.state.lock();
         let Some(members) = state.groups.get(group) else {
             return Vec::new();
@@ -168,7 +167,7 @@ impl Groups {
         found.into_iter().map(|(_, pid)| pid).collect()
     }
 
-    fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         let state = self.state.lock();
         let mut names: Vec<String> = state
             .groups
@@ -191,67 +190,6 @@ impl State {
             self.groups.remove(group);
         }
         Some(member)
-    }
-}
-
-/// Process groups.
-impl Handle {
-    /// Adds `pid` to `group`, creating the group if need be. Joining a group the
-    /// process is in already changes nothing. The process leaves the group when it
-    /// ends. Returns false if the process has exited (it joins nothing then).
-    ///
-    /// ```
-    /// use fibra_runtime::*;
-    ///
-    /// let rt = Runtime::builder().workers(2).build().unwrap();
-    /// let total = rt.block_on(|cx| {
-    ///     let handle = cx.runtime();
-    ///     let workers: Vec<_> = (0..3)
-    ///         .map(|_| cx.spawn_fn(|cx: &mut FnContext<u64>| cx.receive() * 2))
-    ///         .collect();
-    ///     for worker in &workers {
-    ///         assert!(handle.join_group("workers", &worker.pid()));
-    ///     }
-    ///     assert_eq!(handle.group_members::<u64>("workers").len(), 3);
-    ///     assert_eq!(handle.broadcast("workers", 21u64), 3);
-    ///     workers.into_iter().map(|w| w.join().unwrap()).sum::<u64>()
-    /// });
-    /// assert_eq!(total, 126);
-    /// // The members ended, and left the group as they did.
-    /// assert!(rt.handle().groups().is_empty());
-    /// ```
-    pub fn join_group<M: Send + 'static>(&self, group: impl Into<String>, pid: &Pid<M>) -> bool {
-        self.shared().groups.join(group.into(), pid)
-    }
-
-    /// Takes `pid` out of `group`. Returns true if it was a member and is alive.
-    pub fn leave_group<M: Send + 'static>(&self, group: &str, pid: &Pid<M>) -> bool {
-        self.shared().groups.leave(group, &pid.any())
-    }
-
-    /// The live members of `group` whose messages are of type `M`, in the order
-    /// they joined. Members of other message types are left out.
-    pub fn group_members<M: Send + 'static>(&self, group: &str) -> Vec<Pid<M>> {
-        self.shared().groups.members(group)
-    }
-
-    /// Sends a copy of `msg` to every live member of `group` whose messages are of
-    /// type `M`; returns how many it reached.
-    pub fn broadcast<M: Clone + Send + 'static>(&self, group: &str, msg: M) -> usize {
-        let members = self.group_members::<M>(group);
-        let Some((last, rest)) = members.split_last() else {
-            return 0;
-        };
-        let sent = rest
-            .iter()
-            .filter(|pid| pid.send(msg.clone()).is_ok())
-            .count();
-        sent + usize::from(last.send(msg).is_ok())
-    }
-
-    /// The groups that have live members, sorted.
-    pub fn groups(&self) -> Vec<String> {
-        self.shared().groups.names()
     }
 }
 

@@ -20,6 +20,8 @@ mod handler;
 #[cfg(not(loom))]
 mod join;
 #[cfg(not(loom))]
+mod names;
+#[cfg(not(loom))]
 mod overflow;
 #[cfg(not(loom))]
 pub mod park;

@@ -55,9 +55,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::error::SendError;
 use crate::process::{AnyPid, Pid, ProcessId};
-use crate::runtime::Handle;
 use crate::signal::{on_exit, remove_exit_hook, ExitHook, HookId};
 
 /// The names registered in one runtime.
@@ -97,7 +95,7 @@ impl Registry {
         })
     }
 
-    fn register<M: Send + 'static>(
+    pub(crate) fn register<M: Send + 'static>(
         self: &Arc<Self>,
         name: String,
         pid: &Pid<M>,
@@ -191,7 +189,7 @@ impl Registry {
         drop(freed);
     }
 
-    fn unregister(&self, name: &str) -> bool {
+    pub(crate) fn unregister(&self, name: &str) -> bool {
         let removed = self.names.lock().remove(name);
         let Some(entry) = removed else {
             return false;
@@ -204,6 +202,16 @@ impl Registry {
     }
 
     /// The live holder of `name`.
+    /// The live process registered under `name` if its messages are of type `M`.
+    pub(crate) fn whereis<M: Send + 'static>(&self, name: &str) -> Option<Pid<M>> {
+        self.holder(name, |entry| entry.typed.downcast_ref::<Pid<M>>().cloned())
+    }
+
+    /// The live process registered under `name`, whatever its message type.
+    pub(crate) fn whereis_any(&self, name: &str) -> Option<AnyPid> {
+        self.holder(name, |entry| Some(entry.pid.clone()))
+    }
+
     fn holder<R>(&self, name: &str, f: impl FnOnce(&Entry) -> Option<R>) -> Option<R> {
         let names = self.names.lock();
         names
@@ -213,7 +221,7 @@ impl Registry {
             .and_then(f)
     }
 
-    fn registered(&self) -> Vec<String> {
+    pub(crate) fn registered(&self) -> Vec<String> {
         let names = self.names.lock();
         let mut live: Vec<String> = names
             .by_name
@@ -299,96 +307,6 @@ impl fmt::Display for RegisterError {
 }
 
 impl std::error::Error for RegisterError {}
-
-/// The name registry.
-impl Handle {
-    /// Registers `pid` under `name`, so that [`whereis`](Handle::whereis) and
-    /// [`send_named`](Handle::send_named) reach it. The name is freed when the
-    /// process ends, and can then be given to another process (a restarted one, say).
-    ///
-    /// Fails if a live process holds the name ([`RegisterError::Taken`]), if the
-    /// process has exited ([`RegisterError::Exited`]), or if it has a name already
-    /// ([`RegisterError::AlreadyNamed`]): as in Erlang, a process has at most one
-    /// name.
-    ///
-    /// ```
-    /// use fibra_runtime::*;
-    ///
-    /// let rt = Runtime::builder().workers(1).build().unwrap();
-    /// let got = rt.block_on(|cx| {
-    ///     let logger = cx.spawn_fn(|cx: &mut FnContext<String>| cx.receive());
-    ///     let registry = cx.runtime();
-    ///     registry.register("logger", &logger.pid()).unwrap();
-    ///     assert!(registry.register("logger", &cx.pid()).is_err());
-    ///
-    ///     // Anywhere else in the program:
-    ///     registry.send_named("logger", "hello".to_string()).unwrap();
-    ///     logger.join().unwrap()
-    /// });
-    /// assert_eq!(got, "hello");
-    /// assert!(rt.handle().whereis_any("logger").is_none());
-    /// ```
-    pub fn register<M: Send + 'static>(
-        &self,
-        name: impl Into<String>,
-        pid: &Pid<M>,
-    ) -> Result<(), RegisterError> {
-        self.shared().registry.register(name.into(), pid)
-    }
-
-    /// The process registered under `name`, if it is alive and its messages are of
-    /// type `M`. A name held by a process of another message type gives `None`, as
-    /// an unknown name does; [`whereis_any`](Handle::whereis_any) finds it whatever
-    /// its type.
-    ///
-    /// ```
-    /// use fibra_runtime::*;
-    ///
-    /// let rt = Runtime::builder().workers(1).build().unwrap();
-    /// rt.block_on(|cx| {
-    ///     let counter = cx.spawn_fn(|cx: &mut FnContext<u64>| cx.receive());
-    ///     let handle = cx.runtime();
-    ///     handle.register("counter", &counter.pid()).unwrap();
-    ///     assert_eq!(handle.whereis::<u64>("counter"), Some(counter.pid()));
-    ///     assert_eq!(handle.whereis::<String>("counter"), None);
-    ///     assert_eq!(handle.whereis_any("counter"), Some(counter.pid().any()));
-    ///     counter.pid().send(1).unwrap();
-    /// });
-    /// ```
-    pub fn whereis<M: Send + 'static>(&self, name: &str) -> Option<Pid<M>> {
-        self.shared()
-            .registry
-            .holder(name, |entry| entry.typed.downcast_ref::<Pid<M>>().cloned())
-    }
-
-    /// The live process registered under `name`, whatever its message type.
-    pub fn whereis_any(&self, name: &str) -> Option<AnyPid> {
-        self.shared()
-            .registry
-            .holder(name, |entry| Some(entry.pid.clone()))
-    }
-
-    /// Frees `name`. Returns true if a live process held it; the process itself
-    /// goes on, nameless, and may be registered again.
-    pub fn unregister(&self, name: &str) -> bool {
-        self.shared().registry.unregister(name)
-    }
-
-    /// Sends `msg` to the process registered under `name`. Fails, handing the
-    /// message back, if no live process of message type `M` holds the name, or if
-    /// it exits before the message is queued.
-    pub fn send_named<M: Send + 'static>(&self, name: &str, msg: M) -> Result<(), SendError<M>> {
-        match self.whereis::<M>(name) {
-            Some(pid) => pid.send(msg),
-            None => Err(SendError(msg)),
-        }
-    }
-
-    /// The names held by live processes, sorted.
-    pub fn registered(&self) -> Vec<String> {
-        self.shared().registry.registered()
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,155 @@
+//! The name registry and the process groups as a user reaches them: methods of
+//! [`Handle`], the runtime's assembly, over the services in `registry.rs` and
+//! `group.rs` (which know nothing of the assembly).
+
+use crate::error::SendError;
+use crate::process::{AnyPid, Pid};
+use crate::registry::RegisterError;
+use crate::runtime::Handle;
+
+/// The name registry.
+impl Handle {
+    /// Registers `pid` under `name`, so that [`whereis`](Handle::whereis) and
+    /// [`send_named`](Handle::send_named) reach it. The name is freed when the
+    /// process ends, and can then be given to another process (a restarted one, say).
+    ///
+    /// Fails if a live process holds the name ([`RegisterError::Taken`]), if the
+    /// process has exited ([`RegisterError::Exited`]), or if it has a name already
+    /// ([`RegisterError::AlreadyNamed`]): as in Erlang, a process has at most one
+    /// name.
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let got = rt.block_on(|cx| {
+    ///     let logger = cx.spawn_fn(|cx: &mut FnContext<String>| cx.receive());
+    ///     let registry = cx.runtime();
+    ///     registry.register("logger", &logger.pid()).unwrap();
+    ///     assert!(registry.register("logger", &cx.pid()).is_err());
+    ///
+    ///     // Anywhere else in the program:
+    ///     registry.send_named("logger", "hello".to_string()).unwrap();
+    ///     logger.join().unwrap()
+    /// });
+    /// assert_eq!(got, "hello");
+    /// assert!(rt.handle().whereis_any("logger").is_none());
+    /// ```
+    pub fn register<M: Send + 'static>(
+        &self,
+        name: impl Into<String>,
+        pid: &Pid<M>,
+    ) -> Result<(), RegisterError> {
+        self.shared().registry.register(name.into(), pid)
+    }
+
+    /// The process registered under `name`, if it is alive and its messages are of
+    /// type `M`. A name held by a process of another message type gives `None`, as
+    /// an unknown name does; [`whereis_any`](Handle::whereis_any) finds it whatever
+    /// its type.
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// rt.block_on(|cx| {
+    ///     let counter = cx.spawn_fn(|cx: &mut FnContext<u64>| cx.receive());
+    ///     let handle = cx.runtime();
+    ///     handle.register("counter", &counter.pid()).unwrap();
+    ///     assert_eq!(handle.whereis::<u64>("counter"), Some(counter.pid()));
+    ///     assert_eq!(handle.whereis::<String>("counter"), None);
+    ///     assert_eq!(handle.whereis_any("counter"), Some(counter.pid().any()));
+    ///     counter.pid().send(1).unwrap();
+    /// });
+    /// ```
+    pub fn whereis<M: Send + 'static>(&self, name: &str) -> Option<Pid<M>> {
+        self.shared().registry.whereis(name)
+    }
+
+    /// The live process registered under `name`, whatever its message type.
+    pub fn whereis_any(&self, name: &str) -> Option<AnyPid> {
+        self.shared().registry.whereis_any(name)
+    }
+
+    /// Frees `name`. Returns true if a live process held it; the process itself
+    /// goes on, nameless, and may be registered again.
+    pub fn unregister(&self, name: &str) -> bool {
+        self.shared().registry.unregister(name)
+    }
+
+    /// Sends `msg` to the process registered under `name`. Fails, handing the
+    /// message back, if no live process of message type `M` holds the name, or if
+    /// it exits before the message is queued.
+    pub fn send_named<M: Send + 'static>(&self, name: &str, msg: M) -> Result<(), SendError<M>> {
+        match self.whereis::<M>(name) {
+            Some(pid) => pid.send(msg),
+            None => Err(SendError(msg)),
+        }
+    }
+
+    /// The names held by live processes, sorted.
+    pub fn registered(&self) -> Vec<String> {
+        self.shared().registry.registered()
+    }
+}
+
+/// Process groups.
+impl Handle {
+    /// Adds `pid` to `group`, creating the group if need be. Joining a group the
+    /// process is in already changes nothing. The process leaves the group when it
+    /// ends. Returns false if the process has exited (it joins nothing then).
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// let total = rt.block_on(|cx| {
+    ///     let handle = cx.runtime();
+    ///     let workers: Vec<_> = (0..3)
+    ///         .map(|_| cx.spawn_fn(|cx: &mut FnContext<u64>| cx.receive() * 2))
+    ///         .collect();
+    ///     for worker in &workers {
+    ///         assert!(handle.join_group("workers", &worker.pid()));
+    ///     }
+    ///     assert_eq!(handle.group_members::<u64>("workers").len(), 3);
+    ///     assert_eq!(handle.broadcast("workers", 21u64), 3);
+    ///     workers.into_iter().map(|w| w.join().unwrap()).sum::<u64>()
+    /// });
+    /// assert_eq!(total, 126);
+    /// // The members ended, and left the group as they did.
+    /// assert!(rt.handle().groups().is_empty());
+    /// ```
+    pub fn join_group<M: Send + 'static>(&self, group: impl Into<String>, pid: &Pid<M>) -> bool {
+        self.shared().groups.join(group.into(), pid)
+    }
+
+    /// Takes `pid` out of `group`. Returns true if it was a member and is alive.
+    pub fn leave_group<M: Send + 'static>(&self, group: &str, pid: &Pid<M>) -> bool {
+        self.shared().groups.leave(group, &pid.any())
+    }
+
+    /// The live members of `group` whose messages are of type `M`, in the order
+    /// they joined. Members of other message types are left out.
+    pub fn group_members<M: Send + 'static>(&self, group: &str) -> Vec<Pid<M>> {
+        self.shared().groups.members(group)
+    }
+
+    /// Sends a copy of `msg` to every live member of `group` whose messages are of
+    /// type `M`; returns how many it reached.
+    pub fn broadcast<M: Clone + Send + 'static>(&self, group: &str, msg: M) -> usize {
+        let members = self.group_members::<M>(group);
+        let Some((last, rest)) = members.split_last() else {
+            return 0;
+        };
+        let sent = rest
+            .iter()
+            .filter(|pid| pid.send(msg.clone()).is_ok())
+            .count();
+        sent + usize::from(last.send(msg).is_ok())
+    }
+
+    /// The groups that have live members, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        self.shared().groups.names()
+    }
+}
