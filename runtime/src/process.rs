@@ -450,6 +450,35 @@ mod layout_tests {
     use super::*;
     use std::mem::{offset_of, size_of};
 
+    /// `<dyn Run>::header` finds each kind's header where its `Core` keeps it, for
+    /// message types of any size and alignment.
+    #[test]
+    fn the_header_by_offset_is_the_header_of_every_kind_of_process() {
+        #[repr(align(64))]
+        struct Wide([u8; 64]);
+        struct Nothing;
+        impl crate::Process for Nothing {
+            type Message = Wide;
+            fn handle(&mut self, _: Wide, _cx: &mut crate::Context<Self>) {}
+        }
+        let rt = crate::Runtime::builder().workers(1).build().unwrap();
+        let handler = rt.spawn(Nothing).unwrap();
+        let free = rt
+            .spawn_fn(|cx: &mut crate::FnContext<u8>| cx.receive())
+            .unwrap();
+        fn by_offset<M: Send + 'static>(pid: &Pid<M>) -> *const Header {
+            pid.inner.as_run().header()
+        }
+        assert!(std::ptr::eq(
+            by_offset(&handler),
+            &handler.inner.core().header
+        ));
+        let pid = free.pid();
+        assert!(std::ptr::eq(by_offset(&pid), &pid.inner.core().header));
+        pid.send(1).unwrap();
+        assert_eq!(free.join().unwrap(), 1);
+    }
+
     /// The mailbox (head, then counts) and the state word are 32 contiguous bytes
     /// at the front of every process, and an idle process stays small.
     #[test]
