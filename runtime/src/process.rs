@@ -455,7 +455,7 @@ mod layout_tests {
     #[test]
     fn the_header_by_offset_is_the_header_of_every_kind_of_process() {
         #[repr(align(64))]
-        struct Wide([u8; 64]);
+        struct Wide(#[allow(dead_code)] [u8; 64]);
         struct Nothing;
         impl crate::Process for Nothing {
             type Message = Wide;
