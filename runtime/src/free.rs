@@ -12,11 +12,9 @@ use fibra_mailbox::Mailbox;
 
 use crate::carrier::{Cancelled, Frame, Outcome, Suspend, Suspended};
 use crate::error::{Exit, SpawnError};
-use crate::handler::Process;
 use crate::join::{Completion, JoinHandle};
 use crate::process::{Core, Deliver, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
-use crate::runtime::Handle;
 use crate::scheduler::Shared;
 use crate::scope::Scope;
 use crate::signal::{exit_from_unwind, take_notice, Notice};
@@ -206,7 +204,7 @@ pub enum Received<M> {
 /// What a free-running process sees of itself and its runtime.
 ///
 /// Its receives, [`FnContext::sleep`] and [`FnContext::yield_now`] are suspension
-/// points, with the others listed in the [`Process`] docs ("Suspension points"):
+/// points, with the others listed in the [`Process`](crate::Process) docs ("Suspension points"):
 /// they suspend this process only, resume it on the same thread, and never
 /// suspend it while it unwinds.
 pub struct FnContext<'a, M> {
@@ -361,24 +359,6 @@ impl<M: Send + 'static> FnContext<'_, M> {
         let _ = self.frame.suspend(Suspend::Yield);
     }
 
-    /// A handle on the runtime this process runs in.
-    pub fn runtime(&self) -> Handle {
-        Handle::from_shared(Arc::clone(&self.core.header.shared))
-    }
-
-    /// Spawns a handler process. See [`Handle::spawn`].
-    ///
-    /// # Panics
-    /// If the runtime is shutting down; [`FnContext::try_spawn`] returns the error.
-    pub fn spawn<P: Process>(&self, process: P) -> Pid<P::Message> {
-        crate::runtime::expect_spawn(self.try_spawn(process))
-    }
-
-    /// Spawns a handler process, or says why it could not.
-    pub fn try_spawn<P: Process>(&self, process: P) -> Result<Pid<P::Message>, SpawnError> {
-        crate::handler::spawn(&self.core.header.shared, process, None)
-    }
-
     /// Waits for the next notice (a monitor's `Down`, or a trapped exit signal).
     /// Messages stay queued.
     pub fn receive_notice(&mut self) -> Notice {
@@ -439,30 +419,6 @@ impl<M: Send + 'static> FnContext<'_, M> {
                 }
             }
         }
-    }
-
-    /// Spawns a free-running process. See [`Handle::spawn_fn`].
-    ///
-    /// # Panics
-    /// If the runtime is shutting down or no stack can be mapped;
-    /// [`FnContext::try_spawn_fn`] returns the error.
-    pub fn spawn_fn<N, T, F>(&self, body: F) -> JoinHandle<T, N>
-    where
-        N: Send + 'static,
-        T: Send + 'static,
-        F: FnOnce(&mut FnContext<'_, N>) -> T + Send + 'static,
-    {
-        crate::runtime::expect_spawn(self.try_spawn_fn(body))
-    }
-
-    /// Spawns a free-running process, or says why it could not.
-    pub fn try_spawn_fn<N, T, F>(&self, body: F) -> Result<JoinHandle<T, N>, SpawnError>
-    where
-        N: Send + 'static,
-        T: Send + 'static,
-        F: FnOnce(&mut FnContext<'_, N>) -> T + Send + 'static,
-    {
-        spawn(&self.core.header.shared, body, None)
     }
 }
 

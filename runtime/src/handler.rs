@@ -13,11 +13,8 @@ use fibra_timer::TimerKey;
 
 use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
-use crate::free::FnContext;
-use crate::join::JoinHandle;
 use crate::process::{Core, Deliver, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
-use crate::runtime::Handle;
 use crate::scheduler::Shared;
 use crate::scope::Scope;
 use crate::signal::{exit_from_unwind, take_fatal, take_notice, Notice};
@@ -29,7 +26,7 @@ use crate::time::{arm, deadline_after, disarm, sleep_until};
 /// The runtime calls [`started`](Process::started) once, then
 /// [`handle`](Process::handle) for each message in arrival order, one at a time.
 /// Inside any of them the code may block: [`Context::yield_now`], or
-/// [`JoinHandle::join`] on a free-running child, suspend this process only, never
+/// [`JoinHandle::join`](crate::JoinHandle::join) on a free-running child, suspend this process only, never
 /// the worker thread.
 ///
 /// # Suspension points
@@ -459,48 +456,6 @@ impl<P: Process> Context<'_, P> {
                 timer: None,
             })
         });
-    }
-
-    /// A handle on the runtime this process runs in.
-    pub fn runtime(&self) -> Handle {
-        Handle::from_shared(Arc::clone(&self.cell.core.header.shared))
-    }
-
-    /// Spawns a handler process. See [`Handle::spawn`].
-    ///
-    /// # Panics
-    /// If the runtime is shutting down; [`Context::try_spawn`] returns the error.
-    pub fn spawn<Q: Process>(&self, process: Q) -> Pid<Q::Message> {
-        crate::runtime::expect_spawn(self.try_spawn(process))
-    }
-
-    /// Spawns a handler process, or says why it could not.
-    pub fn try_spawn<Q: Process>(&self, process: Q) -> Result<Pid<Q::Message>, SpawnError> {
-        spawn(&self.cell.core.header.shared, process, None)
-    }
-
-    /// Spawns a free-running process. See [`Handle::spawn_fn`].
-    ///
-    /// # Panics
-    /// If the runtime is shutting down or no stack can be mapped;
-    /// [`Context::try_spawn_fn`] returns the error.
-    pub fn spawn_fn<M, T, F>(&self, body: F) -> JoinHandle<T, M>
-    where
-        M: Send + 'static,
-        T: Send + 'static,
-        F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
-    {
-        crate::runtime::expect_spawn(self.try_spawn_fn(body))
-    }
-
-    /// Spawns a free-running process, or says why it could not.
-    pub fn try_spawn_fn<M, T, F>(&self, body: F) -> Result<JoinHandle<T, M>, SpawnError>
-    where
-        M: Send + 'static,
-        T: Send + 'static,
-        F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
-    {
-        crate::free::spawn(&self.cell.core.header.shared, body, None)
     }
 }
 

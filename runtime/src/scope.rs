@@ -1,11 +1,13 @@
 //! What every process can do about other processes' lives, whatever its kind:
-//! links, monitors, trapping exits and ending itself. Both [`Context`] and
+//! spawning them, links, monitors, trapping exits and ending itself; so that
+//! neither kind of process has to know the other. Both [`Context`] and
 //! [`FnContext`] dereference to a [`Scope`].
 //!
 //! [`Context`]: crate::Context
 //! [`FnContext`]: crate::FnContext
 
 use std::panic;
+use std::sync::Arc;
 
 use crate::carrier::Frame;
 use crate::error::{Exit, SpawnError};
@@ -13,6 +15,7 @@ use crate::free::FnContext;
 use crate::handler::Process;
 use crate::join::JoinHandle;
 use crate::process::{AnyPid, Pid};
+use crate::runtime::Handle;
 use crate::signal::{self, MonitorRef, Terminated};
 
 /// The running process's view of its relations to others.
@@ -58,6 +61,48 @@ impl Scope<'_> {
     /// previous setting. Kills cannot be trapped.
     pub fn trap_exits(&self, trap: bool) -> bool {
         signal::set_trap_exits(self.frame.process(), trap)
+    }
+
+    /// A handle on the runtime this process runs in.
+    pub fn runtime(&self) -> Handle {
+        Handle::from_shared(Arc::clone(&self.frame.header().shared))
+    }
+
+    /// Spawns a handler process. See [`Handle::spawn`].
+    ///
+    /// # Panics
+    /// If the runtime is shutting down; [`Scope::try_spawn`] returns the error.
+    pub fn spawn<P: Process>(&self, process: P) -> Pid<P::Message> {
+        crate::runtime::expect_spawn(self.try_spawn(process))
+    }
+
+    /// Spawns a handler process, or says why it could not.
+    pub fn try_spawn<P: Process>(&self, process: P) -> Result<Pid<P::Message>, SpawnError> {
+        crate::handler::spawn(&self.frame.header().shared, process, None)
+    }
+
+    /// Spawns a free-running process. See [`Handle::spawn_fn`].
+    ///
+    /// # Panics
+    /// If the runtime is shutting down or no stack can be mapped;
+    /// [`Scope::try_spawn_fn`] returns the error.
+    pub fn spawn_fn<M, T, F>(&self, body: F) -> JoinHandle<T, M>
+    where
+        M: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+    {
+        crate::runtime::expect_spawn(self.try_spawn_fn(body))
+    }
+
+    /// Spawns a free-running process, or says why it could not.
+    pub fn try_spawn_fn<M, T, F>(&self, body: F) -> Result<JoinHandle<T, M>, SpawnError>
+    where
+        M: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+    {
+        crate::free::spawn(&self.frame.header().shared, body, None)
     }
 
     /// Spawns a handler process linked to this one, atomically: the child cannot
