@@ -36,6 +36,7 @@
 //! | `fan_in` | 4 senders x 1,000,000 messages to one receiver | `msgs_per_sec`: messages / time from spawning the senders to the last receipt |
 //! | `spawn_idle` | spawn 100,000 processes that wait for a message, then message each once | `ns_per_spawn`: spawn phase only; `bytes_per_process`: RSS growth over the spawn phase / 100,000 |
 //! | `spawn_join` | spawn 1,000,000 free-running processes (tasks) that return their number, joining (awaiting) the oldest whenever 1,000 are outstanding | `ns_per_spawn_join`: wall time / processes |
+//! | `free_blocked` | fibra only: spawn 10,000 free-running processes that each report in and then block in `receive`, all at once | `ns_per_spawn`: spawn phase / processes (each maps a fresh stack: more than the pools hold are alive at once); `bytes_per_process`: RSS growth from before the spawns to when all of them wait / processes |
 //! | `million_idle` | fibra only: 1,000,000 idle handler processes, each has handled one message | `rss_mib`, `bytes_per_process` (RSS growth / 1,000,000), `max_map_count` of the machine |
 //! | `timers` | `processes=<n>` processes (1,000 and 100,000) each wait once for a pseudo-random delay in 1..=100 ms | `late_p50_us`, `late_p99_us`: median and 99th percentile of lateness, in µs, where a process's lateness is the time it measured itself from its start to its wake-up, minus its delay; `wall_secs`: from spawning the first process to the last wake-up |
 //! | `timeout_churn` | fibra only: 2 processes, 500,000 round trips, every receive a `receive_timeout(1 s)` that gets its message in time | `calls_per_sec`: `receive_timeout` calls (1,000,000, both processes) / wall time |
@@ -148,6 +149,9 @@ const FAN_IN_MESSAGES: u64 = 1_000_000;
 const SPAWN_IDLE_PROCESSES: usize = 100_000;
 /// Processes kept alive at once in `million_idle`.
 const MILLION_IDLE_PROCESSES: usize = 1_000_000;
+/// Free-running processes blocked in `receive` at once in `free_blocked`: well
+/// within the default `vm.max_map_count` (each stack is two mappings).
+const FREE_BLOCKED_PROCESSES: usize = 10_000;
 /// Processes spawned and joined in `spawn_join`.
 const SPAWN_JOIN_PROCESSES: u64 = 1_000_000;
 /// At most this many `spawn_join` processes are spawned and not yet joined.
@@ -220,7 +224,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 14] = [
+const WORKLOADS: [Workload; 15] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -250,6 +254,11 @@ const WORKLOADS: [Workload; 14] = [
         name: "spawn_join",
         fibra: &[Case::only(|| spawn_join(on_fibra::spawn_join()))],
         tokio: &[Case::only(|| spawn_join(on_tokio::spawn_join()))],
+    },
+    Workload {
+        name: "free_blocked",
+        fibra: &[Case::only(|| free_blocked(on_fibra::free_blocked()))],
+        tokio: &[],
     },
     Workload {
         name: "million_idle",
@@ -474,6 +483,29 @@ fn spawn_join((elapsed, sum): (Duration, u64)) -> String {
     let n = SPAWN_JOIN_PROCESSES;
     assert_eq!(sum, n * (n - 1) / 2, "results went missing");
     format!("ns_per_spawn_join={:.1}", ns_per(elapsed, n))
+}
+
+/// What a free_blocked run saw.
+struct FreeBlockedOutcome {
+    /// Time to spawn all processes.
+    spawn: Duration,
+    /// Resident bytes just before the first spawn.
+    rss_before: u64,
+    /// Resident bytes once every process waits in `receive`.
+    rss_after: u64,
+    /// Sum of what the processes returned, 0..FREE_BLOCKED_PROCESSES.
+    returned: u64,
+}
+
+fn free_blocked(outcome: FreeBlockedOutcome) -> String {
+    let n = FREE_BLOCKED_PROCESSES as u64;
+    assert_eq!(outcome.returned, n * (n - 1) / 2, "results went missing");
+    let growth = outcome.rss_after.saturating_sub(outcome.rss_before);
+    format!(
+        "processes={n} ns_per_spawn={:.1} bytes_per_process={:.0}",
+        ns_per(outcome.spawn, n),
+        growth as f64 / n as f64
+    )
 }
 
 /// What a million_idle run saw.

@@ -25,10 +25,11 @@ use super::timing::{
     TIMEOUT_CHURN_TIMEOUT,
 };
 use super::{
-    fan_in_message, memory, ring_successor, skynet_child, FanInCheck, MillionIdleOutcome,
-    RingOutcome, SkynetOutcome, SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS,
-    MILLION_IDLE_PROCESSES, PING_PONG_ROUND_TRIPS, RING_HOPS, RING_PROCESSES, SKYNET_DEPTH,
-    SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, SPAWN_JOIN_OUTSTANDING, SPAWN_JOIN_PROCESSES, WARM_UP,
+    fan_in_message, memory, ring_successor, skynet_child, FanInCheck, FreeBlockedOutcome,
+    MillionIdleOutcome, RingOutcome, SkynetOutcome, SpawnIdleOutcome, FAN_IN_MESSAGES,
+    FAN_IN_SENDERS, FREE_BLOCKED_PROCESSES, MILLION_IDLE_PROCESSES, PING_PONG_ROUND_TRIPS,
+    RING_HOPS, RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES,
+    SPAWN_JOIN_OUTSTANDING, SPAWN_JOIN_PROCESSES, WARM_UP,
 };
 
 /// Runs `driver` as a free-running process with mailbox type `M` on a fresh default
@@ -752,4 +753,39 @@ pub fn idle_cpu_with(connections: usize) -> String {
     drop(clients);
     runtime.shutdown();
     report
+}
+
+/// Spawns `FREE_BLOCKED_PROCESSES` free-running processes that each report in and
+/// then block in `receive`; measures the spawns and the memory they hold once all
+/// of them wait, then lets each return the number it is sent.
+pub fn free_blocked() -> FreeBlockedOutcome {
+    run(|cx: &mut FnContext<()>| {
+        let mut handles = Vec::with_capacity(FREE_BLOCKED_PROCESSES);
+        memory::fault_in(&mut handles);
+        let driver = cx.pid();
+        let rss_before = memory::resident_bytes();
+        let start = Instant::now();
+        for _ in 0..FREE_BLOCKED_PROCESSES {
+            let driver = driver.clone();
+            handles.push(cx.spawn_fn(move |cx: &mut FnContext<u64>| {
+                driver.send(()).expect(GONE);
+                cx.receive()
+            }));
+        }
+        let spawn = start.elapsed();
+        for _ in 0..FREE_BLOCKED_PROCESSES {
+            cx.receive();
+        }
+        let rss_after = memory::resident_bytes();
+        for (n, handle) in handles.iter().enumerate() {
+            handle.pid().send(n as u64).expect(GONE);
+        }
+        let returned = handles.into_iter().map(|h| h.join().expect(GONE)).sum();
+        FreeBlockedOutcome {
+            spawn,
+            rss_before,
+            rss_after,
+            returned,
+        }
+    })
 }
