@@ -83,8 +83,9 @@ const INJECTOR_INTERVAL: u32 = 61;
 const LOCAL_BACKLOG: usize = 64;
 
 /// Idle carriers a worker keeps. Each is a mapped stack; beyond this, returned
-/// carriers are unmapped. Picked so that bursts of free-running processes reuse
-/// stacks while an idle runtime holds at most a few dozen MiB of address space.
+/// carriers go to the shared spares (see [`SPARE_CAPACITY`]). Picked so that
+/// bursts of free-running processes reuse stacks while an idle runtime holds at
+/// most a few dozen MiB of address space.
 const POOL_CAPACITY: usize = 128;
 
 /// Idle carriers the workers share: a worker whose pool is full leaves returned
@@ -277,8 +278,8 @@ impl Shared {
         self.table.insert(hint, task)
     }
 
-    /// A carrier for a new free-running process: from this worker's pool if there is
-    /// one, else freshly mapped.
+    /// A carrier for a new free-running process: from this worker's pool, else from
+    /// the spares, else freshly mapped.
     pub(crate) fn carrier(self: &Arc<Self>) -> Result<Box<Carrier>, SpawnError> {
         if self.is_shutdown() {
             return Err(SpawnError::Shutdown);
@@ -754,7 +755,7 @@ impl WorkerCore {
         x
     }
 
-    /// A carrier from the pool, or a freshly mapped one.
+    /// A carrier from the pool, the spares, or a freshly mapped one.
     fn take_carrier(&self) -> Result<Box<Carrier>, SpawnError> {
         match self.pool.borrow_mut().pop() {
             Some(carrier) => Ok(carrier),

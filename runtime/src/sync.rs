@@ -131,8 +131,8 @@ pub(crate) fn spin_wait(turns: &mut u32) {
 }
 
 /// Asymmetric fences: the frequent side of a Dekker-style handshake pays a
-/// compiler fence ([`light_fence`]), the rare side a process-wide barrier
-/// ([`heavy_fence`], Linux's `membarrier`), which makes every running thread of
+/// compiler fence (`light_fence`), the rare side a process-wide barrier
+/// (`heavy_fence`, Linux's `membarrier`), which makes every running thread of
 /// the process execute a full fence. Together they order "store, then load"
 /// against the other side's "store, then load" exactly as two `SeqCst` fences
 /// would. Where `membarrier` is missing (an old kernel, a seccomp filter), both
