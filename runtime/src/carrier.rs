@@ -127,7 +127,8 @@ thread_local! {
 /// Runs `f` with the frame of the process running on this thread, if any.
 ///
 /// Never inlined, so that the thread-local's address is computed afresh on each
-/// call (cheap insurance; activations no longer move between threads).
+/// call: an activation never changes threads, but an idle carrier does (pools,
+/// spares), and its job loop goes on, on the new thread, from where it suspended.
 #[inline(never)]
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Frame<'_>>) -> R) -> R {
     let frame = CURRENT.with(Cell::get);
@@ -145,6 +146,8 @@ pub(crate) fn with_suspendable<R>(f: impl FnOnce(Option<&Frame<'_>>) -> R) -> R 
     with_current(|frame| f(frame.filter(|frame| frame.may_suspend())))
 }
 
+/// Never inlined, for the reason given at [`with_current`]: the job loop calls it
+/// on whichever thread resumed its carrier.
 #[inline(never)]
 fn set_current(frame: *const Frame<'_>) {
     CURRENT.with(|c| c.set(frame.cast()));
