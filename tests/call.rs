@@ -552,3 +552,45 @@ fn call_errors_say_what_happened() {
     assert!(CallError::Timeout.to_string().contains("timed out"));
     assert!(CallError::NoReply.to_string().contains("without replying"));
 }
+
+/// Calls itself when asked, and reports what the call returned.
+struct SelfCaller {
+    report: std::sync::mpsc::Sender<Result<u64, CallError>>,
+}
+
+impl Process for SelfCaller {
+    type Message = Req;
+    fn handle(&mut self, req: Req, cx: &mut Context<Self>) {
+        match req {
+            Req::Echo(n, reply) | Req::Later(n, reply) => {
+                // Far longer than the test may take: the call must fail at once.
+                let got = cx.pid().call(echo(n), Duration::from_secs(3_600));
+                let _ = self.report.send(got);
+                reply.reply(n + 1);
+            }
+            _ => unreachable!("the test sends only echoes"),
+        }
+    }
+}
+
+#[test]
+fn a_process_that_calls_itself_fails_at_once() {
+    within(20, || {
+        let rt = runtime();
+        let (report, got) = std::sync::mpsc::channel();
+        let caller = rt.spawn(SelfCaller { report }).unwrap();
+        assert_eq!(caller.call(echo(1), LONG), Ok(2));
+        let err = got.recv().unwrap().unwrap_err();
+        assert_eq!(err, CallError::CallingSelf);
+        assert!(err.to_string().contains("called itself"), "{err}");
+        // A free-running process too.
+        let got = rt.block_on(|cx| {
+            cx.spawn_fn(|cx: &mut FnContext<Req>| {
+                cx.pid().call(echo(5), Duration::from_secs(3_600))
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(got, Err(CallError::CallingSelf));
+    });
+}

@@ -95,6 +95,31 @@ fn monitoring_a_dead_process_gives_an_immediate_noproc() {
 }
 
 #[test]
+fn only_the_process_that_made_a_monitor_can_remove_it() {
+    within(30, || {
+        let rt = runtime();
+        let reason = rt.block_on(|cx| {
+            let target = cx.spawn_fn(|cx: &mut FnContext<()>| cx.receive());
+            let monitor = cx.monitor(&target.pid());
+            // Another process gets a copy of the ref and tries to remove the monitor.
+            let meddler = cx.spawn_fn(|cx: &mut FnContext<MonitorRef>| {
+                let monitor = cx.receive();
+                cx.demonitor(&monitor);
+            });
+            meddler.pid().send(monitor.clone()).unwrap();
+            meddler.join().unwrap();
+            target.pid().send(()).unwrap();
+            target.join().unwrap();
+            match cx.receive_notice() {
+                Notice::Down(down) if down.monitor == monitor => down.reason,
+                other => panic!("expected the monitor's Down, got {other:?}"),
+            }
+        });
+        assert_eq!(reason, Exit::Normal);
+    });
+}
+
+#[test]
 fn demonitor_guarantees_no_later_notice() {
     within(60, || {
         let rt = runtime();

@@ -125,6 +125,10 @@ pub enum CallError {
     Exited(Exit),
     /// The [`ReplyTo`] was dropped without a reply, and the callee lives on.
     NoReply,
+    /// A process called itself: it could only wait out the timeout for a reply
+    /// that it would have to give itself, so the call fails at once (OTP's
+    /// `calling_self`).
+    CallingSelf,
 }
 
 impl fmt::Display for CallError {
@@ -136,6 +140,9 @@ impl fmt::Display for CallError {
             }
             CallError::NoReply => {
                 f.write_str("the called process dropped the reply handle without replying")
+            }
+            CallError::CallingSelf => {
+                f.write_str("a process called itself, and could never reply while it waits")
             }
         }
     }
@@ -505,6 +512,12 @@ where
     R: Send + 'static,
 {
     let callee = to.any().0;
+    let calling_self = with_current(|frame| {
+        frame.is_some_and(|frame| process_address(frame.process()) == process_address(&*callee))
+    });
+    if calling_self {
+        return Err(CallError::CallingSelf);
+    }
     // A callee seen to have ended may not have run its exit hooks yet; it has ended
     // all the same, so this is step 1's early failure too.
     if callee.header().state.is_exited() {

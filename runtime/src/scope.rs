@@ -51,7 +51,10 @@ impl Scope<'_> {
     }
 
     /// Stops watching: once this returns, no `Down` for `monitor` arrives, not
-    /// even one that was already on its way.
+    /// even one that was already on its way. Only the process that created the
+    /// monitor can remove it, as in OTP: called by any other process (a copy of
+    /// the ref can travel in a message), this does nothing, and the owner still
+    /// gets its `Down`.
     pub fn demonitor(&self, monitor: &MonitorRef) {
         signal::demonitor(self.frame.process(), monitor);
     }

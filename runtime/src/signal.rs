@@ -108,6 +108,8 @@ pub struct MonitorRef {
     at_target: usize,
     /// Its slot among the watcher's own monitors.
     at_watcher: usize,
+    /// The watcher's id: only the process that created the monitor removes it.
+    watcher: u64,
 }
 
 /// The slot of a monitor that is in no list.
@@ -413,6 +415,7 @@ pub(crate) fn monitor(watcher: &Task, target: &Task) -> MonitorRef {
         target: Arc::downgrade(target),
         at_target: NO_SLOT,
         at_watcher: NO_SLOT,
+        watcher: watcher.header().id,
     };
     {
         let mut relations = watcher.header().relations.lock();
@@ -481,6 +484,11 @@ fn forget_monitor(watcher: &dyn Run, monitor: &MonitorRef) {
 /// Removes a monitor; afterwards no `Down` for it reaches `watcher`, which must be
 /// the running process (it purges its own signal queue).
 pub(crate) fn demonitor(watcher: &dyn Run, monitor: &MonitorRef) {
+    if monitor.watcher != watcher.header().id {
+        // Somebody else's monitor (a copy of its ref travelled here): it stays, and
+        // its owner still gets its `Down`.
+        return;
+    }
     unwatch(monitor);
     forget_monitor(watcher, monitor);
     // A target that ended before the lock above has queued its notice already
