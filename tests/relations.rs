@@ -425,3 +425,38 @@ fn a_trapping_process_that_never_reads_its_notices_still_stops_and_fails() {
         assert!(matches!(failing.join(), Err(Exit::Error(_))));
     });
 }
+
+/// A worker that starts a linked helper and then waits to be stopped.
+struct WithHelper {
+    helper: std::sync::mpsc::Sender<AnyPid>,
+}
+
+impl Process for WithHelper {
+    type Message = ();
+    fn started(&mut self, cx: &mut Context<Self>) {
+        let helper = cx.spawn_fn_link(|cx: &mut FnContext<()>| cx.receive());
+        self.helper.send(helper.pid().any()).unwrap();
+    }
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+}
+
+#[test]
+fn a_stop_travels_along_links_as_any_reason_but_normal_does() {
+    within(30, || {
+        let rt = runtime();
+        let reason = rt.block_on(|cx| {
+            let (helper, helper_pid) = std::sync::mpsc::channel();
+            let worker = cx.spawn(WithHelper { helper });
+            let helper = helper_pid.recv().unwrap();
+            let watch = cx.monitor(&helper);
+            // The worker ends with Stopped; its helper, linked and not trapping,
+            // must end too instead of living on unsupervised.
+            worker.any().stop();
+            match cx.receive_notice() {
+                Notice::Down(down) if down.monitor == watch => down.reason,
+                other => panic!("expected the helper's Down, got {other:?}"),
+            }
+        });
+        assert_eq!(reason, Exit::Stopped);
+    });
+}

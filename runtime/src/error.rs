@@ -38,8 +38,9 @@ impl Exit {
     }
 
     /// Whether the process ended the way it meant to or was asked to (normal, stopped,
-    /// runtime shutdown). Anything else is a failure: it propagates along links, and a
-    /// supervisor restarts a transient child for it.
+    /// runtime shutdown). Anything else is a failure: a supervisor restarts a
+    /// transient child for it. (Along links every reason but normal travels, as in
+    /// OTP; see [`Scope::link`](crate::Scope::link).)
     pub fn is_failure(&self) -> bool {
         !matches!(self, Exit::Normal | Exit::Stopped | Exit::Shutdown)
     }

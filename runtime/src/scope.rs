@@ -30,8 +30,9 @@ impl Scope<'_> {
         AnyPid(self.frame.task())
     }
 
-    /// Links this process to `other`: when either ends with a failure, the other
-    /// ends too with the same reason, unless it traps exits (then it gets a
+    /// Links this process to `other`: when either ends with any reason but
+    /// [`Exit::Normal`] (a failure, but also a stop or a shutdown, as in OTP), the
+    /// other ends too with the same reason, unless it traps exits (then it gets a
     /// [`Notice::Exit`](crate::Notice::Exit)). Linking to a process that has ended
     /// works like its ending now, with [`Exit::NoProc`].
     pub fn link(&self, other: impl Into<AnyPid>) {

@@ -3,9 +3,12 @@
 //! a process whatever it waits for.
 //!
 //! * **Links** are bidirectional. When a process ends, every linked process gets
-//!   an exit signal with the reason. A failure ends the receiver too, with the same
-//!   reason, unless it traps exits; then the signal becomes a [`Notice`]. A normal
-//!   exit signal is dropped unless trapped.
+//!   an exit signal with the reason. Any reason but [`Exit::Normal`] ends the
+//!   receiver too, with the same reason, unless it traps exits; then the signal
+//!   becomes a [`Notice`]. A normal exit signal is dropped unless trapped. As in
+//!   OTP, that includes a stop and a shutdown: when a supervisor stops a worker, the
+//!   helpers linked to it end with it instead of leaking. (Whether an exit is a
+//!   *failure*, [`Exit::is_failure`], decides restarts, not propagation.)
 //! * **Monitors** are one-way: the watcher gets exactly one [`Down`] notice when the
 //!   watched process ends (at once if it had ended already). After `demonitor`
 //!   returns, no notice for that monitor arrives, not even one already queued.
@@ -578,9 +581,9 @@ pub(crate) fn announce_exit(process: &dyn Run, exit: &Exit) {
     }
 }
 
-/// The running process's pending fatal signal, if any: a kill, a failure of a
-/// linked process while it does not trap exits, or a stop. Normal exit signals
-/// that are not trapped are dropped on the way (with their link).
+/// The running process's pending fatal signal, if any: a kill, a non-normal exit
+/// of a linked process while it does not trap exits, or a stop. Normal exit
+/// signals that are not trapped are dropped on the way (with their link).
 ///
 /// With none pending, the common case, this is one load, whatever else is queued.
 ///
@@ -609,7 +612,8 @@ pub(crate) unsafe fn take_fatal(process: &dyn Run) -> Option<Exit> {
 }
 
 /// Takes the queued exit signals of a process that does not trap them, up to the
-/// first failure, whose reason it returns; normal ones are dropped with their link.
+/// first one with a non-normal reason, which it returns; normal ones are dropped
+/// with their link.
 ///
 /// # Safety
 /// As for [`take_fatal`].
@@ -623,7 +627,7 @@ unsafe fn take_linked_failure(process: &dyn Run) -> Option<Exit> {
             return None;
         };
         forget_link(process, from);
-        if reason.is_failure() {
+        if !reason.is_normal() {
             return Some(reason);
         }
     }
