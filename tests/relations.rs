@@ -460,3 +460,68 @@ fn a_stop_travels_along_links_as_any_reason_but_normal_does() {
         assert_eq!(reason, Exit::Stopped);
     });
 }
+
+/// Waits for the `Down` of `monitor` and returns its reason.
+fn down_reason(cx: &mut FnContext<()>, monitor: &MonitorRef) -> Exit {
+    loop {
+        if let Notice::Down(down) = cx.receive_notice() {
+            if down.monitor == *monitor {
+                return down.reason;
+            }
+        }
+    }
+}
+
+#[test]
+fn send_exit_ends_a_non_trapping_target_with_its_reason_unless_normal() {
+    within(30, || {
+        let rt = runtime();
+        let (reason, alive_after_normal) = rt.block_on(|cx| {
+            // Answers every sender it is sent, for ever.
+            let target = cx.spawn_fn(|cx: &mut FnContext<std::sync::mpsc::Sender<()>>| loop {
+                let _ = cx.receive().send(());
+            });
+            let watch = cx.monitor(&target.pid());
+            cx.send_exit(&target.pid(), Exit::Normal);
+            // A normal exit signal is dropped: the target, which takes signals before
+            // messages, still answers the next message.
+            let (answer, answered) = std::sync::mpsc::channel();
+            target.pid().send(answer).unwrap();
+            let alive = answered.recv().is_ok();
+            let why = Exit::error(std::io::Error::other("told to go"));
+            cx.send_exit(&target.pid(), why);
+            (down_reason(cx, &watch), alive)
+        });
+        assert!(alive_after_normal, "a normal exit signal ended its target");
+        assert_eq!(reason.to_string(), "error: told to go");
+    });
+}
+
+#[test]
+fn a_trapping_target_gets_send_exit_as_a_notice_but_killed_ends_it() {
+    within(30, || {
+        let rt = runtime();
+        let (noticed, reason) = rt.block_on(|cx| {
+            let me = cx.me().id();
+            let (seen, notices) = std::sync::mpsc::channel();
+            let (ready, trapping) = std::sync::mpsc::channel();
+            let target = cx.spawn_fn(move |cx: &mut FnContext<()>| {
+                cx.trap_exits(true);
+                ready.send(()).unwrap();
+                loop {
+                    if let Notice::Exit { from, reason } = cx.receive_notice() {
+                        seen.send((from, reason)).unwrap();
+                    }
+                }
+            });
+            let watch = cx.monitor(&target.pid());
+            trapping.recv().unwrap();
+            cx.send_exit(&target.pid(), Exit::Stopped);
+            let noticed = notices.recv().unwrap();
+            cx.send_exit(&target.pid(), Exit::Killed);
+            ((noticed.0 == me, noticed.1), down_reason(cx, &watch))
+        });
+        assert_eq!(noticed, (true, Exit::Stopped));
+        assert_eq!(reason, Exit::Killed);
+    });
+}

@@ -149,6 +149,25 @@ impl Scope<'_> {
         crate::free::spawn(&me.header().shared, body, Some(&me))
     }
 
+    /// Sends `target` an exit signal with `reason`, as OTP's `exit/2` does.
+    ///
+    /// * [`Exit::Killed`] ends it at once, whatever it does: it cannot be trapped,
+    ///   and its linked processes and monitors see `Killed`.
+    /// * [`Exit::Normal`] is dropped by a target that does not trap exits.
+    /// * Any other reason ends a target that does not trap exits, with that
+    ///   reason, at its next suspension point or between two messages.
+    /// * A target that traps exits gets [`Notice::Exit`](crate::Notice::Exit)
+    ///   from this process instead (for every reason but `Killed`).
+    ///
+    /// No link is made or ended. Unlike OTP, a normal exit signal sent to oneself
+    /// is dropped too; [`exit`](Self::exit) ends oneself.
+    pub fn send_exit(&self, target: impl Into<AnyPid>, reason: Exit) {
+        signal::send_exit(self.frame.process(), &*target.into().0, reason);
+        // One sent to oneself takes effect here, as a signal from another would
+        // at the next suspension point.
+        self.frame.take_fatal_signal();
+    }
+
     /// Ends this process now with `reason` (its stack unwinds; a handler's `stopped`
     /// hook does not run). Linked processes and monitors see `reason`. The exit is
     /// final: a `catch_unwind` may stop the unwind, but the process still ends with

@@ -85,12 +85,16 @@ pub(crate) use queue::Signals;
 
 /// A signal in a process's signal queue.
 pub(crate) enum Signal {
-    /// A linked process ended.
+    /// A linked process ended, or a process sent an exit signal
+    /// ([`Scope::send_exit`](crate::Scope::send_exit)).
     Exit {
-        /// Who ended.
+        /// Who ended, or who sent it.
         from: ProcessId,
         /// Why.
         reason: Exit,
+        /// Whether it comes from a link (which it then ends): an exit signal sent
+        /// with `send_exit` leaves links alone.
+        linked: bool,
     },
     /// End now, untrappably. Kept as a flag, never in the queue proper.
     Kill,
@@ -161,11 +165,13 @@ pub struct Down {
 pub enum Notice {
     /// A monitored process ended.
     Down(Down),
-    /// A linked process ended, and this process traps exits.
+    /// A linked process ended, or a process sent this one an exit signal
+    /// ([`Scope::send_exit`](crate::Scope::send_exit)), and this process traps
+    /// exits.
     Exit {
-        /// The linked process.
+        /// The linked process, or the sender.
         from: ProcessId,
-        /// Why it ended.
+        /// Why it ended, or the reason sent.
         reason: Exit,
     },
 }
@@ -375,6 +381,7 @@ pub(crate) fn link(a: &Task, b: &Task) {
             Signal::Exit {
                 from: ProcessId(first.header().id),
                 reason: Exit::NoProc,
+                linked: true,
             },
         ),
         (false, true) => deliver(
@@ -382,6 +389,7 @@ pub(crate) fn link(a: &Task, b: &Task) {
             Signal::Exit {
                 from: ProcessId(second.header().id),
                 reason: Exit::NoProc,
+                linked: true,
             },
         ),
         (true, true) => {}
@@ -505,6 +513,23 @@ pub(crate) fn demonitor(watcher: &dyn Run, monitor: &MonitorRef) {
     };
 }
 
+/// Sends `target` an exit signal from `from` with `reason` (OTP's `exit/2`):
+/// [`Exit::Killed`] ends it untrappably, as a kill does; any other reason reaches
+/// it as a linked process's end would, except that no link is involved (a
+/// trapping target gets a notice, a non-trapping one ends unless the reason is
+/// normal).
+pub(crate) fn send_exit(from: &dyn Run, target: &dyn Run, reason: Exit) {
+    let signal = match reason {
+        Exit::Killed => Signal::Kill,
+        reason => Signal::Exit {
+            from: ProcessId(from.header().id),
+            reason,
+            linked: false,
+        },
+    };
+    deliver(target, signal);
+}
+
 /// Sets whether the process traps exits; returns the previous setting.
 pub(crate) fn set_trap_exits(process: &dyn Run, trap: bool) -> bool {
     process.header().signals.set_trap_exits(trap)
@@ -542,6 +567,7 @@ pub(crate) fn announce_exit(process: &dyn Run, exit: &Exit) {
                 Signal::Exit {
                     from: id,
                     reason: exit.clone(),
+                    linked: true,
                 },
             );
         }
@@ -623,10 +649,17 @@ unsafe fn take_linked_failure(process: &dyn Run) -> Option<Exit> {
         // Safety: passed on from the caller.
         let signal = unsafe { signals.pop_matching(|s| matches!(s, Signal::Exit { .. })) };
         // Counted but not pushed yet: the sender is between the two steps.
-        let Some(Signal::Exit { from, reason }) = signal else {
+        let Some(Signal::Exit {
+            from,
+            reason,
+            linked,
+        }) = signal
+        else {
             return None;
         };
-        forget_link(process, from);
+        if linked {
+            forget_link(process, from);
+        }
         if !reason.is_normal() {
             return Some(reason);
         }
@@ -660,8 +693,14 @@ pub(crate) unsafe fn take_notice(process: &dyn Run) -> Option<Notice> {
             forget_monitor(process, &down.monitor);
             Some(Notice::Down(down))
         }
-        Signal::Exit { from, reason } => {
-            forget_link(process, from);
+        Signal::Exit {
+            from,
+            reason,
+            linked,
+        } => {
+            if linked {
+                forget_link(process, from);
+            }
             Some(Notice::Exit { from, reason })
         }
         Signal::Kill | Signal::Stop => unreachable!("never queued (see queue.rs)"),

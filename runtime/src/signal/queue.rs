@@ -222,6 +222,7 @@ mod tests {
         Signal::Exit {
             from: ProcessId(7),
             reason,
+            linked: true,
         }
     }
 
