@@ -158,7 +158,9 @@ fn stop_and_wait<M: Send + 'static>(cx: &mut FnContext<M>, sup: &SupervisorPid) 
 /// The supervisor error inside an exit reason.
 fn supervisor_error(reason: &Exit) -> Option<SupervisorError> {
     match reason {
-        Exit::Error(error) => error.get().downcast_ref::<SupervisorError>().cloned(),
+        Exit::Error(error) | Exit::Done(error) => {
+            error.get().downcast_ref::<SupervisorError>().cloned()
+        }
         _ => None,
     }
 }
@@ -959,5 +961,38 @@ fn a_stop_racing_a_transient_childs_normal_exit_always_stops_the_supervisor() {
                 assert_eq!(reason, Exit::Stopped, "round {round}");
             }
         });
+    });
+}
+
+#[test]
+fn a_supervisor_that_gives_up_ends_cleanly_so_its_transient_parent_leaves_it_down() {
+    within(30, || {
+        let rt = runtime();
+        let log = rt.spawn(Log::default()).unwrap();
+        let inner = Supervisor::new(Strategy::OneForOne)
+            .intensity(1, Duration::from_secs(60))
+            .child(crash_at_once("doomed", &log));
+        // The parent allows one restart too: restarting the inner supervisor would
+        // make it give up in turn.
+        let outer = Supervisor::new(Strategy::OneForOne)
+            .intensity(1, Duration::from_secs(60))
+            .child(ChildSpec::supervisor("inner", inner).restart(Restart::Transient))
+            .spawn(&rt.handle())
+            .unwrap();
+        // doomed starts twice (one restart allowed), then the inner supervisor ends.
+        wait_for(&log, 2);
+        loop {
+            let children = outer.children(LONG).expect("the parent lives on");
+            if children[0].pid().is_none() {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        assert!(outer.is_alive());
+        let entries = log
+            .call(|r| LogMsg::WaitFor(2, r), LONG)
+            .expect("the log answers");
+        let starts = entries.iter().filter(|(_, e)| e == "start doomed").count();
+        assert_eq!(starts, 2, "the inner supervisor was restarted");
     });
 }

@@ -29,6 +29,11 @@ pub enum Exit {
     NoStack(String),
     /// The runtime shut down before the process finished.
     Shutdown,
+    /// The process ended cleanly, because of a value of the program's own
+    /// ([`Exit::done`]; OTP's `{shutdown, Reason}`). Not a failure: a supervisor
+    /// does not restart a transient child for it, nor count it against its restart
+    /// intensity. Like every reason but [`Exit::Normal`], it travels along links.
+    Done(ExitError),
 }
 
 impl Exit {
@@ -42,7 +47,10 @@ impl Exit {
     /// transient child for it. (Along links every reason but normal travels, as in
     /// OTP; see [`Scope::link`](crate::Scope::link).)
     pub fn is_failure(&self) -> bool {
-        !matches!(self, Exit::Normal | Exit::Stopped | Exit::Shutdown)
+        !matches!(
+            self,
+            Exit::Normal | Exit::Stopped | Exit::Shutdown | Exit::Done(_)
+        )
     }
 
     /// An exit reason carrying an error value of the program's own.
@@ -56,6 +64,20 @@ impl Exit {
     /// ```
     pub fn error(error: impl std::error::Error + Send + Sync + 'static) -> Exit {
         Exit::Error(ExitError(Arc::new(error)))
+    }
+
+    /// A clean exit carrying a value of the program's own: "ended, because of
+    /// `why`", without counting as a crash ([`Exit::Done`]).
+    ///
+    /// ```
+    /// use fibra_runtime::Exit;
+    ///
+    /// let exit = Exit::done(std::io::Error::other("the client left"));
+    /// assert!(!exit.is_failure());
+    /// assert_eq!(exit.to_string(), "ended: the client left");
+    /// ```
+    pub fn done(why: impl std::error::Error + Send + Sync + 'static) -> Exit {
+        Exit::Done(ExitError(Arc::new(why)))
     }
 }
 
@@ -101,6 +123,7 @@ impl fmt::Display for Exit {
             Exit::Panicked(message) => write!(f, "panicked: {message}"),
             Exit::NoStack(message) => write!(f, "no stack: {message}"),
             Exit::Shutdown => f.write_str("the runtime shut down"),
+            Exit::Done(why) => write!(f, "ended: {why}"),
         }
     }
 }

@@ -20,7 +20,9 @@
 //! 2. Otherwise the restart is counted. More than `max_restarts` restarts within
 //!    the last `period` means the children cannot be kept up: the supervisor shuts
 //!    down (below) and exits with [`SupervisorError::IntensityExceeded`], and
-//!    whoever supervises or watches it takes over.
+//!    whoever supervises or watches it takes over. As in OTP, that exit is a clean
+//!    one ([`Exit::Done`](crate::Exit::Done), OTP's `shutdown`): a parent restarts
+//!    a permanent supervisor that gave up, but not a transient one.
 //! 3. The strategy names the children to restart: the failed one
 //!    ([`Strategy::OneForOne`]), all of them ([`Strategy::OneForAll`]), or it and
 //!    the ones started after it ([`Strategy::RestForOne`]). Those still running are
@@ -184,7 +186,8 @@ impl Supervisor {
     }
 
     /// Allows at most `max_restarts` restarts within any `period`; one more and
-    /// the supervisor gives up (stops its children and exits with
+    /// the supervisor gives up (stops its children and exits cleanly, with
+    /// [`Exit::Done`](crate::Exit::Done) carrying
     /// [`SupervisorError::IntensityExceeded`]). Zero means it gives up at the first
     /// restart.
     pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Supervisor {

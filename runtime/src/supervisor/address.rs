@@ -173,8 +173,10 @@ impl fmt::Debug for ChildInfo {
     }
 }
 
-/// Why a supervisor gave up. It ends with [`Exit::Error`] carrying one of these;
-/// find it with `exit_error.get().downcast_ref::<SupervisorError>()`.
+/// Why a supervisor gave up. It ends with [`Exit::Done`] (too many restarts: a
+/// clean end, as in OTP) or [`Exit::Error`] (a child that failed its first start)
+/// carrying one of these; find it with
+/// `exit_error.get().downcast_ref::<SupervisorError>()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SupervisorError {

@@ -386,7 +386,9 @@ impl State {
                 period = ?self.window.period,
                 "restart intensity exceeded; shutting down"
             );
-            self.exit_with(Exit::error(SupervisorError::IntensityExceeded {
+            // A clean end, as in OTP (its `shutdown`): the supervisor's own transient
+            // parent does not restart it; the reason says why.
+            self.exit_with(Exit::done(SupervisorError::IntensityExceeded {
                 max_restarts: self.window.max_restarts,
                 period: self.window.period,
                 child: id,
