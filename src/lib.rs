@@ -88,8 +88,8 @@ pub use fibra_runtime::{
     Runtime, Scope, SendError, SpawnError, TimerRef, DEFAULT_HANDOFF_AFTER, DEFAULT_STACK_SIZE,
 };
 pub use fibra_runtime::{
-    Backoff, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
-    SupervisorError, SupervisorPid,
+    Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor,
+    Strategy, Supervisor, SupervisorError, SupervisorPid,
 };
 pub use fibra_runtime::{CallError, ReplyTo};
 

@@ -996,3 +996,106 @@ fn a_supervisor_that_gives_up_ends_cleanly_so_its_transient_parent_leaves_it_dow
         assert_eq!(starts, 2, "the inner supervisor was restarted");
     });
 }
+
+#[test]
+fn children_can_be_started_stopped_restarted_and_deleted_on_a_running_supervisor() {
+    use fibra::ChildError;
+    within(30, || {
+        let rt = runtime();
+        let log = rt.spawn(Log::default()).unwrap();
+        let sup = rt
+            .handle()
+            .spawn_supervisor(Supervisor::new(Strategy::OneForOne).child(worker("static", &log)))
+            .unwrap();
+        let counts = |sup: &SupervisorPid| sup.count_children(LONG).unwrap();
+        assert_eq!(counts(&sup).specs, 1);
+
+        let first = sup.start_child(worker("dyn", &log), LONG).unwrap();
+        assert!(first.is_alive());
+        let c = counts(&sup);
+        assert_eq!((c.specs, c.active, c.workers, c.supervisors), (2, 2, 2, 0));
+        assert_eq!(
+            sup.start_child(worker("dyn", &log), LONG),
+            Err(ChildError::Duplicate("dyn".into()))
+        );
+        assert_eq!(sup.which_child("dyn", LONG).unwrap().pid(), Some(&first));
+
+        // A running child can be neither restarted nor deleted.
+        assert_eq!(
+            sup.restart_child("dyn", LONG),
+            Err(ChildError::Running("dyn".into()))
+        );
+        assert_eq!(
+            sup.delete_child("dyn", LONG),
+            Err(ChildError::Running("dyn".into()))
+        );
+
+        // Stopped, its spec stays; restarted, it is a new process.
+        sup.terminate_child("dyn", LONG).unwrap();
+        assert!(!first.is_alive());
+        assert_eq!(sup.which_child("dyn", LONG).unwrap().pid(), None);
+        assert_eq!(counts(&sup).active, 1);
+        let second = sup.restart_child("dyn", LONG).unwrap();
+        assert_ne!(second.id(), first.id());
+
+        // A crash of a dynamic child is restarted like any permanent child.
+        sup.which_child("dyn", LONG)
+            .unwrap()
+            .address::<Cmd>()
+            .unwrap()
+            .send(Cmd::Crash)
+            .unwrap();
+        let third = loop {
+            let now = sup.which_child("dyn", LONG).unwrap();
+            match now.pid() {
+                Some(pid) if pid.id() != second.id() => break pid.clone(),
+                _ => std::thread::yield_now(),
+            }
+        };
+        assert!(third.is_alive());
+
+        sup.terminate_child("dyn", LONG).unwrap();
+        sup.delete_child("dyn", LONG).unwrap();
+        assert_eq!(counts(&sup).specs, 1);
+        for missing in [
+            sup.terminate_child("dyn", LONG),
+            sup.delete_child("dyn", LONG),
+            sup.restart_child("dyn", LONG).map(|_| ()),
+            sup.which_child("dyn", LONG).map(|_| ()),
+        ] {
+            assert_eq!(missing, Err(ChildError::NotFound("dyn".into())));
+        }
+        let err = sup.delete_child("dyn", LONG).unwrap_err();
+        assert!(err.to_string().contains("\"dyn\""), "{err}");
+    });
+}
+
+#[test]
+fn a_dynamic_child_that_fails_to_start_is_not_kept_and_the_supervisor_lives_on() {
+    use fibra::ChildError;
+    within(30, || {
+        let rt = runtime();
+        let sup = rt
+            .handle()
+            .spawn_supervisor(Supervisor::new(Strategy::OneForOne))
+            .unwrap();
+        let broken = ChildSpec::handler("broken", || -> Worker { panic!("no config, on purpose") });
+        assert_eq!(
+            sup.start_child(broken, LONG),
+            Err(ChildError::StartFailed(Exit::Panicked(
+                "no config, on purpose".into()
+            )))
+        );
+        assert_eq!(sup.count_children(LONG).unwrap().specs, 0);
+        assert!(sup.is_alive());
+        // A temporary child's spec goes with its termination.
+        let temp = ChildSpec::free("temp", || |cx: &mut FnContext<()>| cx.receive())
+            .restart(Restart::Temporary);
+        sup.start_child(temp, LONG).unwrap();
+        sup.terminate_child("temp", LONG).unwrap();
+        assert_eq!(
+            sup.which_child("temp", LONG).map(|_| ()),
+            Err(ChildError::NotFound("temp".into()))
+        );
+    });
+}

@@ -55,7 +55,9 @@ mod spec;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use address::{ChildInfo, SpawnSupervisor, SupervisorError, SupervisorPid};
+pub use address::{
+    ChildCounts, ChildError, ChildInfo, SpawnSupervisor, SupervisorError, SupervisorPid,
+};
 pub use spec::{ChildSpec, Restart, Shutdown};
 
 use crate::error::SpawnError;

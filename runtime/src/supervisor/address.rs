@@ -13,12 +13,64 @@ use crate::handler::{Context, Process};
 use crate::process::{AnyPid, Pid, ProcessId};
 use crate::runtime::{Handle, Runtime};
 
-use super::{Restart, Supervisor};
+use super::{ChildSpec, Restart, Supervisor};
 
 /// What a supervisor's mailbox takes.
 pub(crate) enum Control {
     /// Report the children.
     WhichChildren(ReplyTo<Vec<ChildInfo>>),
+    /// Add a child and start it.
+    StartChild(ChildSpec, ReplyTo<Result<AnyPid, ChildError>>),
+    /// Stop a child, keeping its spec (a temporary child's goes).
+    TerminateChild(String, ReplyTo<Result<(), ChildError>>),
+    /// Start a stopped child again.
+    RestartChild(String, ReplyTo<Result<AnyPid, ChildError>>),
+    /// Forget a stopped child's spec.
+    DeleteChild(String, ReplyTo<Result<(), ChildError>>),
+}
+
+/// Why an operation on a running supervisor's children failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChildError {
+    /// No child has this id.
+    NotFound(String),
+    /// The child with this id is running (delete or restart it only once it is
+    /// stopped).
+    Running(String),
+    /// A child with this id exists already (running or not).
+    Duplicate(String),
+    /// The child's start failed with this reason; a new child is not kept.
+    StartFailed(Exit),
+    /// The supervisor did not answer (it ended, or the call timed out).
+    Call(CallError),
+}
+
+impl fmt::Display for ChildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildError::NotFound(id) => write!(f, "no child has the id {id:?}"),
+            ChildError::Running(id) => write!(f, "the child {id:?} is running"),
+            ChildError::Duplicate(id) => write!(f, "a child with the id {id:?} exists already"),
+            ChildError::StartFailed(reason) => write!(f, "the child failed to start: {reason}"),
+            ChildError::Call(err) => write!(f, "the supervisor did not answer: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for ChildError {}
+
+/// How many children a supervisor has, of each kind ([`SupervisorPid::count_children`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChildCounts {
+    /// Child specs, running or not.
+    pub specs: usize,
+    /// Children running now.
+    pub active: usize,
+    /// Specs of child supervisors.
+    pub supervisors: usize,
+    /// Specs of workers.
+    pub workers: usize,
 }
 
 /// The address of a running supervisor.
@@ -90,6 +142,98 @@ impl SupervisorPid {
     /// [`CallError::Exited`] if the supervisor has ended.
     pub fn children(&self, timeout: Duration) -> Result<Vec<ChildInfo>, CallError> {
         self.pid.call(Control::WhichChildren, timeout)
+    }
+
+    /// OTP's `which_children`: the same as [`children`](Self::children).
+    pub fn which_children(&self, timeout: Duration) -> Result<Vec<ChildInfo>, CallError> {
+        self.children(timeout)
+    }
+
+    /// The child with this id.
+    pub fn which_child(&self, id: &str, timeout: Duration) -> Result<ChildInfo, ChildError> {
+        self.children(timeout)
+            .map_err(ChildError::Call)?
+            .into_iter()
+            .find(|child| child.id() == id)
+            .ok_or_else(|| ChildError::NotFound(id.to_owned()))
+    }
+
+    /// How many children the supervisor has: specs, running ones, supervisors and
+    /// workers (OTP's `count_children`).
+    pub fn count_children(&self, timeout: Duration) -> Result<ChildCounts, CallError> {
+        let children = self.children(timeout)?;
+        Ok(ChildCounts {
+            specs: children.len(),
+            active: children.iter().filter(|c| c.pid().is_some()).count(),
+            supervisors: children.iter().filter(|c| c.is_supervisor()).count(),
+            workers: children.iter().filter(|c| !c.is_supervisor()).count(),
+        })
+    }
+
+    /// Adds a child to the running supervisor, after the others, and starts it;
+    /// returns its process. From then on it is supervised like the children the
+    /// supervisor started with (its restart type, the strategy, the intensity).
+    ///
+    /// Fails with [`ChildError::Duplicate`] if a child has this id already, and
+    /// with [`ChildError::StartFailed`] if the start fails (the spec is not kept).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// struct Session;
+    /// impl Process for Session {
+    ///     type Message = ();
+    ///     fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let sup = rt.handle().spawn_supervisor(Supervisor::new(Strategy::OneForOne)).unwrap();
+    /// let t = Duration::from_secs(5);
+    /// let session = sup
+    ///     .start_child(ChildSpec::handler("session-1", || Session).restart(Restart::Temporary), t)
+    ///     .unwrap();
+    /// assert_eq!(sup.count_children(t).unwrap().active, 1);
+    /// sup.terminate_child("session-1", t).unwrap();
+    /// assert!(!session.is_alive());
+    /// // A temporary child's spec goes with it.
+    /// assert_eq!(sup.count_children(t).unwrap().specs, 0);
+    /// ```
+    pub fn start_child(&self, spec: ChildSpec, timeout: Duration) -> Result<AnyPid, ChildError> {
+        self.pid
+            .call(|reply| Control::StartChild(spec, reply), timeout)
+            .map_err(ChildError::Call)?
+    }
+
+    /// Stops the child with this id (as its spec's [`Shutdown`](super::Shutdown)
+    /// says) and keeps its spec, so that [`restart_child`](Self::restart_child)
+    /// can start it again; a temporary child's spec goes. Stopping a child that is
+    /// not running does nothing. Fails with [`ChildError::NotFound`] for an
+    /// unknown id.
+    pub fn terminate_child(&self, id: &str, timeout: Duration) -> Result<(), ChildError> {
+        self.pid
+            .call(
+                |reply| Control::TerminateChild(id.to_owned(), reply),
+                timeout,
+            )
+            .map_err(ChildError::Call)?
+    }
+
+    /// Starts a stopped child again; returns its new process. Fails with
+    /// [`ChildError::NotFound`] for an unknown id, [`ChildError::Running`] if it
+    /// runs, [`ChildError::StartFailed`] if its start fails (the spec stays).
+    pub fn restart_child(&self, id: &str, timeout: Duration) -> Result<AnyPid, ChildError> {
+        self.pid
+            .call(|reply| Control::RestartChild(id.to_owned(), reply), timeout)
+            .map_err(ChildError::Call)?
+    }
+
+    /// Forgets a stopped child's spec. Fails with [`ChildError::NotFound`] for an
+    /// unknown id and [`ChildError::Running`] if it runs.
+    pub fn delete_child(&self, id: &str, timeout: Duration) -> Result<(), ChildError> {
+        self.pid
+            .call(|reply| Control::DeleteChild(id.to_owned(), reply), timeout)
+            .map_err(ChildError::Call)?
     }
 }
 

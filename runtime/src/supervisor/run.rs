@@ -31,7 +31,7 @@ use crate::process::{AnyPid, ProcessId};
 use crate::signal::{MonitorRef, Notice, Terminated};
 use crate::time::deadline_after;
 
-use super::address::{ChildInfo, Control, SupervisorError};
+use super::address::{ChildError, ChildInfo, Control, SupervisorError};
 use super::intensity::RestartWindow;
 use super::spec::{ChildSpec, Restart, Shutdown, Started};
 use super::{Backoff, Strategy, Supervisor};
@@ -221,10 +221,91 @@ impl State {
             };
             match received {
                 Some(Received::Notice(notice)) => self.note(notice),
-                Some(Received::Message(Control::WhichChildren(reply_to))) => {
-                    reply_to.reply(self.children.iter().map(Child::info).collect());
-                }
+                Some(Received::Message(control)) => self.control(cx, control),
                 None => {}
+            }
+        }
+    }
+
+    /// Carries out a request from outside (see [`Control`]).
+    fn control(&mut self, cx: &mut FnContext<'_, Control>, control: Control) {
+        match control {
+            Control::WhichChildren(reply_to) => {
+                reply_to.reply(self.children.iter().map(Child::info).collect());
+            }
+            Control::StartChild(spec, reply_to) => {
+                if self.find(&spec.id).is_some() {
+                    reply_to.reply(Err(ChildError::Duplicate(spec.id)));
+                    return;
+                }
+                self.children.push(Child {
+                    spec,
+                    status: Status::Down,
+                    ran_for: Duration::ZERO,
+                    recent: 0,
+                    restarts: 0,
+                });
+                let i = self.children.len() - 1;
+                let started = self.start_dynamic(i);
+                if started.is_err() {
+                    // A child that cannot start is not kept (OTP's start_child).
+                    self.children.pop();
+                }
+                reply_to.reply(started);
+            }
+            Control::TerminateChild(id, reply_to) => {
+                let Some(i) = self.find(&id) else {
+                    reply_to.reply(Err(ChildError::NotFound(id)));
+                    return;
+                };
+                self.terminate(cx, i);
+                if self.children[i].spec.restart == Restart::Temporary {
+                    self.children.remove(i);
+                }
+                reply_to.reply(Ok(()));
+            }
+            Control::RestartChild(id, reply_to) => {
+                let Some(i) = self.find(&id) else {
+                    reply_to.reply(Err(ChildError::NotFound(id)));
+                    return;
+                };
+                if self.children[i].running().is_some() {
+                    reply_to.reply(Err(ChildError::Running(id)));
+                    return;
+                }
+                reply_to.reply(self.start_dynamic(i));
+            }
+            Control::DeleteChild(id, reply_to) => {
+                let Some(i) = self.find(&id) else {
+                    reply_to.reply(Err(ChildError::NotFound(id)));
+                    return;
+                };
+                if self.children[i].running().is_some() {
+                    reply_to.reply(Err(ChildError::Running(id)));
+                    return;
+                }
+                self.children.remove(i);
+                reply_to.reply(Ok(()));
+            }
+        }
+    }
+
+    /// The index of the child with this id.
+    fn find(&self, id: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.spec.id == id)
+    }
+
+    /// Starts child `i` on request; its process, or why it did not start (a start
+    /// that fails leaves the child down, not exited: nothing is restarted for it).
+    fn start_dynamic(&mut self, i: usize) -> Result<AnyPid, ChildError> {
+        match self.start(i) {
+            Ok(()) => Ok(self.children[i]
+                .running()
+                .map(|run| run.pid.clone())
+                .expect("a child that started runs")),
+            Err(reason) => {
+                self.children[i].status = Status::Down;
+                Err(ChildError::StartFailed(reason))
             }
         }
     }
