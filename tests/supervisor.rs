@@ -1099,3 +1099,30 @@ fn a_dynamic_child_that_fails_to_start_is_not_kept_and_the_supervisor_lives_on()
         );
     });
 }
+
+#[test]
+fn a_supervisor_with_invalid_flags_is_refused_at_spawn() {
+    within(30, || {
+        let rt = runtime();
+        let log = rt.spawn(Log::default()).unwrap();
+        let twins = Supervisor::new(Strategy::OneForOne)
+            .child(worker("twin", &log))
+            .child(worker("twin", &log));
+        let err = twins.spawn(&rt.handle()).unwrap_err();
+        assert!(matches!(err, SpawnError::InvalidSupervisor(_)), "{err:?}");
+        assert!(err.to_string().contains("\"twin\""), "{err}");
+
+        let no_period = Supervisor::new(Strategy::OneForOne)
+            .intensity(3, Duration::ZERO)
+            .child(worker("w", &log));
+        let err = no_period.spawn(&rt.handle()).unwrap_err();
+        assert!(err.to_string().contains("period of zero"), "{err}");
+
+        // Zero restarts allowed needs no period: it gives up at the first restart.
+        let strict = Supervisor::new(Strategy::OneForOne).intensity(0, Duration::ZERO);
+        let sup = strict.spawn(&rt.handle()).unwrap();
+        assert!(sup.is_alive());
+        // Nothing started: no child's factory ran.
+        assert_eq!(rt.processes(), 2);
+    });
+}

@@ -173,12 +173,16 @@ pub enum SpawnError {
         /// half this number.
         max_map_count: Option<u64>,
     },
+    /// A supervisor's flags or child specs are invalid (two children with one id,
+    /// a restart period of zero); this says which.
+    InvalidSupervisor(String),
 }
 
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SpawnError::Shutdown => f.write_str("cannot spawn: the runtime has shut down"),
+            SpawnError::InvalidSupervisor(why) => write!(f, "invalid supervisor: {why}"),
             SpawnError::Stack {
                 size,
                 source,
@@ -203,7 +207,7 @@ impl std::error::Error for SpawnError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SpawnError::Stack { source, .. } => Some(source),
-            SpawnError::Shutdown => None,
+            SpawnError::Shutdown | SpawnError::InvalidSupervisor(_) => None,
         }
     }
 }

@@ -204,16 +204,10 @@ impl Supervisor {
         self
     }
 
-    /// Adds a child, started after the ones added before it.
-    ///
-    /// # Panics
-    /// If a child with the same id was added already.
+    /// Adds a child, started after the ones added before it. Child ids must be
+    /// unique: spawning a supervisor with two children of one id fails with
+    /// [`SpawnError::InvalidSupervisor`].
     pub fn child(mut self, spec: ChildSpec) -> Supervisor {
-        assert!(
-            self.children.iter().all(|c| c.id != spec.id),
-            "a supervisor already has a child with id {:?}",
-            spec.id
-        );
         self.children.push(spec);
         self
     }
@@ -235,8 +229,28 @@ impl Supervisor {
 
     /// Spawns the supervisor on `handle`'s runtime, unlinked. It starts its
     /// children once it runs; [`SupervisorPid::children`] answers once they are.
+    ///
+    /// Fails with [`SpawnError::InvalidSupervisor`] if two children share an id,
+    /// or if the restart period is zero while restarts are allowed (then a crash
+    /// loop would never count as one and never escalate).
     pub fn spawn(self, handle: &Handle) -> Result<SupervisorPid, SpawnError> {
         spawn(handle.shared(), self, None)
+    }
+
+    /// Why the supervisor may not run, if it may not.
+    fn invalid(&self) -> Option<String> {
+        if self.period.is_zero() && self.max_restarts > 0 {
+            return Some(format!(
+                "a restart intensity of {} restarts in a period of zero never \
+                 escalates a crash loop; give the period a length",
+                self.max_restarts
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        self.children
+            .iter()
+            .find(|spec| !ids.insert(spec.id.as_str()))
+            .map(|spec| format!("two children have the id {:?}", spec.id))
     }
 
     /// Spawns the supervisor linked to the calling process, atomically: when the
@@ -257,6 +271,9 @@ pub(crate) fn spawn(
     supervisor: Supervisor,
     parent: Option<&Task>,
 ) -> Result<SupervisorPid, SpawnError> {
+    if let Some(why) = supervisor.invalid() {
+        return Err(SpawnError::InvalidSupervisor(why));
+    }
     let parent_id = parent.map(|p| ProcessId(p.header().id));
     let child = crate::free::spawn(
         shared,

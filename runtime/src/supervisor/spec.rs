@@ -237,6 +237,7 @@ impl fmt::Debug for ChildSpec {
 fn spawn_failure(err: SpawnError) -> Exit {
     match err {
         SpawnError::Shutdown => Exit::Shutdown,
+        err @ SpawnError::InvalidSupervisor(_) => Exit::error(err),
         err => Exit::NoStack(err.to_string()),
     }
 }
