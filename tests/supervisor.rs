@@ -1126,3 +1126,47 @@ fn a_supervisor_with_invalid_flags_is_refused_at_spawn() {
         assert_eq!(rt.processes(), 2);
     });
 }
+
+#[test]
+fn a_supervisor_whose_child_keeps_failing_to_restart_still_answers_and_stops() {
+    within(30, || {
+        let rt = runtime();
+        let reason = rt.block_on(|cx| {
+            let log = cx.spawn(Log::default());
+            let starts = Arc::new(AtomicU64::new(0));
+            let counted = starts.clone();
+            let factory_log = log.clone();
+            // Starts once; every restart after that fails.
+            let flaky = ChildSpec::handler("flaky", move || {
+                if counted.fetch_add(1, Ordering::SeqCst) > 0 {
+                    panic!("cannot start again, on purpose");
+                }
+                let _ = factory_log.send(LogMsg::Record("start flaky".into()));
+                Worker {
+                    id: "flaky",
+                    log: factory_log.clone(),
+                    stubborn: false,
+                }
+            });
+            let sup = cx
+                .spawn_supervisor(
+                    Supervisor::new(Strategy::OneForOne)
+                        .intensity(u32::MAX, Duration::from_secs(60))
+                        .child(flaky),
+                )
+                .unwrap();
+            wait_for(&log, 1);
+            children(&sup)["flaky"].send(Cmd::Crash).unwrap();
+            // The restarts fail one after another; the supervisor still answers.
+            while starts.load(Ordering::SeqCst) < 50 {
+                cx.yield_now();
+            }
+            let report = sup
+                .children(Duration::from_secs(5))
+                .expect("a supervisor retrying a failing restart answers");
+            assert_eq!(report.len(), 1);
+            stop_and_wait(cx, &sup)
+        });
+        assert_eq!(reason, Exit::Stopped);
+    });
+}

@@ -105,6 +105,8 @@ struct Child {
     recent: u32,
     /// Restarts in all, for reports.
     restarts: u64,
+    /// Whether its last restart failed to start it (its next one is a retry).
+    retrying: bool,
 }
 
 impl Child {
@@ -172,6 +174,7 @@ impl State {
                     ran_for: Duration::ZERO,
                     recent: 0,
                     restarts: 0,
+                    retrying: false,
                 })
                 .collect(),
             starting: true,
@@ -202,6 +205,8 @@ impl State {
                 .iter()
                 .position(|c| matches!(c.status, Status::Exited(_)))
             {
+                // Decided before anything else is read, so that a question asked
+                // after a child's end hears of the decision.
                 self.decide(cx, i);
                 continue;
             }
@@ -211,7 +216,26 @@ impl State {
                 .iter()
                 .position(|c| c.due().is_some_and(|due| due <= now))
             {
-                self.restart(i);
+                // A first restart goes at once, so that a question asked after a
+                // child's end hears of its successor. A retry of a restart that
+                // failed first looks at the mailbox once and yields: a child whose
+                // restarts keep failing (each failure is decided, counted and
+                // retried at once without a backoff) must not keep the supervisor
+                // from answering, from being stopped, or its worker from the other
+                // processes. OTP retries through its mailbox too.
+                if !self.children[i].retrying {
+                    self.restart(i);
+                    continue;
+                }
+                match cx.receive_either_timeout(Duration::ZERO) {
+                    Some(Received::Notice(notice)) => self.note(notice),
+                    Some(Received::Message(control)) => self.control(cx, control),
+                    None => {
+                        // Only this process changes the children: `i` is still due.
+                        cx.yield_now();
+                        self.restart(i);
+                    }
+                }
                 continue;
             }
             let next = self.children.iter().filter_map(Child::due).min();
@@ -244,6 +268,7 @@ impl State {
                     ran_for: Duration::ZERO,
                     recent: 0,
                     restarts: 0,
+                    retrying: false,
                 });
                 let i = self.children.len() - 1;
                 let started = self.start_dynamic(i);
@@ -368,6 +393,7 @@ impl State {
         self.children[i].restarts += 1;
         match self.start(i) {
             Ok(()) => {
+                self.children[i].retrying = false;
                 let child = &self.children[i];
                 if let Some(run) = child.running() {
                     tracing::info!(
@@ -388,6 +414,7 @@ impl State {
                 );
                 let child = &mut self.children[i];
                 child.ran_for = Duration::ZERO;
+                child.retrying = true;
                 child.status = Status::Exited(reason);
             }
         }
