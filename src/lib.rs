@@ -71,12 +71,17 @@
 //!
 //! ## Rules for code inside a process
 //!
-//! * A process may move to another worker thread whenever it blocks. Do not hold a
-//!   borrow of a `thread_local!` (or a lock guard that must be released on the same
-//!   thread) across a blocking call such as `receive`, `join` or `yield_now`.
-//! * Processes are cooperative: each `send` and `receive` counts towards a budget
-//!   after which the process yields, but a long computation without either should
-//!   call `yield_now` now and then.
+//! * A process that suspends (in `receive`, `join`, `call`, `sleep`, socket IO,
+//!   `yield_now`) resumes on the thread it suspended on, so thread-bound state (a
+//!   `thread_local!` borrow, a lock guard, a span guard, `thread_rng()`) may be held
+//!   across it. Only processes with no activation under way (idle handler
+//!   processes, processes that have not started) move between workers.
+//! * Processes are cooperative: each `send` and `receive` counts towards a budget,
+//!   and a process that has spent it yields at its next suspension point (`send`
+//!   itself never suspends); a long computation without suspension points should
+//!   call `yield_now` now and then. A process woken by a send that then waits
+//!   behind such a computation is handed to another worker after a millisecond or
+//!   two ([`Builder::handoff_after`]).
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
 pub use fibra_mailbox as mailbox;
@@ -84,8 +89,9 @@ pub use fibra_net as net;
 pub use fibra_runtime::park;
 pub use fibra_runtime::{
     blocking, sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext,
-    Handle, Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, RegisterError,
-    Runtime, Scope, SendError, SpawnError, TimerRef, DEFAULT_HANDOFF_AFTER, DEFAULT_STACK_SIZE,
+    Handle, Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, Received,
+    RegisterError, Runtime, Scope, SendError, SpawnError, TimerRef, DEFAULT_HANDOFF_AFTER,
+    DEFAULT_STACK_SIZE,
 };
 pub use fibra_runtime::{
     Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor,
@@ -97,7 +103,7 @@ pub use fibra_runtime::{CallError, ReplyTo};
 pub mod prelude {
     pub use fibra_runtime::{
         sleep, AnyPid, Context, Down, Exit, FnContext, Handle, JoinHandle, Notice, Pid, Process,
-        RegisterError, Runtime, SendError, SpawnError,
+        Received, RegisterError, Runtime, SendError, SpawnError,
     };
     pub use fibra_runtime::{
         Backoff, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor, SupervisorPid,

@@ -525,3 +525,33 @@ fn a_trapping_target_gets_send_exit_as_a_notice_but_killed_ends_it() {
         assert_eq!(reason, Exit::Killed);
     });
 }
+
+#[test]
+fn receive_either_yields_notices_and_messages_a_user_can_match() {
+    within(30, || {
+        let rt = runtime();
+        let got = rt.block_on(|cx| {
+            let child = cx.spawn_fn(|cx: &mut FnContext<u32>| {
+                let target = cx.spawn_fn(|_: &mut FnContext<()>| ());
+                cx.monitor(&target.pid());
+                target.join().unwrap();
+                let mut seen = Vec::new();
+                // Both arrive, in either order.
+                for _ in 0..2 {
+                    match cx.receive_either() {
+                        Received::Notice(Notice::Down(down)) => {
+                            seen.push(format!("down {}", down.reason))
+                        }
+                        Received::Notice(other) => seen.push(format!("{other:?}")),
+                        Received::Message(n) => seen.push(format!("message {n}")),
+                    }
+                }
+                seen.sort();
+                seen
+            });
+            child.pid().send(7).unwrap();
+            child.join().unwrap()
+        });
+        assert_eq!(got, ["down normal exit", "message 7"]);
+    });
+}
