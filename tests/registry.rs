@@ -372,3 +372,50 @@ fn concurrent_churn_leaves_no_stale_names() {
         assert!(leftovers.is_empty(), "stale names: {leftovers:?}");
     });
 }
+
+/// Answers `(n, reply)` with `n * 2`.
+struct Doubler;
+
+impl Process for Doubler {
+    type Message = (u64, ReplyTo<u64>);
+    fn handle(&mut self, (n, reply): (u64, ReplyTo<u64>), _cx: &mut Context<Self>) {
+        reply.reply(n * 2);
+    }
+}
+
+#[test]
+fn call_and_stop_by_name_fail_clearly_when_the_name_is_free() {
+    use std::time::Duration;
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        let t = Duration::from_secs(10);
+        type Req = (u64, ReplyTo<u64>);
+        assert_eq!(
+            handle.call_named::<Req, u64>("doubler", |r| (1, r), t),
+            Err(CallError::Exited(Exit::NoProc))
+        );
+        assert!(!handle.stop_named("doubler"));
+
+        let doubler = rt.spawn(Doubler).unwrap();
+        handle.register("doubler", &doubler).unwrap();
+        assert_eq!(
+            handle.call_named::<Req, u64>("doubler", |r| (21, r), t),
+            Ok(42)
+        );
+        let reason = rt.block_on(move |cx| {
+            let watch = cx.monitor(&doubler);
+            assert!(cx.runtime().stop_named("doubler"));
+            loop {
+                if let Notice::Down(down) = cx.receive_notice() {
+                    if down.monitor == watch {
+                        break down.reason;
+                    }
+                }
+            }
+        });
+        assert_eq!(reason, Exit::Stopped);
+        // Freed with the process: by name it is gone.
+        assert!(!handle.stop_named("doubler"));
+    });
+}

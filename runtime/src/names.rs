@@ -2,7 +2,10 @@
 //! [`Handle`], the runtime's assembly, over the services in `registry.rs` and
 //! `group.rs` (which know nothing of the assembly).
 
-use crate::error::SendError;
+use std::time::Duration;
+
+use crate::call::{CallError, ReplyTo};
+use crate::error::{Exit, SendError};
 use crate::process::{AnyPid, Pid};
 use crate::registry::RegisterError;
 use crate::runtime::Handle;
@@ -84,6 +87,57 @@ impl Handle {
         match self.whereis::<M>(name) {
             Some(pid) => pid.send(msg),
             None => Err(SendError(msg)),
+        }
+    }
+
+    /// Calls the process registered under `name` (see [`Pid::call`]). Fails with
+    /// [`CallError::Exited`]`(`[`Exit::NoProc`]`)` at once if no live process of
+    /// message type `M` holds the name.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// struct Adder;
+    /// impl Process for Adder {
+    ///     type Message = (u64, ReplyTo<u64>);
+    ///     fn handle(&mut self, (n, reply): (u64, ReplyTo<u64>), _cx: &mut Context<Self>) {
+    ///         reply.reply(n + 1);
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let handle = rt.handle();
+    /// handle.register("adder", &rt.spawn(Adder).unwrap()).unwrap();
+    /// let t = Duration::from_secs(5);
+    /// assert_eq!(handle.call_named("adder", |r| (41u64, r), t), Ok(42u64));
+    /// assert_eq!(
+    ///     handle.call_named::<(u64, ReplyTo<u64>), u64>("nobody", |r| (1, r), t),
+    ///     Err(CallError::Exited(Exit::NoProc))
+    /// );
+    /// ```
+    pub fn call_named<M: Send + 'static, R: Send + 'static>(
+        &self,
+        name: &str,
+        make_request: impl FnOnce(ReplyTo<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        match self.whereis::<M>(name) {
+            Some(pid) => pid.call(make_request, timeout),
+            None => Err(CallError::Exited(Exit::NoProc)),
+        }
+    }
+
+    /// Asks the process registered under `name` to stop (see [`AnyPid::stop`]),
+    /// whatever its message type. Returns false, doing nothing, if no live process
+    /// holds the name.
+    pub fn stop_named(&self, name: &str) -> bool {
+        match self.whereis_any(name) {
+            Some(pid) => {
+                pid.stop();
+                true
+            }
+            None => false,
         }
     }
 
