@@ -419,3 +419,70 @@ fn call_and_stop_by_name_fail_clearly_when_the_name_is_free() {
         assert!(!handle.stop_named("doubler"));
     });
 }
+
+/// Reports, from its `started` hook, whether its name already leads to it.
+struct FindsItself {
+    name: &'static str,
+    found: std::sync::mpsc::Sender<bool>,
+}
+
+impl Process for FindsItself {
+    type Message = ();
+    fn started(&mut self, cx: &mut Context<Self>) {
+        let me = cx.pid();
+        let by_name = cx.runtime().whereis::<()>(self.name);
+        let _ = self.found.send(by_name == Some(me));
+    }
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+}
+
+#[test]
+fn spawn_named_registers_a_process_before_it_first_runs() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        for round in 0..200 {
+            let (found, answer) = std::sync::mpsc::channel();
+            let name = "early";
+            let pid = handle
+                .spawn_named(name, FindsItself { name, found })
+                .unwrap();
+            assert!(answer.recv().unwrap(), "round {round}: it ran unnamed");
+            assert_eq!(handle.whereis::<()>(name), Some(pid.clone()));
+            // Free the name for the next round.
+            pid.any().kill();
+            while handle.whereis_any(name).is_some() {
+                std::thread::yield_now();
+            }
+        }
+
+        // A taken name: the second process never runs.
+        let (found, answer) = std::sync::mpsc::channel();
+        let first = handle
+            .spawn_named(
+                "taken",
+                FindsItself {
+                    name: "taken",
+                    found,
+                },
+            )
+            .unwrap();
+        assert!(answer.recv().unwrap());
+        let (found, answer) = std::sync::mpsc::channel();
+        let err = handle
+            .spawn_named(
+                "taken",
+                FindsItself {
+                    name: "taken",
+                    found,
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, SpawnError::Name(RegisterError::Taken { .. })),
+            "{err:?}"
+        );
+        assert!(answer.recv().is_err(), "the refused process ran");
+        assert_eq!(handle.whereis::<()>("taken"), Some(first));
+    });
+}

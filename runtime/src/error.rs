@@ -176,6 +176,9 @@ pub enum SpawnError {
     /// A supervisor's flags or child specs are invalid (two children with one id,
     /// a restart period of zero); this says which.
     InvalidSupervisor(String),
+    /// The name a process was to be spawned under could not be had (`spawn_named`);
+    /// the process never ran.
+    Name(crate::registry::RegisterError),
 }
 
 impl fmt::Display for SpawnError {
@@ -183,6 +186,7 @@ impl fmt::Display for SpawnError {
         match self {
             SpawnError::Shutdown => f.write_str("cannot spawn: the runtime has shut down"),
             SpawnError::InvalidSupervisor(why) => write!(f, "invalid supervisor: {why}"),
+            SpawnError::Name(err) => write!(f, "cannot spawn under that name: {err}"),
             SpawnError::Stack {
                 size,
                 source,
@@ -207,6 +211,7 @@ impl std::error::Error for SpawnError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SpawnError::Stack { source, .. } => Some(source),
+            SpawnError::Name(err) => Some(err),
             SpawnError::Shutdown | SpawnError::InvalidSupervisor(_) => None,
         }
     }

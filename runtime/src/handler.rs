@@ -347,6 +347,18 @@ pub(crate) fn spawn<P: Process>(
     process: P,
     linked: Option<&Task>,
 ) -> Result<Pid<P::Message>, SpawnError> {
+    spawn_as(shared, process, linked, None)
+}
+
+/// [`spawn`], registering the process under `name` before it first runs, so that
+/// there is no moment in which it runs unnamed. If the name cannot be had, the
+/// process never runs: it is dropped, and the registry's error comes back.
+pub(crate) fn spawn_as<P: Process>(
+    shared: &Arc<Shared>,
+    process: P,
+    linked: Option<&Task>,
+    name: Option<String>,
+) -> Result<Pid<P::Message>, SpawnError> {
     let (rights, cell) = RunRights::new_process(Arc::new(ProcessCell {
         core: Core::new(Arc::clone(shared), shared.next_id()),
         user: UnsafeCell::new(Some(process)),
@@ -354,13 +366,21 @@ pub(crate) fn spawn<P: Process>(
         idle: UnsafeCell::new(None),
     }));
     shared.admit(Arc::clone(&cell) as Task)?;
+    let pid = Pid::new(Arc::clone(&cell) as Arc<dyn Deliver<P::Message>>);
+    if let Some(name) = name {
+        if let Err(err) = shared.registry.register(name, &pid) {
+            // Never scheduled, never linked: nobody sees it end.
+            rights.terminate(Exit::Normal);
+            return Err(SpawnError::Name(err));
+        }
+    }
     if let Some(parent) = linked {
         // Before the child first runs, so it cannot end unobserved.
         crate::signal::link(parent, &(Arc::clone(&cell) as Task));
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a handler process");
     shared.schedule_spawned(rights);
-    Ok(Pid::new(cell))
+    Ok(pid)
 }
 
 /// What a handler sees of its process and runtime while it runs.

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::call::{CallError, ReplyTo};
-use crate::error::{Exit, SendError};
+use crate::error::{Exit, SendError, SpawnError};
+use crate::handler::Process;
 use crate::process::{AnyPid, Pid};
 use crate::registry::RegisterError;
 use crate::runtime::Handle;
@@ -139,6 +140,18 @@ impl Handle {
             }
             None => false,
         }
+    }
+
+    /// Spawns a handler process registered under `name` from the start: its
+    /// `started` hook, and anyone else, find it by name before it first runs. If
+    /// the name cannot be had (held by a live process, for one), the process
+    /// never runs and [`SpawnError::Name`] says why.
+    pub fn spawn_named<P: Process>(
+        &self,
+        name: impl Into<String>,
+        process: P,
+    ) -> Result<Pid<P::Message>, SpawnError> {
+        crate::handler::spawn_as(self.shared(), process, None, Some(name.into()))
     }
 
     /// The names held by live processes, sorted.
