@@ -109,6 +109,8 @@ const MAIL: u64 = 1 << 6;
 /// A signal was pushed while the process held its rights: its next wait of any
 /// kind checks the signal queue again before it publishes.
 const SIGNALED: u64 = 1 << 7;
+/// For a taker that leaves a running process as it is (the shutdown drain).
+const NO_MARK: u64 = 0;
 /// The sequence number of the current timed wait starts at this bit.
 const SEQ_SHIFT: u32 = 8;
 /// One step of the sequence number.
@@ -309,11 +311,11 @@ impl StateWord {
         self.take_or_mark(suspended, SIGNALED)
     }
 
-    /// Takes the rights of a parked process, whatever it waits for. Used by signals
-    /// and by the shutdown drain, which must release a parked process's rights
-    /// reference.
+    /// Takes the rights of a parked process, whatever it waits for, and leaves a
+    /// running one alone. Used by the shutdown drain, which must release a parked
+    /// process's rights reference.
     pub fn seize(&self) -> Rights {
-        self.take_while(suspended)
+        self.take_or_mark(suspended, NO_MARK)
     }
 
     /// Marks the process as ended: from now on nobody acquires its rights.
@@ -327,14 +329,15 @@ impl StateWord {
     }
 
     /// Takes the rights while the word's kind is one `wakes` accepts; if the
-    /// process holds its rights instead, sets `mark` (unless it is set already).
+    /// process holds its rights instead, sets `mark` (unless it is set already, or
+    /// is [`NO_MARK`]).
     fn take_or_mark(&self, wakes: impl Fn(u64) -> bool, mark: u64) -> Rights {
         let mut current = self.word.load(SeqCst);
         loop {
             let kind = current & KIND;
             let (next, rights) = if wakes(kind) {
                 (current & !KIND & !TIMED, Rights::Acquired)
-            } else if kind == RUNNING && current & mark == 0 {
+            } else if mark != NO_MARK && kind == RUNNING && current & mark == 0 {
                 (current | mark, Rights::Failed)
             } else {
                 return Rights::Failed;
@@ -348,21 +351,6 @@ impl StateWord {
             }
         }
     }
-
-    /// Takes the rights while the word's kind is one `wakes` accepts.
-    fn take_while(&self, wakes: impl Fn(u64) -> bool) -> Rights {
-        let mut current = self.word.load(SeqCst);
-        while wakes(current & KIND) {
-            match self
-                .word
-                .compare_exchange_weak(current, current & !KIND & !TIMED, SeqCst, SeqCst)
-            {
-                Ok(_) => return Rights::Acquired,
-                Err(actual) => current = actual,
-            }
-        }
-        Rights::Failed
-    }
 }
 
 /// Whether `kind` is a wait (signals and the shutdown drain end every wait).
@@ -373,6 +361,15 @@ fn suspended(kind: u64) -> bool {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A `pending` check that finds nothing the first time and work from then on
+    /// (a push that landed just after the first look), counting its calls.
+    fn work_from_second_check(checks: &std::cell::Cell<u32>) -> impl Fn() -> bool + '_ {
+        move || {
+            checks.set(checks.get() + 1);
+            checks.get() > 1
+        }
+    }
 
     fn park_for_message(s: &StateWord, has_new: bool) -> Suspension {
         s.suspend(Wait::Message, Deadline::None, || has_new)
@@ -399,12 +396,12 @@ mod tests {
         assert_eq!(s.wake_for_message(), Rights::Failed);
         // The first check ran before the push landed; the mark sends it back.
         let checks = std::cell::Cell::new(0);
-        let pending = || {
-            checks.set(checks.get() + 1);
-            checks.get() > 1
-        };
         assert_eq!(
-            s.suspend(Wait::Message, Deadline::None, pending),
+            s.suspend(
+                Wait::Message,
+                Deadline::None,
+                work_from_second_check(&checks)
+            ),
             Suspension::Resumed
         );
         assert_eq!(checks.get(), 2);
@@ -433,12 +430,8 @@ mod tests {
         assert_eq!(s.notify(), Rights::Acquired);
         assert_eq!(s.interrupt(), Rights::Failed);
         let checks = std::cell::Cell::new(0);
-        let pending = || {
-            checks.set(checks.get() + 1);
-            checks.get() > 1
-        };
         assert_eq!(
-            s.suspend(Wait::Event, Deadline::None, pending),
+            s.suspend(Wait::Event, Deadline::None, work_from_second_check(&checks)),
             Suspension::Resumed
         );
         assert_eq!(checks.get(), 2);

@@ -110,6 +110,18 @@ struct Child {
 }
 
 impl Child {
+    /// A child of `spec` that has not started yet.
+    fn new(spec: ChildSpec) -> Child {
+        Child {
+            spec,
+            status: Status::Down,
+            ran_for: Duration::ZERO,
+            recent: 0,
+            restarts: 0,
+            retrying: false,
+        }
+    }
+
     fn running(&self) -> Option<&Incarnation> {
         match &self.status {
             Status::Running(incarnation) => Some(incarnation),
@@ -165,18 +177,7 @@ impl State {
             strategy: supervisor.strategy,
             window: RestartWindow::new(supervisor.max_restarts, supervisor.period),
             backoff: supervisor.backoff,
-            children: supervisor
-                .children
-                .into_iter()
-                .map(|spec| Child {
-                    spec,
-                    status: Status::Down,
-                    ran_for: Duration::ZERO,
-                    recent: 0,
-                    restarts: 0,
-                    retrying: false,
-                })
-                .collect(),
+            children: supervisor.children.into_iter().map(Child::new).collect(),
             starting: true,
             exiting: None,
         }
@@ -258,20 +259,12 @@ impl State {
                 reply_to.reply(self.children.iter().map(Child::info).collect());
             }
             Control::StartChild(spec, reply_to) => {
-                if self.find(&spec.id).is_some() {
+                if self.find(&spec.id).is_ok() {
                     reply_to.reply(Err(ChildError::Duplicate(spec.id)));
                     return;
                 }
-                self.children.push(Child {
-                    spec,
-                    status: Status::Down,
-                    ran_for: Duration::ZERO,
-                    recent: 0,
-                    restarts: 0,
-                    retrying: false,
-                });
-                let i = self.children.len() - 1;
-                let started = self.start_dynamic(i);
+                self.children.push(Child::new(spec));
+                let started = self.start_dynamic(self.children.len() - 1);
                 if started.is_err() {
                     // A child that cannot start is not kept (OTP's start_child).
                     self.children.pop();
@@ -279,45 +272,42 @@ impl State {
                 reply_to.reply(started);
             }
             Control::TerminateChild(id, reply_to) => {
-                let Some(i) = self.find(&id) else {
-                    reply_to.reply(Err(ChildError::NotFound(id)));
-                    return;
-                };
-                self.terminate(cx, i);
-                if self.children[i].spec.restart == Restart::Temporary {
-                    self.children.remove(i);
-                }
-                reply_to.reply(Ok(()));
+                let stopped = self.find(&id).map(|i| {
+                    self.terminate(cx, i);
+                    if self.children[i].spec.restart == Restart::Temporary {
+                        self.children.remove(i);
+                    }
+                });
+                reply_to.reply(stopped);
             }
             Control::RestartChild(id, reply_to) => {
-                let Some(i) = self.find(&id) else {
-                    reply_to.reply(Err(ChildError::NotFound(id)));
-                    return;
-                };
-                if self.children[i].running().is_some() {
-                    reply_to.reply(Err(ChildError::Running(id)));
-                    return;
-                }
-                reply_to.reply(self.start_dynamic(i));
+                let started = self.find_stopped(id).and_then(|i| self.start_dynamic(i));
+                reply_to.reply(started);
             }
             Control::DeleteChild(id, reply_to) => {
-                let Some(i) = self.find(&id) else {
-                    reply_to.reply(Err(ChildError::NotFound(id)));
-                    return;
-                };
-                if self.children[i].running().is_some() {
-                    reply_to.reply(Err(ChildError::Running(id)));
-                    return;
-                }
-                self.children.remove(i);
-                reply_to.reply(Ok(()));
+                let deleted = self.find_stopped(id).map(|i| {
+                    self.children.remove(i);
+                });
+                reply_to.reply(deleted);
             }
         }
     }
 
     /// The index of the child with this id.
-    fn find(&self, id: &str) -> Option<usize> {
-        self.children.iter().position(|c| c.spec.id == id)
+    fn find(&self, id: &str) -> Result<usize, ChildError> {
+        self.children
+            .iter()
+            .position(|c| c.spec.id == id)
+            .ok_or_else(|| ChildError::NotFound(id.to_owned()))
+    }
+
+    /// The index of the child with this id, if it is not running.
+    fn find_stopped(&self, id: String) -> Result<usize, ChildError> {
+        let i = self.find(&id)?;
+        match self.children[i].running() {
+            Some(_) => Err(ChildError::Running(id)),
+            None => Ok(i),
+        }
     }
 
     /// Starts child `i` on request; its process, or why it did not start (a start
