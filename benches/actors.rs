@@ -452,20 +452,22 @@ impl FanInCheck {
     }
 }
 
-/// What a spawn_idle run saw.
+/// What a spawn_idle or free_blocked run saw.
 struct SpawnIdleOutcome {
     /// Time to spawn all processes.
     spawn: Duration,
     /// Resident bytes just before the first spawn.
     rss_before: u64,
-    /// Resident bytes just after the last spawn.
+    /// Resident bytes once the processes are spawned (spawn_idle) or all wait in
+    /// `receive` (free_blocked).
     rss_after: u64,
-    /// Sum of the numbers the processes acknowledged, 0..SPAWN_IDLE_PROCESSES.
+    /// Sum of the numbers the processes acknowledged or returned, 0..n.
     acknowledged: u64,
 }
 
-fn spawn_idle(outcome: SpawnIdleOutcome) -> String {
-    let n = SPAWN_IDLE_PROCESSES as u64;
+/// The spawn cost and memory per process of a run of `n` processes, once every
+/// one of them has reported back.
+fn per_spawn(outcome: SpawnIdleOutcome, n: u64) -> String {
     assert_eq!(
         outcome.acknowledged,
         n * (n - 1) / 2,
@@ -479,33 +481,19 @@ fn spawn_idle(outcome: SpawnIdleOutcome) -> String {
     )
 }
 
+fn spawn_idle(outcome: SpawnIdleOutcome) -> String {
+    per_spawn(outcome, SPAWN_IDLE_PROCESSES as u64)
+}
+
 fn spawn_join((elapsed, sum): (Duration, u64)) -> String {
     let n = SPAWN_JOIN_PROCESSES;
     assert_eq!(sum, n * (n - 1) / 2, "results went missing");
     format!("ns_per_spawn_join={:.1}", ns_per(elapsed, n))
 }
 
-/// What a free_blocked run saw.
-struct FreeBlockedOutcome {
-    /// Time to spawn all processes.
-    spawn: Duration,
-    /// Resident bytes just before the first spawn.
-    rss_before: u64,
-    /// Resident bytes once every process waits in `receive`.
-    rss_after: u64,
-    /// Sum of what the processes returned, 0..FREE_BLOCKED_PROCESSES.
-    returned: u64,
-}
-
-fn free_blocked(outcome: FreeBlockedOutcome) -> String {
+fn free_blocked(outcome: SpawnIdleOutcome) -> String {
     let n = FREE_BLOCKED_PROCESSES as u64;
-    assert_eq!(outcome.returned, n * (n - 1) / 2, "results went missing");
-    let growth = outcome.rss_after.saturating_sub(outcome.rss_before);
-    format!(
-        "processes={n} ns_per_spawn={:.1} bytes_per_process={:.0}",
-        ns_per(outcome.spawn, n),
-        growth as f64 / n as f64
-    )
+    format!("processes={n} {}", per_spawn(outcome, n))
 }
 
 /// What a million_idle run saw.

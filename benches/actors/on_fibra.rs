@@ -25,11 +25,11 @@ use super::timing::{
     TIMEOUT_CHURN_TIMEOUT,
 };
 use super::{
-    fan_in_message, memory, ring_successor, skynet_child, FanInCheck, FreeBlockedOutcome,
-    MillionIdleOutcome, RingOutcome, SkynetOutcome, SpawnIdleOutcome, FAN_IN_MESSAGES,
-    FAN_IN_SENDERS, FREE_BLOCKED_PROCESSES, MILLION_IDLE_PROCESSES, PING_PONG_ROUND_TRIPS,
-    RING_HOPS, RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES,
-    SPAWN_JOIN_OUTSTANDING, SPAWN_JOIN_PROCESSES, WARM_UP,
+    fan_in_message, memory, ring_successor, skynet_child, FanInCheck, MillionIdleOutcome,
+    RingOutcome, SkynetOutcome, SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS,
+    FREE_BLOCKED_PROCESSES, MILLION_IDLE_PROCESSES, PING_PONG_ROUND_TRIPS, RING_HOPS,
+    RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, SPAWN_JOIN_OUTSTANDING,
+    SPAWN_JOIN_PROCESSES, WARM_UP,
 };
 
 /// Runs `driver` as a free-running process with mailbox type `M` on a fresh default
@@ -758,7 +758,7 @@ pub fn idle_cpu_with(connections: usize) -> String {
 /// Spawns `FREE_BLOCKED_PROCESSES` free-running processes that each report in and
 /// then block in `receive`; measures the spawns and the memory they hold once all
 /// of them wait, then lets each return the number it is sent.
-pub fn free_blocked() -> FreeBlockedOutcome {
+pub fn free_blocked() -> SpawnIdleOutcome {
     run(|cx: &mut FnContext<()>| {
         let mut handles = Vec::with_capacity(FREE_BLOCKED_PROCESSES);
         memory::fault_in(&mut handles);
@@ -780,12 +780,12 @@ pub fn free_blocked() -> FreeBlockedOutcome {
         for (n, handle) in handles.iter().enumerate() {
             handle.pid().send(n as u64).expect(GONE);
         }
-        let returned = handles.into_iter().map(|h| h.join().expect(GONE)).sum();
-        FreeBlockedOutcome {
+        let acknowledged = handles.into_iter().map(|h| h.join().expect(GONE)).sum();
+        SpawnIdleOutcome {
             spawn,
             rss_before,
             rss_after,
-            returned,
+            acknowledged,
         }
     })
 }
