@@ -94,8 +94,9 @@ pub use fibra_runtime::{
     DEFAULT_STACK_SIZE,
 };
 pub use fibra_runtime::{
-    Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor,
-    Strategy, Supervisor, SupervisorError, SupervisorPid,
+    Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,
+    DynamicSupervisorPid, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
+    SupervisorError, SupervisorPid,
 };
 pub use fibra_runtime::{CallError, ReplyTo};
 
@@ -106,7 +107,8 @@ pub mod prelude {
         Received, RegisterError, Runtime, SendError, SpawnError,
     };
     pub use fibra_runtime::{
-        Backoff, ChildSpec, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor, SupervisorPid,
+        Backoff, ChildSpec, DynamicSupervisor, DynamicSupervisorPid, Restart, Shutdown,
+        SpawnSupervisor, Strategy, Supervisor, SupervisorPid,
     };
     pub use fibra_runtime::{CallError, ReplyTo};
 }

@@ -99,8 +99,9 @@ pub use scope::Scope;
 pub use signal::{Down, MonitorRef, Notice};
 #[cfg(not(loom))]
 pub use supervisor::{
-    Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, Restart, Shutdown, SpawnSupervisor,
-    Strategy, Supervisor, SupervisorError, SupervisorPid,
+    Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,
+    DynamicSupervisorPid, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
+    SupervisorError, SupervisorPid,
 };
 #[cfg(not(loom))]
 pub use time::{sleep, Interval, TimerRef};

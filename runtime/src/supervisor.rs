@@ -48,6 +48,8 @@
 //! [`Exit::Stopped`]: crate::Exit::Stopped
 
 mod address;
+mod dynamic;
+mod dynamic_run;
 mod intensity;
 mod run;
 mod spec;
@@ -58,6 +60,7 @@ use std::time::Duration;
 pub use address::{
     ChildCounts, ChildError, ChildInfo, SpawnSupervisor, SupervisorError, SupervisorPid,
 };
+pub use dynamic::{DynamicSupervisor, DynamicSupervisorPid};
 pub use spec::{ChildSpec, Restart, Shutdown};
 
 use crate::error::SpawnError;
@@ -130,11 +133,11 @@ impl Backoff {
 }
 
 /// The default restart intensity: at most this many restarts...
-const MAX_RESTARTS: u32 = 3;
+pub(crate) const MAX_RESTARTS: u32 = 3;
 /// ...within this period. Erlang/OTP allows 1 in 5 s; a little more slack lets a
 /// child survive a short burst of bad input, and is still quick to give up on a
 /// child that cannot start at all.
-const PERIOD: Duration = Duration::from_secs(5);
+pub(crate) const PERIOD: Duration = Duration::from_secs(5);
 
 /// A supervisor's recipe: its strategy, restart limits and children, in start
 /// order. Spawn it with [`SpawnSupervisor::spawn_supervisor`] or

@@ -13,6 +13,7 @@ use crate::handler::{Context, Process};
 use crate::process::{AnyPid, Pid, ProcessId};
 use crate::runtime::{Handle, Runtime};
 
+use super::dynamic::{DynControl, DynamicSupervisorPid};
 use super::{ChildSpec, Restart, Supervisor};
 
 /// What a supervisor's mailbox takes.
@@ -42,6 +43,9 @@ pub enum ChildError {
     Duplicate(String),
     /// The child's start failed with this reason; a new child is not kept.
     StartFailed(Exit),
+    /// A dynamic supervisor has as many children as it may have
+    /// ([`DynamicSupervisor::max_children`](super::DynamicSupervisor::max_children)).
+    MaxChildren(usize),
     /// The supervisor did not answer (it ended, or the call timed out).
     Call(CallError),
 }
@@ -53,6 +57,9 @@ impl fmt::Display for ChildError {
             ChildError::Running(id) => write!(f, "the child {id:?} is running"),
             ChildError::Duplicate(id) => write!(f, "a child with the id {id:?} exists already"),
             ChildError::StartFailed(reason) => write!(f, "the child failed to start: {reason}"),
+            ChildError::MaxChildren(max) => {
+                write!(f, "the supervisor has its maximum of {max} children")
+            }
             ChildError::Call(err) => write!(f, "the supervisor did not answer: {err}"),
         }
     }
@@ -71,6 +78,18 @@ pub struct ChildCounts {
     pub supervisors: usize,
     /// Specs of workers.
     pub workers: usize,
+}
+
+impl ChildCounts {
+    /// The counts of these children.
+    pub(super) fn of(children: &[ChildInfo]) -> ChildCounts {
+        ChildCounts {
+            specs: children.len(),
+            active: children.iter().filter(|c| c.pid().is_some()).count(),
+            supervisors: children.iter().filter(|c| c.is_supervisor()).count(),
+            workers: children.iter().filter(|c| !c.is_supervisor()).count(),
+        }
+    }
 }
 
 /// The address of a running supervisor.
@@ -161,13 +180,8 @@ impl SupervisorPid {
     /// How many children the supervisor has: specs, running ones, supervisors and
     /// workers (OTP's `count_children`).
     pub fn count_children(&self, timeout: Duration) -> Result<ChildCounts, CallError> {
-        let children = self.children(timeout)?;
-        Ok(ChildCounts {
-            specs: children.len(),
-            active: children.iter().filter(|c| c.pid().is_some()).count(),
-            supervisors: children.iter().filter(|c| c.is_supervisor()).count(),
-            workers: children.iter().filter(|c| !c.is_supervisor()).count(),
-        })
+        self.children(timeout)
+            .map(|children| ChildCounts::of(&children))
     }
 
     /// Adds a child to the running supervisor, after the others, and starts it;
@@ -262,6 +276,9 @@ pub struct ChildInfo {
     pub(crate) supervisor: bool,
     /// How many times the child has been restarted.
     pub(crate) restarts: u64,
+    /// Whether a restart of the child is under way (waiting out a backoff, or to
+    /// be tried again after a failed start).
+    pub(crate) restarting: bool,
 }
 
 impl ChildInfo {
@@ -283,9 +300,24 @@ impl ChildInfo {
         typed.downcast_ref::<Pid<M>>().cloned()
     }
 
-    /// The child as a supervisor, if it is one and is up.
+    /// The child as a supervisor, if it is one and is up (a dynamic one is
+    /// [`dynamic_supervisor`](Self::dynamic_supervisor)).
     pub fn supervisor(&self) -> Option<SupervisorPid> {
         self.address::<Control>().map(SupervisorPid::new)
+    }
+
+    /// The child as a dynamic supervisor whose children start from arguments of
+    /// type `A`, if it is one and is up.
+    pub fn dynamic_supervisor<A: Send + 'static>(&self) -> Option<DynamicSupervisorPid<A>> {
+        self.address::<DynControl<A>>()
+            .map(DynamicSupervisorPid::new)
+    }
+
+    /// Whether a restart of the child is under way: it ended and is waiting out
+    /// its backoff, or its last restart failed and will be tried again. Its
+    /// [`pid`](Self::pid) is `None` meanwhile.
+    pub fn is_restarting(&self) -> bool {
+        self.restarting
     }
 
     /// Whether the child is a supervisor.
@@ -313,6 +345,7 @@ impl fmt::Debug for ChildInfo {
             .field("restart", &self.restart)
             .field("supervisor", &self.supervisor)
             .field("restarts", &self.restarts)
+            .field("restarting", &self.restarting)
             .finish()
     }
 }

@@ -42,8 +42,28 @@ pub(super) fn run(
     supervisor: Supervisor,
     parent: Option<ProcessId>,
 ) {
-    cx.trap_exits(true);
     let mut state = State::new(supervisor, parent, cx.me());
+    supervise(cx, &mut state);
+}
+
+/// What both kinds of supervisor do as processes (see the module comment).
+pub(super) trait Supervising<M: Send + 'static> {
+    /// This supervisor.
+    fn me(&self) -> &AnyPid;
+    /// Runs until the supervisor is to exit; returns the reason. Called again
+    /// after a stop signal unwound it.
+    fn serve(&mut self, cx: &mut FnContext<'_, M>) -> Exit;
+    /// Decides to shut down and exit with `reason`, unless already decided.
+    fn exit_with(&mut self, reason: Exit);
+}
+
+/// Runs a supervisor process to its end: traps exits, serves, turns a stop signal
+/// into an orderly shutdown, and exits with the reason `serve` returns.
+pub(super) fn supervise<M: Send + 'static>(
+    cx: &mut FnContext<'_, M>,
+    state: &mut impl Supervising<M>,
+) {
+    cx.trap_exits(true);
     let reason = loop {
         match panic::catch_unwind(AssertUnwindSafe(|| state.serve(cx))) {
             Ok(reason) => break reason,
@@ -57,10 +77,40 @@ pub(super) fn run(
             },
         }
     };
-    tracing::debug!(supervisor = %state.me.id(), %reason, "supervisor exits");
+    tracing::debug!(supervisor = %state.me().id(), %reason, "supervisor exits");
     if reason != Exit::Normal {
         cx.exit(reason);
     }
+}
+
+/// Starts one incarnation of the child `spec` describes, linked to and monitored
+/// by the supervisor `me`. A panicking factory is a failed start; a stop, a kill or
+/// a cancellation that reached the supervisor while the factory ran goes on.
+pub(super) fn start_incarnation(me: &AnyPid, spec: &ChildSpec) -> Result<Incarnation, Exit> {
+    let start = Arc::clone(&spec.start);
+    let started = panic::catch_unwind(AssertUnwindSafe(|| start(&me.0, spec.name.as_deref())))
+        .unwrap_or_else(|payload| {
+            if payload.is::<Terminated>() || payload.is::<Cancelled>() {
+                panic::resume_unwind(payload);
+            }
+            Err(Exit::Panicked(panic_message(payload.as_ref())))
+        });
+    let Started { pid, typed } = started?;
+    // Nothing between the spawn and this record can block (see the module comment).
+    let monitor = crate::signal::monitor(&me.0, &pid.0);
+    tracing::debug!(
+        supervisor = %me.id(),
+        child = %spec.id,
+        pid = %pid.id(),
+        "child started"
+    );
+    Ok(Incarnation {
+        pid,
+        typed,
+        monitor,
+        reason: None,
+        since: Instant::now(),
+    })
 }
 
 /// Where a child is in its life.
@@ -79,18 +129,18 @@ enum Status {
 }
 
 /// One running incarnation of a child.
-struct Incarnation {
+pub(super) struct Incarnation {
     /// The process.
-    pid: AnyPid,
+    pub(super) pid: AnyPid,
     /// Its `Pid<M>`, for reports.
-    typed: Arc<dyn std::any::Any + Send + Sync>,
+    pub(super) typed: Arc<dyn std::any::Any + Send + Sync>,
     /// The supervisor's monitor on it.
-    monitor: MonitorRef,
+    pub(super) monitor: MonitorRef,
     /// The reason its link reported, which comes just before the `Down` (whose own
     /// reason is `NoProc` if the child ended before the monitor was set).
-    reason: Option<Exit>,
+    pub(super) reason: Option<Exit>,
     /// When it started.
-    since: Instant,
+    pub(super) since: Instant,
 }
 
 /// A child and its life so far.
@@ -145,6 +195,7 @@ impl Child {
             restart: self.spec.restart,
             supervisor: self.spec.supervisor,
             restarts: self.restarts,
+            restarting: matches!(self.status, Status::Waiting(_)),
         }
     }
 }
@@ -182,16 +233,19 @@ impl State {
             exiting: None,
         }
     }
+}
 
-    /// Decides to shut down and exit with `reason`, unless already decided.
+impl Supervising<Control> for State {
+    fn me(&self) -> &AnyPid {
+        &self.me
+    }
+
     fn exit_with(&mut self, reason: Exit) {
         if self.exiting.is_none() {
             self.exiting = Some(reason);
         }
     }
 
-    /// Runs the supervisor until it is to exit; returns the reason. Called again
-    /// after a stop signal unwound it (see the module comment).
     fn serve(&mut self, cx: &mut FnContext<'_, Control>) -> Exit {
         if std::mem::take(&mut self.starting) {
             self.start_all();
@@ -251,7 +305,9 @@ impl State {
             }
         }
     }
+}
 
+impl State {
     /// Carries out a request from outside (see [`Control`]).
     fn control(&mut self, cx: &mut FnContext<'_, Control>, control: Control) {
         match control {
@@ -346,35 +402,7 @@ impl State {
     /// Starts child `i` and records it as running.
     fn start(&mut self, i: usize) -> Result<(), Exit> {
         let child = &mut self.children[i];
-        let start = Arc::clone(&child.spec.start);
-        let started = panic::catch_unwind(AssertUnwindSafe(|| {
-            start(&self.me.0, child.spec.name.as_deref())
-        }))
-        .unwrap_or_else(|payload| {
-            // A stop, a kill or a cancellation that reached the supervisor while the
-            // factory ran goes on; a panic of the factory is a failed start.
-            if payload.is::<Terminated>() || payload.is::<Cancelled>() {
-                panic::resume_unwind(payload);
-            }
-            Err(Exit::Panicked(panic_message(payload.as_ref())))
-        });
-        let Started { pid, typed } = started?;
-        // Nothing between the spawn and this record can block (see the module
-        // comment).
-        let monitor = crate::signal::monitor(&self.me.0, &pid.0);
-        tracing::debug!(
-            supervisor = %self.me.id(),
-            child = %child.spec.id,
-            pid = %pid.id(),
-            "child started"
-        );
-        child.status = Status::Running(Incarnation {
-            pid,
-            typed,
-            monitor,
-            reason: None,
-            since: Instant::now(),
-        });
+        child.status = Status::Running(start_incarnation(&self.me, &child.spec)?);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::error::{Exit, SpawnError};
@@ -109,6 +109,9 @@ pub struct ChildSpec {
     pub(crate) name: Option<String>,
     /// Whether the child is a supervisor itself.
     pub(crate) supervisor: bool,
+    /// Whether the spec starts one given value, once ([`ChildSpec::handler_once`],
+    /// [`ChildSpec::free_once`]).
+    pub(crate) once: bool,
     /// Starts an incarnation.
     pub(crate) start: Arc<StartFn>,
 }
@@ -146,6 +149,51 @@ impl ChildSpec {
         })
     }
 
+    /// A child that is this handler process, started once: for a process built
+    /// from something that cannot be made twice (a connection's socket). Such a
+    /// child is always [`Restart::Temporary`]: when it ends, it is forgotten.
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// struct Session { peer: String }
+    /// impl Process for Session {
+    ///     type Message = ();
+    ///     fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+    /// }
+    ///
+    /// let spec = ChildSpec::handler_once("session", Session { peer: "a".into() });
+    /// assert_eq!(spec.restart_type(), Restart::Temporary);
+    /// ```
+    pub fn handler_once<P: Process>(id: impl Into<String>, process: P) -> ChildSpec {
+        let slot = Mutex::new(Some(process));
+        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>| {
+            let process = take_once(&slot)?;
+            let pid = crate::handler::spawn(&sup.header().shared, process, Some(sup))
+                .map_err(spawn_failure)?;
+            register(sup, name, pid)
+        })
+        .one_shot()
+    }
+
+    /// A child that is this free-running process, started once (see
+    /// [`ChildSpec::handler_once`]): always [`Restart::Temporary`].
+    pub fn free_once<M, T, B>(id: impl Into<String>, body: B) -> ChildSpec
+    where
+        M: Send + 'static,
+        T: Send + 'static,
+        B: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+    {
+        let slot = Mutex::new(Some(body));
+        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>| {
+            let body = take_once(&slot)?;
+            let child =
+                crate::free::spawn(&sup.header().shared, body, Some(sup)).map_err(spawn_failure)?;
+            register(sup, name, child.pid())
+        })
+        .one_shot()
+    }
+
     /// A child that is a supervisor: each start spawns a copy of `supervisor`,
     /// which stops its own children before it ends. Its shutdown defaults to
     /// [`Shutdown::Infinity`].
@@ -160,7 +208,14 @@ impl ChildSpec {
         spec
     }
 
-    fn worker(
+    /// Marks a spec that starts its value once.
+    fn one_shot(mut self) -> ChildSpec {
+        self.once = true;
+        self.restart = Restart::Temporary;
+        self
+    }
+
+    pub(super) fn worker(
         id: impl Into<String>,
         start: impl Fn(&Task, Option<&str>) -> Result<Started, Exit> + Send + Sync + 'static,
     ) -> ChildSpec {
@@ -170,12 +225,24 @@ impl ChildSpec {
             shutdown: Shutdown::Timeout(WORKER_SHUTDOWN),
             name: None,
             supervisor: false,
+            once: false,
             start: Arc::new(start),
         }
     }
 
     /// Sets when the child is restarted (default [`Restart::Permanent`]).
+    ///
+    /// # Panics
+    ///
+    /// If the spec starts one value once ([`ChildSpec::handler_once`],
+    /// [`ChildSpec::free_once`]) and `restart` is not [`Restart::Temporary`]:
+    /// there is nothing to restart such a child from.
     pub fn restart(mut self, restart: Restart) -> ChildSpec {
+        assert!(
+            !self.once || restart == Restart::Temporary,
+            "the child {:?} is started from one value, once: it cannot be {restart:?}",
+            self.id
+        );
         self.restart = restart;
         self
     }
@@ -233,8 +300,28 @@ impl fmt::Debug for ChildSpec {
     }
 }
 
+/// The value a one-shot spec starts, or the reason it cannot start again.
+fn take_once<T>(slot: &Mutex<Option<T>>) -> Result<T, Exit> {
+    slot.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .ok_or_else(|| Exit::error(StartedOnce))
+}
+
+/// Why a one-shot child spec failed to start a second time.
+#[derive(Debug)]
+struct StartedOnce;
+
+impl fmt::Display for StartedOnce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the child was started from one value, which has been used")
+    }
+}
+
+impl std::error::Error for StartedOnce {}
+
 /// Why a child could not be spawned, as an exit reason.
-fn spawn_failure(err: SpawnError) -> Exit {
+pub(super) fn spawn_failure(err: SpawnError) -> Exit {
     match err {
         SpawnError::Shutdown => Exit::Shutdown,
         err @ SpawnError::InvalidSupervisor(_) => Exit::error(err),
@@ -248,7 +335,7 @@ fn spawn_failure(err: SpawnError) -> Exit {
 /// start: its exit notice is on its way and is handled like any other. A name
 /// held by another live process is: the new child is unlinked and killed, and the
 /// start fails with the registry's error.
-fn register<M: Send + 'static>(
+pub(super) fn register<M: Send + 'static>(
     sup: &Task,
     name: Option<&str>,
     pid: Pid<M>,
