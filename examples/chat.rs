@@ -15,13 +15,14 @@
 //! # How it is built
 //!
 //! ```text
-//! supervisor (one-for-one)
-//! └── acceptor      free-running: accepts connections, spawns a connection for each
-//!
-//! connection        one per client, spawned by the acceptor and linked to nothing above
-//! ├── reader        free-running: reads the client's lines, hands each to the room
-//! └── writer        handler, linked to its reader, a member of the room: writes to the
-//!                   client whatever the room sends it
+//! server            supervisor (rest-for-one)
+//! ├── connections   dynamic supervisor: one temporary child per client
+//! │   └── reader    free-running, one per client: reads the client's lines, hands
+//! │       │         each to the room
+//! │       └── writer  handler, linked to its reader, a member of the room: writes
+//! │                 to the client whatever the room sends it
+//! └── acceptor      free-running: accepts connections, asks `connections` to start
+//!                   a reader for each
 //!
 //! room              a process group named after the server's address
 //! ```
@@ -35,12 +36,22 @@
 //! * The room is a process group ([`Handle::join_group`]) whose members are the
 //!   writers. The runtime takes a writer out of the group when it ends, however it
 //!   ends, so the room never holds a dead client and needs no process of its own.
-//! * A connection's two processes are linked to each other and to nothing else: when
-//!   either of them crashes, the link takes the other one down, their socket closes,
-//!   and nothing else notices. The acceptor is the supervised part: if `accept` fails for good it
-//!   exits with the error, and the supervisor starts a fresh acceptor on the same
-//!   listening socket after a growing delay; if that keeps happening, the supervisor
-//!   gives up and `main` reports it.
+//! * Every connection is supervised. Its reader is a temporary child of the
+//!   `connections` dynamic supervisor ([`DynamicSupervisor`]), started by the
+//!   acceptor with the client's socket as its argument ([`ChildSpec::free_once`]:
+//!   a socket cannot be made twice, so a connection is never restarted). Its writer
+//!   is linked to its reader: when either of them crashes, the link takes the other
+//!   one down, their socket closes, and nothing else notices. When the server stops,
+//!   `connections` stops every reader at once, and the links take the writers along:
+//!   no connection outlives its server.
+//! * The acceptor is restarted: if `accept` fails for good it exits with the error,
+//!   and the supervisor starts a fresh acceptor on the same listening socket after a
+//!   growing delay; if that keeps happening, the supervisor gives up and `main`
+//!   reports it. The strategy is rest-for-one because the acceptor depends on
+//!   `connections`, found by its name: should `connections` end, a fresh acceptor
+//!   starts after it, and the clients it held are gone with it.
+//! * At most [`MAX_CLIENTS`] clients are served at once; the acceptor closes the
+//!   connections of any more, which `connections` refuses.
 //! * A line longer than [`MAX_LINE`] bytes, and silence for the idle timeout, end a
 //!   connection with a notice to the client.
 //!
@@ -78,6 +89,14 @@ const MAX_BACKLOG: usize = 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// The most a lingering reader throws away before it closes anyway.
 const LINGER_BYTES: usize = 64 * 1024;
+/// The most clients served at once; more are refused. Each costs two processes
+/// and a socket, so the bound is the descriptor limit's more than memory's.
+pub const MAX_CLIENTS: usize = 10_000;
+/// How long the acceptor waits for `connections` to start a client's reader.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a reader told to stop may take before it is killed. It stops at its
+/// next blocking call, so at once unless it is in the middle of a write.
+const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 /// At most this many restarts of the acceptor...
 const ACCEPTOR_RESTARTS: u32 = 5;
 /// ...within this period, or the supervisor gives up.
@@ -98,8 +117,10 @@ pub struct Server {
     addr: SocketAddr,
     /// The name of its room's process group.
     room: Arc<str>,
-    /// The supervisor of its acceptor.
+    /// Its top supervisor.
     supervisor: SupervisorPid,
+    /// The supervisor of its connections.
+    connections: DynamicSupervisorPid<Client>,
     /// The runtime it runs in.
     handle: Handle,
 }
@@ -111,9 +132,16 @@ impl Server {
         self.addr
     }
 
-    /// The supervisor of its acceptor: stopping it stops taking connections.
+    /// Its top supervisor: stopping it stops the server and closes every
+    /// connection.
     pub fn supervisor(&self) -> &SupervisorPid {
         &self.supervisor
+    }
+
+    /// The supervisor of its connections, whose children are the connections'
+    /// readers.
+    pub fn connection_supervisor(&self) -> &DynamicSupervisorPid<Client> {
+        &self.connections
     }
 
     /// The writers of the connections in the room, in the order they joined. A
@@ -147,34 +175,68 @@ pub fn serve(
     let listener = Arc::new(TcpListener::bind(addr)?);
     let addr = listener.local_addr()?;
     let room: Arc<str> = format!("chat room on {addr}").into();
+    let connections_name = format!("chat connections on {addr}");
+    let connection = {
+        let room = Arc::clone(&room);
+        move |(stream, peer): Client| {
+            let room = Arc::clone(&room);
+            ChildSpec::free_once("connection", move |cx: &mut FnContext<()>| {
+                converse(cx, stream, peer, &room, idle_timeout)
+            })
+            .shutdown(fibra::Shutdown::Timeout(STOP_TIMEOUT))
+        }
+    };
+    let connections = DynamicSupervisor::new(connection)
+        .max_children(MAX_CLIENTS)
+        .child_spec("connections")
+        .name(connections_name.clone());
     let acceptor = {
         let room = Arc::clone(&room);
         move || {
             let listener = Arc::clone(&listener);
             let room = Arc::clone(&room);
-            move |cx: &mut FnContext<()>| accept(cx, &listener, &room, idle_timeout)
+            let connections_name = connections_name.clone();
+            move |cx: &mut FnContext<()>| accept(cx, &listener, &connections_name, &room)
         }
     };
-    let supervisor = Supervisor::new(Strategy::OneForOne)
+    let supervisor = Supervisor::new(Strategy::RestForOne)
         .intensity(ACCEPTOR_RESTARTS, ACCEPTOR_PERIOD)
         .backoff(Backoff::Exponential {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(5),
         })
+        .child(connections)
         .child(ChildSpec::free("acceptor", acceptor));
     let supervisor = handle
         .spawn_supervisor(supervisor)
         .map_err(io::Error::other)?;
+    let connections = supervisor
+        .which_child("connections", START_TIMEOUT)
+        .ok()
+        .and_then(|info| info.dynamic_supervisor::<Client>())
+        .ok_or_else(|| io::Error::other("the connection supervisor did not start"))?;
     Ok(Server {
         addr,
         room,
         supervisor,
+        connections,
         handle: handle.clone(),
     })
 }
 
-/// The acceptor: spawns a connection for each client, for as long as it runs.
-fn accept(cx: &mut FnContext<()>, listener: &TcpListener, room: &Arc<str>, idle: Duration) {
+/// What the connection supervisor starts a connection with: the client's socket
+/// and address.
+pub type Client = (TcpStream, SocketAddr);
+
+/// The acceptor: has a connection started for each client, for as long as it
+/// runs.
+fn accept(cx: &mut FnContext<()>, listener: &TcpListener, connections: &str, room: &str) {
+    // Started after `connections` by a rest-for-one supervisor: it is there, unless
+    // it has just ended, and then this acceptor is about to be stopped too.
+    let Some(connections) = DynamicSupervisorPid::<Client>::whereis(&cx.runtime(), connections)
+    else {
+        cx.exit(Exit::error(io::Error::other("no connection supervisor")));
+    };
     // One turn per client, for the life of the server.
     loop {
         let (stream, peer) = match listener.accept() {
@@ -188,12 +250,11 @@ fn accept(cx: &mut FnContext<()>, listener: &TcpListener, room: &Arc<str>, idle:
                 cx.exit(Exit::error(e));
             }
         };
-        let room = Arc::clone(room);
-        let connection = move |cx: &mut FnContext<()>| converse(cx, stream, peer, &room, idle);
-        if let Err(e) = cx.try_spawn_fn(connection) {
-            // The runtime is shutting down; the client's socket closes with the
-            // closure that was not spawned.
-            tracing::warn!("cannot serve {peer}: {e}");
+        match connections.start_child((stream, peer), START_TIMEOUT) {
+            Ok(_) => {}
+            // Too many clients, or the server is going down: the client's socket
+            // closed with the spec that was not started.
+            Err(e) => tracing::warn!("cannot serve {peer} in {room}: {e}"),
         }
     }
 }

@@ -61,6 +61,48 @@
 //! * A process that overflows its stack hits a guard page; the runtime prints which
 //!   process it was and aborts.
 //!
+//! ## Supervision
+//!
+//! A [`Supervisor`] starts its children from [`ChildSpec`]s, in order, and
+//! restarts them by their [`Restart`] type and its [`Strategy`], as OTP's do; a
+//! [`DynamicSupervisor`] holds many children of one kind, started while it runs
+//! from a template and per-child arguments. Supervisors nest, and a supervisor's
+//! address ([`SupervisorPid`], [`DynamicSupervisorPid`]) reports and changes its
+//! children while it runs.
+//!
+//! ```
+//! use std::time::Duration;
+//! use fibra::prelude::*;
+//!
+//! struct Session { user: String }
+//! impl Process for Session {
+//!     type Message = ReplyTo<String>;
+//!     fn handle(&mut self, reply: ReplyTo<String>, _cx: &mut Context<Self>) {
+//!         reply.reply(format!("hello, {}", self.user));
+//!     }
+//! }
+//!
+//! let rt = Runtime::builder().workers(2).build().unwrap();
+//! let sessions = DynamicSupervisor::new(|user: String| {
+//!     ChildSpec::handler("session", move || Session { user: user.clone() })
+//!         .restart(Restart::Transient)
+//! });
+//! let top = rt
+//!     .handle()
+//!     .spawn_supervisor(
+//!         Supervisor::new(Strategy::RestForOne)
+//!             .child(sessions.child_spec("sessions")),
+//!     )
+//!     .unwrap();
+//! let t = Duration::from_secs(5);
+//! let sessions = top.which_child("sessions", t).unwrap();
+//! let sessions = sessions.dynamic_supervisor::<String>().unwrap();
+//! sessions.start_child("ada".to_string(), t).unwrap();
+//! let session = sessions.children(t).unwrap()[0].address::<ReplyTo<String>>().unwrap();
+//! assert_eq!(session.call(|r| r, t).unwrap(), "hello, ada");
+//! assert_eq!(top.count_children(t).unwrap().supervisors, 1);
+//! ```
+//!
 //! ## Time
 //!
 //! A dedicated timeout thread keeps every deadline in one heap and fires within

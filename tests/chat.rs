@@ -1,7 +1,8 @@
 //! The chat example's server (`examples/chat.rs`), driven by test clients on plain
 //! threads with `std::net` sockets: lines reach everyone but their sender, an
-//! oversized line or silence closes only that client, and a connection or acceptor
-//! that dies takes nothing else down.
+//! oversized line or silence closes only that client, a connection or acceptor
+//! that dies takes nothing else down, and every connection is a child of the
+//! server's connection supervisor, closed when the server stops.
 //!
 //! Every read is bounded by [`PATIENCE`], and a watchdog aborts a test that runs
 //! longer than [`WATCHDOG`], so a broken server fails the run instead of hanging it.
@@ -279,13 +280,18 @@ fn a_dead_connection_or_acceptor_takes_nothing_else_down() {
 
     // Kill the acceptor: the supervisor starts another on the same socket, and new
     // clients get in, while the ones in the room never notice.
-    let children = server.supervisor().children(PATIENCE).unwrap();
-    let acceptor = children[0].pid().cloned().expect("no acceptor");
-    acceptor.kill();
+    let acceptor = server
+        .supervisor()
+        .which_child("acceptor", PATIENCE)
+        .unwrap();
+    acceptor.pid().cloned().expect("no acceptor").kill();
     let until = Instant::now() + PATIENCE;
     loop {
-        let children = server.supervisor().children(PATIENCE).unwrap();
-        if children[0].restarts() == 1 {
+        let acceptor = server
+            .supervisor()
+            .which_child("acceptor", PATIENCE)
+            .unwrap();
+        if acceptor.restarts() == 1 && acceptor.pid().is_some() {
             break;
         }
         assert!(Instant::now() < until, "the acceptor was not restarted");
@@ -296,4 +302,52 @@ fn a_dead_connection_or_acceptor_takes_nothing_else_down() {
     assert_eq!(dan.chat_line(), bob.said("welcome, dan"));
     assert_eq!(ann.chat_line(), bob.said("welcome, dan"));
     assert!(server.supervisor().is_alive());
+}
+
+#[test]
+fn connections_are_supervised_and_close_when_the_server_stops() {
+    let _watchdog = Watchdog::start("connections_are_supervised_and_close_when_the_server_stops");
+    let (runtime, server) = start_server(LONG_IDLE);
+    let mut ann = Client::join(&server);
+    let mut bob = Client::join(&server);
+    let connections = server.connection_supervisor();
+    let counts = connections.count_children(PATIENCE).unwrap();
+    assert_eq!((counts.active, counts.workers), (2, 2));
+    for child in connections.children(PATIENCE).unwrap() {
+        assert_eq!(child.restart(), Restart::Temporary);
+    }
+
+    // A connection that ends leaves its supervisor and is not restarted.
+    let cid = Client::join(&server);
+    drop(cid);
+    let until = Instant::now() + PATIENCE;
+    while connections.count_children(PATIENCE).unwrap().active != 2 {
+        assert!(Instant::now() < until, "cid's connection did not end");
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    // Stopping the server closes every connection, writers included, before the
+    // supervisor ends.
+    let supervisor = server.supervisor().clone();
+    let connections_pid = connections.any();
+    runtime.block_on(move |cx| {
+        let top = cx.monitor(&supervisor);
+        let below = cx.monitor(&connections_pid);
+        supervisor.stop();
+        let mut ended = Vec::new();
+        while ended.len() < 2 {
+            if let Notice::Down(down) = cx.receive_notice() {
+                assert_eq!(down.reason, Exit::Stopped);
+                ended.push(down.monitor);
+            }
+        }
+        assert_eq!(ended, [below, top], "the connections end before the server");
+    });
+    ann.expect_closed();
+    bob.expect_closed();
+    let until = Instant::now() + PATIENCE;
+    while !server.connections().is_empty() {
+        assert!(Instant::now() < until, "writers outlived the server");
+        thread::sleep(Duration::from_millis(10));
+    }
 }
