@@ -42,6 +42,7 @@
 //! | `timeout_churn` | fibra only: 2 processes, 500,000 round trips, every receive a `receive_timeout(1 s)` that gets its message in time | `calls_per_sec`: `receive_timeout` calls (1,000,000, both processes) / wall time |
 //! | `call` | a caller and a server, 1,000,000 request/reply round trips; fibra: a handler process answering `Pid::call` requests, each call with a 5 s timeout; tokio: a task answering `(n, oneshot::Sender)` pairs from an unbounded `mpsc`, the caller awaiting the `oneshot` with no timeout (fibra's `call` always carries one) | `ns_per_call`: wall time / calls |
 //! | `restart` | fibra only: a one-for-one supervisor with one permanent handler child, registered under a name; the child is made to panic 10,000 times | `crashes`; `p50_us`, `p99_us`: median and 99th percentile, in µs, of the time from sending the crash to a new incarnation answering a call |
+//! | `dynamic_churn` | one child per cycle, 100,000 cycles: fibra: a `DynamicSupervisor` starts a handler child with the cycle's number (`start_child_typed`), the driver calls it once, and `terminate_child` stops it and returns once it has ended; tokio: a task spawned into a `JoinSet` gets a `oneshot` sender through another `oneshot`, answers through it, is aborted, and `join_next` awaits its end | `cycles`; `ns_per_cycle`: wall time / cycles |
 //! | `blocking` | fibra only: 8 processes each make 20,000 calls, one after another, of `fibra::blocking(|| n)`, which runs the closure on the blocking pool while only the calling process waits | `calls_per_sec`: calls (160,000) / time from spawning the first process to the last result |
 //! | `tcp_echo` | an acceptor spawns one echo process (task) per connection; 100 client processes (tasks) each make 10,000 round trips of 64 bytes over loopback, server and clients in the one OS process; fibra: `fibra::net`, tokio: `tokio::net` | `clients`, `requests` (1,000,000); `req_per_sec`: requests / time from spawning the first client to the last client's last response; `cpu_us_per_req`: user plus system CPU time of the whole child process (runtime start to shutdown included) / requests |
 //! | `idle_cpu` | a default runtime with nothing to do (`connections=0`), and one serving 1,000 idle connections, each by a process (task) blocked in a socket read whose client never sends; 10 s watched | `cpu_pct`: user plus system CPU time of the whole child process over the 10 s, as a share of one core |
@@ -81,6 +82,12 @@
 //! supervisor allows 1,000,000 restarts a second, far more than the workload makes, so
 //! it never gives up; the deliberate panics are kept off stderr by a panic hook. The
 //! target is `p99_us` at most 50.
+//!
+//! In `dynamic_churn` every fibra cycle is three round trips through the supervisor
+//! process (start, then terminate, which waits for the child's `Down`) and one call of
+//! the child; the tokio cycle has no supervisor, only the `JoinSet`, and the aborted
+//! task's end is awaited as `terminate_child` awaits the child's. The target is fibra
+//! at most 1.0 times tokio's `ns_per_cycle`.
 //!
 //! In `blocking` each call's closure returns a number unique to the call, which the caller
 //! checks. There are more calling processes than workers, so that calls overlap and the
@@ -224,7 +231,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 15] = [
+const WORKLOADS: [Workload; 16] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -308,6 +315,15 @@ const WORKLOADS: [Workload; 15] = [
         name: "restart",
         fibra: &[Case::only(|| calls::restart(on_fibra::restart()))],
         tokio: &[],
+    },
+    Workload {
+        name: "dynamic_churn",
+        fibra: &[Case::only(|| {
+            calls::dynamic_churn(on_fibra::dynamic_churn())
+        })],
+        tokio: &[Case::only(|| {
+            calls::dynamic_churn(on_tokio::dynamic_churn())
+        })],
     },
     Workload {
         name: "blocking",

@@ -1,4 +1,4 @@
-//! What the request/reply workloads (`call`, `restart`) share between the runtimes:
+//! What the request/reply workloads (`call`, `restart`, `dynamic_churn`) share between the runtimes:
 //! their sizes, the answer a server gives, and the checks and metrics computed from
 //! what the drivers saw.
 
@@ -31,6 +31,12 @@ pub const RESTART_CHILD: &str = "bench-restart-child";
 /// restart takes microseconds; one that takes seconds is lost, not slow.
 pub const RESTART_PATIENCE: Duration = Duration::from_secs(5);
 
+/// Cycles timed in `dynamic_churn`.
+pub const CHURN_CYCLES: u64 = 100_000;
+/// Cycles run before the clock starts, so that the supervisor's maps, the stack pool
+/// and the allocator have seen a few children. Picked out of thin air.
+pub const CHURN_WARM_UP: u64 = 1_000;
+
 /// What a server answers to request `n`. Not `n` itself, so that a server that echoes
 /// or a reply to another request fails the caller's check.
 pub fn answer(n: u64) -> u64 {
@@ -41,6 +47,16 @@ pub fn answer(n: u64) -> u64 {
 /// was checked against [`answer`] by the caller as it came.
 pub fn call(elapsed: Duration) -> String {
     format!("ns_per_call={:.1}", ns_per(elapsed, CALLS))
+}
+
+/// The `dynamic_churn` metric: wall time per cycle (a child started, called once
+/// and stopped), over `CHURN_CYCLES` cycles. Each reply was checked against
+/// [`answer`] as it came, and each child's end awaited.
+pub fn dynamic_churn(elapsed: Duration) -> String {
+    format!(
+        "cycles={CHURN_CYCLES} ns_per_cycle={:.1}",
+        ns_per(elapsed, CHURN_CYCLES)
+    )
 }
 
 /// What a restart run saw.

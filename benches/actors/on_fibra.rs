@@ -13,8 +13,8 @@ use fibra::net::{TcpListener, TcpStream};
 use fibra::prelude::*;
 
 use super::calls::{
-    answer, RestartOutcome, CALLS, CALL_TIMEOUT, RESTART_CHILD, RESTART_CRASHES, RESTART_INTENSITY,
-    RESTART_PATIENCE, RESTART_PERIOD, RESTART_WARM_UP,
+    answer, RestartOutcome, CALLS, CALL_TIMEOUT, CHURN_CYCLES, CHURN_WARM_UP, RESTART_CHILD,
+    RESTART_CRASHES, RESTART_INTENSITY, RESTART_PATIENCE, RESTART_PERIOD, RESTART_WARM_UP,
 };
 use super::io::{
     connect_idle_clients, idle_cpu, tcp_echo_request, TcpEchoOutcome, BLOCKING_CALLS,
@@ -617,6 +617,49 @@ pub fn restart() -> RestartOutcome {
         let restarts = child.restarts();
         supervisor.stop();
         RestartOutcome { samples, restarts }
+    })
+}
+
+/// A `dynamic_churn` child: answers every call with [`answer`] of the number it was
+/// started with.
+struct Job {
+    n: u64,
+}
+
+impl Process for Job {
+    type Message = ReplyTo<u64>;
+
+    fn handle(&mut self, reply_to: ReplyTo<u64>, _cx: &mut Context<Self>) {
+        reply_to.reply(answer(self.n));
+    }
+}
+
+/// `dynamic_churn`: a dynamic supervisor of `Job`s; each cycle starts one with the
+/// cycle's number, calls it, and terminates it, which returns once it has ended.
+pub fn dynamic_churn() -> Duration {
+    run(|cx: &mut FnContext<()>| {
+        let jobs = DynamicSupervisor::new(|n: u64| ChildSpec::handler("job", move || Job { n }))
+            .spawn(&cx.runtime())
+            .expect("spawning the supervisor");
+        let cycles = |from: u64, count: u64| {
+            for n in from..from + count {
+                let job: Pid<ReplyTo<u64>> = jobs
+                    .start_child_typed(n, CALL_TIMEOUT)
+                    .expect("starting a job");
+                let reply = job.call(|reply_to| reply_to, CALL_TIMEOUT).expect(GONE);
+                assert_eq!(reply, answer(n), "wrong reply from job {n}");
+                jobs.terminate_child(&job.any(), CALL_TIMEOUT)
+                    .expect("terminating a job");
+            }
+        };
+        cycles(0, CHURN_WARM_UP);
+        let start = Instant::now();
+        cycles(CHURN_WARM_UP, CHURN_CYCLES);
+        let elapsed = start.elapsed();
+        let counts = jobs.count_children(CALL_TIMEOUT).expect(GONE);
+        assert_eq!(counts.specs, 0, "terminated jobs are still kept");
+        jobs.stop();
+        elapsed
     })
 }
 

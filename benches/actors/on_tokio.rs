@@ -13,8 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Builder;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::oneshot;
+use tokio::task::JoinSet;
 
-use super::calls::{answer, CALLS};
+use super::calls::{answer, CALLS, CHURN_CYCLES, CHURN_WARM_UP};
 use super::io::{
     connect_idle_clients, idle_cpu, tcp_echo_request, TcpEchoOutcome, TCP_ECHO_CLIENTS,
     TCP_ECHO_PATIENCE, TCP_ECHO_REQUESTS, TCP_ECHO_SIZE,
@@ -295,6 +296,43 @@ pub fn call() -> Duration {
         let start = Instant::now();
         call_each(CALLS).await;
         start.elapsed()
+    })
+}
+
+/// `dynamic_churn`: each cycle spawns a task into a `JoinSet` with the cycle's
+/// number, asks it for its answer through a `oneshot` it receives by another, aborts
+/// it and awaits its end.
+pub fn dynamic_churn() -> Duration {
+    run(async {
+        let mut jobs = JoinSet::new();
+        let mut cycles = async |from: u64, count: u64| {
+            for n in from..from + count {
+                let (ask, asked) = oneshot::channel::<oneshot::Sender<u64>>();
+                let job = jobs.spawn(async move {
+                    if let Ok(reply_to) = asked.await {
+                        let _ = reply_to.send(answer(n));
+                    }
+                    // Runs on, answering nothing more, until it is aborted.
+                    std::future::pending::<()>().await;
+                });
+                let (reply_to, reply) = oneshot::channel();
+                ask.send(reply_to).expect(CLOSED);
+                let reply = reply.await.expect("a job dropped its request");
+                assert_eq!(reply, answer(n), "wrong reply from job {n}");
+                job.abort();
+                let ended = jobs.join_next().await.expect("no job to await");
+                assert!(
+                    ended.is_err_and(|e| e.is_cancelled()),
+                    "job {n} was not aborted"
+                );
+            }
+        };
+        cycles(0, CHURN_WARM_UP).await;
+        let start = Instant::now();
+        cycles(CHURN_WARM_UP, CHURN_CYCLES).await;
+        let elapsed = start.elapsed();
+        assert!(jobs.is_empty(), "aborted jobs are still kept");
+        elapsed
     })
 }
 

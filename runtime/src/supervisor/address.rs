@@ -46,6 +46,10 @@ pub enum ChildError {
     /// A dynamic supervisor has as many children as it may have
     /// ([`DynamicSupervisor::max_children`](super::DynamicSupervisor::max_children)).
     MaxChildren(usize),
+    /// A dynamic supervisor started this child, which runs, but it takes
+    /// messages of another type than the caller asked for
+    /// ([`DynamicSupervisorPid::start_child_typed`](super::DynamicSupervisorPid::start_child_typed)).
+    WrongType(AnyPid),
     /// The supervisor did not answer (it ended, or the call timed out).
     Call(CallError),
 }
@@ -59,6 +63,9 @@ impl fmt::Display for ChildError {
             ChildError::StartFailed(reason) => write!(f, "the child failed to start: {reason}"),
             ChildError::MaxChildren(max) => {
                 write!(f, "the supervisor has its maximum of {max} children")
+            }
+            ChildError::WrongType(pid) => {
+                write!(f, "the child {} takes messages of another type", pid.id())
             }
             ChildError::Call(err) => write!(f, "the supervisor did not answer: {err}"),
         }

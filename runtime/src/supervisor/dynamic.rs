@@ -2,6 +2,7 @@
 //! template with per-child arguments (OTP's `simple_one_for_one`, Elixir's
 //! `DynamicSupervisor`).
 
+use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -18,13 +19,16 @@ use super::address::{ChildCounts, ChildError, ChildInfo};
 use super::spec::spawn_failure;
 use super::{Backoff, ChildSpec, MAX_RESTARTS, PERIOD};
 
+/// A child just started: its process, and its typed address as its spec made it.
+pub(crate) type Started = (AnyPid, Arc<dyn Any + Send + Sync>);
+
 /// Makes the spec of one child from its arguments.
 pub(super) type Template<A> = dyn Fn(A) -> ChildSpec + Send + Sync;
 
 /// What a dynamic supervisor's mailbox takes.
 pub(crate) enum DynControl<A> {
     /// Start a child from the template with these arguments.
-    Start(A, ReplyTo<Result<AnyPid, ChildError>>),
+    Start(A, ReplyTo<Result<Started, ChildError>>),
     /// Stop this child and forget it.
     Terminate(ProcessId, ReplyTo<Result<(), ChildError>>),
     /// Report the children.
@@ -241,6 +245,51 @@ impl<A: Send + 'static> DynamicSupervisorPid<A> {
     /// fails (nothing is kept), and [`ChildError::Call`] when the supervisor has
     /// ended or did not answer in time.
     pub fn start_child(&self, args: A, timeout: Duration) -> Result<AnyPid, ChildError> {
+        self.start(args, timeout).map(|(pid, _)| pid)
+    }
+
+    /// Starts a child as [`start_child`](Self::start_child) does, and returns its
+    /// typed address, to send to or call at once: `M` is the message type of the
+    /// process the template's spec starts.
+    ///
+    /// If the child takes messages of another type it runs on, supervised, and
+    /// the error, [`ChildError::WrongType`], hands back its process.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// struct Echo;
+    /// impl Process for Echo {
+    ///     type Message = ReplyTo<&'static str>;
+    ///     fn handle(&mut self, reply: ReplyTo<&'static str>, _cx: &mut Context<Self>) {
+    ///         reply.reply("echo");
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// let sup = DynamicSupervisor::new(|(): ()| ChildSpec::handler("echo", || Echo))
+    ///     .spawn(&rt.handle())
+    ///     .unwrap();
+    /// let t = Duration::from_secs(5);
+    /// let echo: Pid<ReplyTo<&'static str>> = sup.start_child_typed((), t).unwrap();
+    /// assert_eq!(echo.call(|r| r, t).unwrap(), "echo");
+    /// let wrong = sup.start_child_typed::<u64>((), t).unwrap_err();
+    /// assert!(matches!(wrong, ChildError::WrongType(_)));
+    /// ```
+    pub fn start_child_typed<M: Send + 'static>(
+        &self,
+        args: A,
+        timeout: Duration,
+    ) -> Result<Pid<M>, ChildError> {
+        let (pid, typed) = self.start(args, timeout)?;
+        typed
+            .downcast_ref::<Pid<M>>()
+            .cloned()
+            .ok_or(ChildError::WrongType(pid))
+    }
+
+    fn start(&self, args: A, timeout: Duration) -> Result<Started, ChildError> {
         self.pid
             .call(|reply| DynControl::Start(args, reply), timeout)
             .map_err(ChildError::Call)?

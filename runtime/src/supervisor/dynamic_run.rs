@@ -24,7 +24,7 @@ use crate::signal::{Notice, Terminated};
 use crate::time::deadline_after;
 
 use super::address::{ChildError, ChildInfo, SupervisorError};
-use super::dynamic::{DynControl, DynamicSupervisor, Template};
+use super::dynamic::{DynControl, DynamicSupervisor, Started, Template};
 use super::intensity::RestartWindow;
 use super::run::{start_incarnation, supervise, Incarnation, Supervising};
 use super::spec::{ChildSpec, Restart, Shutdown};
@@ -151,6 +151,11 @@ impl<A: Send + 'static> Supervising<DynControl<A>> for Dynamic<A> {
                 self.decide(ended);
                 continue;
             }
+            if self.pending.is_empty() {
+                let received = cx.receive_either();
+                self.take(cx, received);
+                continue;
+            }
             let now = Instant::now();
             if let Some(k) = self.pending.iter().position(|p| p.due <= now) {
                 // A retry of a restart that failed looks at the mailbox once and
@@ -167,11 +172,8 @@ impl<A: Send + 'static> Supervising<DynControl<A>> for Dynamic<A> {
                 continue;
             }
             let next = self.pending.iter().map(|p| p.due).min();
-            let received = match next {
-                Some(due) => cx.receive_either_timeout(due.saturating_duration_since(now)),
-                None => Some(cx.receive_either()),
-            };
-            if let Some(received) = received {
+            let next = next.expect("restarts are pending");
+            if let Some(received) = cx.receive_either_timeout(next.saturating_duration_since(now)) {
                 self.take(cx, received);
             }
         }
@@ -220,7 +222,7 @@ impl<A: Send + 'static> Dynamic<A> {
     }
 
     /// Starts a new child from the template.
-    fn start_child(&mut self, args: A) -> Result<AnyPid, ChildError> {
+    fn start_child(&mut self, args: A) -> Result<Started, ChildError> {
         if let Some(max) = self.max_children {
             if self.running.len() + self.pending.len() + self.ended.len() >= max {
                 return Err(ChildError::MaxChildren(max));
@@ -234,7 +236,7 @@ impl<A: Send + 'static> Dynamic<A> {
             ChildError::StartFailed(Exit::Panicked(panic_message(payload.as_ref())))
         })?;
         let run = start_incarnation(&self.me, &spec).map_err(ChildError::StartFailed)?;
-        let pid = run.pid.clone();
+        let started = (run.pid.clone(), Arc::clone(&run.typed));
         let record = Record {
             spec,
             seq: self.next_seq,
@@ -243,14 +245,14 @@ impl<A: Send + 'static> Dynamic<A> {
         };
         self.next_seq += 1;
         self.running.insert(
-            pid.id(),
+            started.0.id(),
             Child {
                 record,
                 run,
                 stopping: false,
             },
         );
-        Ok(pid)
+        Ok(started)
     }
 
     /// Takes in a notice: a child's exit reason or end, or the parent's exit.
