@@ -486,3 +486,117 @@ fn spawn_named_registers_a_process_before_it_first_runs() {
         assert_eq!(handle.whereis::<()>("taken"), Some(first));
     });
 }
+
+#[test]
+fn a_monitor_by_name_follows_the_process_it_found() {
+    within(30, || {
+        let rt = runtime();
+        rt.block_on(|cx| {
+            let handle = cx.runtime();
+            assert_eq!(cx.monitor_named("cache"), Err(Exit::NoProc));
+            let first = cx.spawn_fn(echo::<()>);
+            handle.register("cache", &first.pid()).unwrap();
+            let watch = cx.monitor_named("cache").unwrap();
+            // The name moves to another process; the monitor stays with the first.
+            assert!(handle.unregister("cache"));
+            let second = cx.spawn_fn(echo::<()>);
+            handle.register("cache", &second.pid()).unwrap();
+            second.pid().send(()).unwrap();
+            second.join().unwrap();
+            first.pid().any().kill();
+            loop {
+                if let Notice::Down(down) = cx.receive_notice() {
+                    assert_eq!(down.monitor, watch);
+                    assert_eq!(down.id, first.pid().id());
+                    assert_eq!(down.reason, Exit::Killed);
+                    break;
+                }
+            }
+        });
+    });
+}
+
+/// Takes `linger` to stop, after it is told to.
+struct Slow {
+    linger: std::time::Duration,
+}
+
+impl Process for Slow {
+    type Message = ();
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+    fn stopped(&mut self, cx: &mut Context<Self>) {
+        cx.sleep(self.linger);
+    }
+}
+
+#[test]
+fn stop_and_wait_returns_once_the_process_has_ended() {
+    use std::time::Duration;
+    within(30, || {
+        let rt = runtime();
+        let t = Duration::from_secs(10);
+        // From a plain thread.
+        let slow = rt
+            .spawn(Slow {
+                linger: Duration::from_millis(20),
+            })
+            .unwrap()
+            .any();
+        assert_eq!(slow.stop_and_wait(t), Ok(Exit::Stopped));
+        assert!(!slow.is_alive(), "returned before the end");
+        assert_eq!(slow.stop_and_wait(t), Err(StopError::NoProc));
+
+        // From a process, and by name.
+        let handle = rt.handle();
+        let named = handle
+            .spawn_named(
+                "slow",
+                Slow {
+                    linger: Duration::from_millis(20),
+                },
+            )
+            .unwrap();
+        rt.block_on(move |cx| {
+            let watch = cx.monitor(&named);
+            assert_eq!(
+                cx.runtime().stop_named_and_wait("slow", t),
+                Ok(Exit::Stopped)
+            );
+            // Its Down is on its way already, or here.
+            assert!(!named.is_alive());
+            loop {
+                if let Notice::Down(down) = cx.receive_notice() {
+                    assert_eq!(down.monitor, watch);
+                    break;
+                }
+            }
+            assert_eq!(
+                cx.runtime().stop_named_and_wait("slow", t),
+                Err(StopError::NoProc)
+            );
+            assert_eq!(cx.me().stop_and_wait(t), Err(StopError::StoppingSelf));
+        });
+    });
+}
+
+#[test]
+fn stop_and_wait_times_out_and_the_stop_stands() {
+    use std::time::Duration;
+    within(30, || {
+        let rt = runtime();
+        let slow = rt
+            .spawn(Slow {
+                linger: Duration::from_millis(300),
+            })
+            .unwrap()
+            .any();
+        assert_eq!(
+            slow.stop_and_wait(Duration::from_millis(10)),
+            Err(StopError::Timeout)
+        );
+        assert!(slow.is_alive());
+        // It ends all the same, once its hook is done.
+        let ended = slow.stop_and_wait(Duration::from_secs(10));
+        assert_eq!(ended, Ok(Exit::Stopped));
+    });
+}

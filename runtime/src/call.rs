@@ -98,7 +98,7 @@ use parking_lot::Mutex;
 
 use crate::carrier::{with_current, with_suspendable, Frame, Suspend, Suspended};
 use crate::error::Exit;
-use crate::process::{Pid, Run, Task};
+use crate::process::{AnyPid, Pid, Run, Task};
 use crate::signal::{on_exit, remove_exit_hook, ExitHook, ExitSink, HookId};
 use crate::state::Wait;
 use crate::time::{deadline_after, WaitTimer};
@@ -548,6 +548,75 @@ where
     }
     // Steps 3 to 6; step 7 when `call` drops.
     call.wait(timeout)
+}
+
+/// Why [`AnyPid::stop_and_wait`] returned before the process had ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopError {
+    /// The process had ended before the stop was sent (OTP's `noproc`); nothing
+    /// was sent.
+    NoProc,
+    /// The process was still running when the timeout passed (a `stopped` hook
+    /// that takes longer, or a free-running process that never blocks). The stop
+    /// stands: it ends at its next chance.
+    Timeout,
+    /// A process asked to wait for its own end, which could never come while it
+    /// waits; nothing was sent.
+    StoppingSelf,
+}
+
+impl fmt::Display for StopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopError::NoProc => f.write_str("the process had ended already"),
+            StopError::Timeout => f.write_str("the process had not ended by the timeout"),
+            StopError::StoppingSelf => f.write_str("a process cannot wait for its own end"),
+        }
+    }
+}
+
+impl std::error::Error for StopError {}
+
+/// [`AnyPid::stop_and_wait`]: a call with no request, whose only outcome is the
+/// target's exit (steps 1, 3 and 7 of the protocol; `signal` takes step 2's place).
+pub(crate) fn signal_and_wait(
+    target: &AnyPid,
+    signal: impl FnOnce(),
+    timeout: Duration,
+) -> Result<Exit, StopError> {
+    let callee = Arc::clone(&target.0);
+    let waiting_on_self = with_current(|frame| {
+        frame.is_some_and(|frame| process_address(frame.process()) == process_address(&*callee))
+    });
+    if waiting_on_self {
+        return Err(StopError::StoppingSelf);
+    }
+    if callee.header().state.is_exited() {
+        return Err(StopError::NoProc);
+    }
+    let slot = Arc::new(Slot::<()>::new(process_address(&*callee)));
+    let hook = on_exit(
+        &*callee,
+        ExitHook::Sink(Arc::clone(&slot) as Arc<dyn ExitSink>),
+    );
+    let Some(hook) = hook else {
+        return Err(StopError::NoProc);
+    };
+    let mut wait = Call {
+        slot,
+        callee,
+        hook,
+        closed: false,
+    };
+    signal();
+    // No `ReplyTo` exists, so only the exit hook or the timeout settles the slot.
+    match wait.wait(timeout) {
+        Err(CallError::Exited(exit)) => Ok(exit),
+        Err(CallError::Timeout) => Err(StopError::Timeout),
+        Ok(()) | Err(CallError::NoReply | CallError::CallingSelf) => {
+            unreachable!("nothing but an exit or the timeout settles a stop's slot")
+        }
+    }
 }
 
 /// Request and reply: the calling side of [`Pid`].

@@ -78,7 +78,7 @@ mod state;
 #[cfg(not(loom))]
 pub use blocking::blocking;
 #[cfg(not(loom))]
-pub use call::{CallError, ReplyTo};
+pub use call::{CallError, ReplyTo, StopError};
 #[cfg(not(loom))]
 pub use error::{BuildError, Exit, ExitError, SendError, SpawnError};
 #[cfg(not(loom))]

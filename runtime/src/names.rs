@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::call::{CallError, ReplyTo};
+use crate::call::{CallError, ReplyTo, StopError};
 use crate::error::{Exit, SendError, SpawnError};
 use crate::handler::Process;
 use crate::process::{AnyPid, Pid};
@@ -139,6 +139,16 @@ impl Handle {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Stops the process registered under `name` and waits for its end (see
+    /// [`AnyPid::stop_and_wait`]), whatever its message type; fails with
+    /// [`StopError::NoProc`] at once if no live process holds the name.
+    pub fn stop_named_and_wait(&self, name: &str, timeout: Duration) -> Result<Exit, StopError> {
+        match self.whereis_any(name) {
+            Some(pid) => pid.stop_and_wait(timeout),
+            None => Err(StopError::NoProc),
         }
     }
 

@@ -29,9 +29,11 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fibra_mailbox::Mailbox;
 
+use crate::call::StopError;
 use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
 use crate::rights::{wake_at, Waker};
@@ -410,6 +412,42 @@ impl AnyPid {
     /// exits with [`Exit::Stopped`] at its next blocking call.
     pub fn stop(&self) {
         crate::signal::deliver(&*self.0, Signal::Stop);
+    }
+
+    /// Stops the process as [`stop`](Self::stop) does and waits, at most
+    /// `timeout`, until it has ended; returns the reason it ended with:
+    /// [`Exit::Stopped`], or whatever ended it first. OTP's `gen_server:stop/3`,
+    /// callable from a process (which suspends) or from any thread (which blocks).
+    ///
+    /// Fails with [`StopError::NoProc`] if it had ended already,
+    /// [`StopError::StoppingSelf`] when a process names itself, and
+    /// [`StopError::Timeout`] if it still runs at the timeout (the stop stands).
+    /// Unlike OTP's, the reason is always `Stopped`: a process's graceful end has
+    /// one reason, which its supervisor and links read as a clean shutdown; to end
+    /// a process with another reason, send it [`Scope::send_exit`](crate::Scope::send_exit).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// struct Flusher;
+    /// impl Process for Flusher {
+    ///     type Message = ();
+    ///     fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+    ///     fn stopped(&mut self, cx: &mut Context<Self>) {
+    ///         cx.sleep(Duration::from_millis(10)); // flushes something
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// let flusher = rt.spawn(Flusher).unwrap().any();
+    /// let t = Duration::from_secs(5);
+    /// assert_eq!(flusher.stop_and_wait(t), Ok(Exit::Stopped));
+    /// assert!(!flusher.is_alive());
+    /// assert_eq!(flusher.stop_and_wait(t), Err(StopError::NoProc));
+    /// ```
+    pub fn stop_and_wait(&self, timeout: Duration) -> Result<Exit, StopError> {
+        crate::call::signal_and_wait(self, || self.stop(), timeout)
     }
 }
 

@@ -51,6 +51,32 @@ impl Scope<'_> {
         signal::monitor(&self.frame.task(), &target.into().0)
     }
 
+    /// Watches the process registered under `name` now (see [`monitor`](Self::monitor)):
+    /// the name is looked up once, so the monitor follows that process, not the
+    /// name. Fails with [`Exit::NoProc`] if no live process holds the name; OTP
+    /// delivers a `Down` with `noproc` then, which fibra says at once instead.
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// rt.block_on(|cx| {
+    ///     let worker = cx.spawn_fn(|cx: &mut FnContext<()>| cx.receive());
+    ///     cx.runtime().register("worker", &worker.pid()).unwrap();
+    ///     let monitor = cx.monitor_named("worker").unwrap();
+    ///     worker.pid().send(()).unwrap();
+    ///     match cx.receive_notice() {
+    ///         Notice::Down(down) => assert_eq!(down.monitor, monitor),
+    ///         other => panic!("{other:?}"),
+    ///     }
+    ///     assert_eq!(cx.monitor_named("worker"), Err(Exit::NoProc));
+    /// });
+    /// ```
+    pub fn monitor_named(&self, name: &str) -> Result<MonitorRef, Exit> {
+        let target = self.runtime().whereis_any(name).ok_or(Exit::NoProc)?;
+        Ok(self.monitor(target))
+    }
+
     /// Stops watching: once this returns, no `Down` for `monitor` arrives, not
     /// even one that was already on its way. Only the process that created the
     /// monitor can remove it, as in OTP: called by any other process (a copy of
