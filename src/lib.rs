@@ -140,7 +140,7 @@ pub use fibra_runtime::{
     DynamicSupervisorPid, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
     SupervisorError, SupervisorPid,
 };
-pub use fibra_runtime::{CallError, ReplyTo, StopError};
+pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
 
 /// The names most programs need: `use fibra::prelude::*;`.
 pub mod prelude {
@@ -152,7 +152,7 @@ pub mod prelude {
         Backoff, ChildSpec, DynamicSupervisor, DynamicSupervisorPid, Restart, Shutdown,
         SpawnSupervisor, Strategy, Supervisor, SupervisorPid,
     };
-    pub use fibra_runtime::{CallError, ReplyTo, StopError};
+    pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
 }
 
 /// The README's examples, compiled and run as doc tests so they stay true.

@@ -371,7 +371,7 @@ impl<R: 'static> fmt::Debug for ReplyTo<R> {
 
 /// The caller's side of a call in progress. Dropping it, on return or while the
 /// caller unwinds, closes the slot and removes the exit hook (step 7).
-struct Call<R> {
+pub(crate) struct Call<R> {
     /// The slot shared with the `ReplyTo`.
     slot: Arc<Slot<R>>,
     /// The callee.
@@ -385,7 +385,7 @@ struct Call<R> {
 impl<R> Call<R> {
     /// Waits for the outcome, at most `timeout`: suspends the calling process, or
     /// parks the calling thread outside any process.
-    fn wait(&mut self, timeout: Duration) -> Result<R, CallError> {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Result<R, CallError> {
         with_suspendable(|frame| match frame {
             Some(frame) => self.wait_in_process(frame, timeout),
             // A process that unwinds may not suspend: it blocks its thread instead,
@@ -398,34 +398,36 @@ impl<R> Call<R> {
         })
     }
 
-    /// Takes the final outcome, or gives up if the deadline has passed; otherwise
-    /// records the waiter that `make_waiter` gives (unless one of its kind is
-    /// recorded already) and returns None.
-    fn poll(
-        &mut self,
-        deadline: Instant,
-        is_recorded: fn(&Waiter) -> bool,
-        make_waiter: impl FnOnce() -> Waiter,
-    ) -> Option<Result<R, CallError>> {
+    /// Takes the final outcome if there is one, closing the slot; otherwise records
+    /// `waiting`'s waiter, unless one of its kind is recorded already.
+    pub(crate) fn take_or_watch(&mut self, waiting: &Waiting<'_>) -> Option<Result<R, CallError>> {
         let mut state = self.slot.state.lock();
         if let Some(result) = state.take(&self.callee) {
             self.closed = true;
             return Some(result);
         }
-        if Instant::now() >= deadline {
-            state.reply = Reply::Closed;
-            state.waiter = Waiter::None;
-            self.closed = true;
-            return Some(Err(CallError::Timeout));
-        }
-        if !is_recorded(&state.waiter) {
-            state.waiter = make_waiter();
+        if !waiting.is_recorded(&state.waiter) {
+            state.waiter = waiting.waiter();
         }
         None
     }
 
+    /// Takes the final outcome if there is one, or else closes the slot with a
+    /// timeout, in one critical section: a reply racing the deadline is either
+    /// taken here or refused.
+    fn take_or_time_out(&mut self) -> Result<R, CallError> {
+        let mut state = self.slot.state.lock();
+        let result = state.take(&self.callee).unwrap_or_else(|| {
+            state.reply = Reply::Closed;
+            state.waiter = Waiter::None;
+            Err(CallError::Timeout)
+        });
+        self.closed = true;
+        result
+    }
+
     /// Takes the final outcome if there is one, closing the slot.
-    fn try_take(&mut self) -> Option<Result<R, CallError>> {
+    pub(crate) fn try_take(&mut self) -> Option<Result<R, CallError>> {
         let result = self.slot.state.lock().take(&self.callee);
         self.closed = result.is_some();
         result
@@ -445,15 +447,63 @@ impl<R> Call<R> {
             }
         }
         let deadline = deadline_after(timeout);
+        wait_event(Some(frame), deadline, |waiting| self.take_or_watch(waiting))
+            .unwrap_or_else(|| self.take_or_time_out())
+    }
+
+    fn wait_on_thread(&mut self, deadline: Instant) -> Result<R, CallError> {
+        wait_event(None, deadline, |waiting| self.take_or_watch(waiting))
+            .unwrap_or_else(|| self.take_or_time_out())
+    }
+}
+
+/// Who waits for an event: the running process, or the calling thread.
+pub(crate) enum Waiting<'a> {
+    /// The process of this frame, suspended in an event wait.
+    Process(&'a Frame<'a>),
+    /// The calling thread, parked.
+    Thread,
+}
+
+impl Waiting<'_> {
+    /// The waiter to record where the event will come from.
+    pub(crate) fn waiter(&self) -> Waiter {
+        match self {
+            Waiting::Process(frame) => Waiter::Process(frame.task()),
+            Waiting::Thread => Waiter::Thread(thread::current()),
+        }
+    }
+
+    /// Whether `waiter` is of this kind already (it is then this one: a slot's
+    /// waiter is only ever its one caller).
+    pub(crate) fn is_recorded(&self, waiter: &Waiter) -> bool {
+        match self {
+            Waiting::Process(_) => matches!(waiter, Waiter::Process(_)),
+            Waiting::Thread => matches!(waiter, Waiter::Thread(_)),
+        }
+    }
+}
+
+/// Waits until `poll` has an outcome, or `deadline` has passed (then None): as the
+/// process of `frame`, suspended in event waits bounded by a timer, or else as
+/// the calling thread, parked. `poll` takes the outcome if there is one, and
+/// otherwise records the waiter it is handed wherever the outcome will come
+/// from. A wake-up proves nothing (every signal interrupts a wait, and a
+/// notification can be left over from an earlier event), so `poll` runs again
+/// after each, and once more at the deadline.
+pub(crate) fn wait_event<T>(
+    frame: Option<&Frame<'_>>,
+    deadline: Instant,
+    mut poll: impl FnMut(&Waiting<'_>) -> Option<T>,
+) -> Option<T> {
+    if let Some(frame) = frame {
         let mut timer = WaitTimer::new(frame);
         loop {
-            let polled = self.poll(
-                deadline,
-                |waiter| matches!(waiter, Waiter::Process(_)),
-                || Waiter::Process(frame.task()),
-            );
-            if let Some(result) = polled {
-                return result;
+            if let Some(outcome) = poll(&Waiting::Process(frame)) {
+                return Some(outcome);
+            }
+            if Instant::now() >= deadline {
+                return None;
             }
             // A timer of its own for every wait: one that fired early, or whose wait a
             // signal ended, must not leave the next wait without a bound.
@@ -461,26 +511,21 @@ impl<R> Call<R> {
             if frame.suspend(Suspend::Wait(Wait::Event, bound)) == Suspended::Refused {
                 // Unwinding began inside the wait (a fatal exit taken on resume was
                 // caught): wait as a thread from here on.
-                drop(timer);
-                return self.wait_on_thread(deadline);
+                break;
             }
         }
     }
-
-    fn wait_on_thread(&mut self, deadline: Instant) -> Result<R, CallError> {
-        loop {
-            let polled = self.poll(
-                deadline,
-                |waiter| matches!(waiter, Waiter::Thread(_)),
-                || Waiter::Thread(thread::current()),
-            );
-            if let Some(result) = polled {
-                return result;
-            }
-            // A wake-up between the unlock and the park leaves the thread's token set,
-            // so the park returns at once.
-            thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+    loop {
+        if let Some(outcome) = poll(&Waiting::Thread) {
+            return Some(outcome);
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        // A wake-up between the unlock and the park leaves the thread's token set,
+        // so the park returns at once.
+        thread::park_timeout(left);
     }
 }
 
@@ -512,42 +557,71 @@ where
     R: Send + 'static,
 {
     let callee = to.any().0;
-    let calling_self = with_current(|frame| {
-        frame.is_some_and(|frame| process_address(frame.process()) == process_address(&*callee))
-    });
-    if calling_self {
+    if is_current(&callee) {
         return Err(CallError::CallingSelf);
     }
+    let call = watch(callee).ok_or(CallError::Exited(Exit::NoProc))?;
+    let mut call = send(to, call, make_request);
+    // Steps 3 to 6; step 7 when `call` drops.
+    call.wait(timeout)
+}
+
+/// Whether `process` is the one running on this thread.
+fn is_current(process: &Task) -> bool {
+    with_current(|frame| {
+        frame.is_some_and(|frame| process_address(frame.process()) == process_address(&**process))
+    })
+}
+
+/// Step 1: a slot with its exit hook on `callee`, or None if it has ended.
+fn watch<R: Send + 'static>(callee: Task) -> Option<Call<R>> {
     // A callee seen to have ended may not have run its exit hooks yet; it has ended
     // all the same, so this is step 1's early failure too.
     if callee.header().state.is_exited() {
-        return Err(CallError::Exited(Exit::NoProc));
+        return None;
     }
     let slot = Arc::new(Slot::new(process_address(&*callee)));
-    // Step 1. The hook runs on the callee's thread under its relations lock: it only
+    // The hook runs on the callee's thread under its relations lock: it only
     // settles the slot and wakes the caller.
     let hook = on_exit(
         &*callee,
         ExitHook::Sink(Arc::clone(&slot) as Arc<dyn ExitSink>),
-    );
-    let Some(hook) = hook else {
-        return Err(CallError::Exited(Exit::NoProc));
-    };
-    let mut call = Call {
+    )?;
+    Some(Call {
         slot,
         callee,
         hook,
         closed: false,
-    };
-    // Step 2.
+    })
+}
+
+/// Steps 1 and 2: the call in progress, its request sent; fails at once with
+/// `Exited(NoProc)` if the callee has ended.
+pub(crate) fn send_request<M, R>(
+    to: &Pid<M>,
+    make_request: impl FnOnce(ReplyTo<R>) -> M,
+) -> Result<Call<R>, CallError>
+where
+    M: Send + 'static,
+    R: Send + 'static,
+{
+    let call = watch(to.any().0).ok_or(CallError::Exited(Exit::NoProc))?;
+    Ok(send(to, call, make_request))
+}
+
+/// Step 2: builds the request around the call's `ReplyTo` and sends it.
+fn send<M: Send + 'static, R: Send + 'static>(
+    to: &Pid<M>,
+    call: Call<R>,
+    make_request: impl FnOnce(ReplyTo<R>) -> M,
+) -> Call<R> {
     let request = make_request(ReplyTo {
         slot: Some(Arc::clone(&call.slot)),
     });
     if let Err(undelivered) = to.send(request) {
         drop(undelivered);
     }
-    // Steps 3 to 6; step 7 when `call` drops.
-    call.wait(timeout)
+    call
 }
 
 /// Why [`AnyPid::stop_and_wait`] returned before the process had ended.
@@ -584,30 +658,10 @@ pub(crate) fn signal_and_wait(
     signal: impl FnOnce(),
     timeout: Duration,
 ) -> Result<Exit, StopError> {
-    let callee = Arc::clone(&target.0);
-    let waiting_on_self = with_current(|frame| {
-        frame.is_some_and(|frame| process_address(frame.process()) == process_address(&*callee))
-    });
-    if waiting_on_self {
+    if is_current(&target.0) {
         return Err(StopError::StoppingSelf);
     }
-    if callee.header().state.is_exited() {
-        return Err(StopError::NoProc);
-    }
-    let slot = Arc::new(Slot::<()>::new(process_address(&*callee)));
-    let hook = on_exit(
-        &*callee,
-        ExitHook::Sink(Arc::clone(&slot) as Arc<dyn ExitSink>),
-    );
-    let Some(hook) = hook else {
-        return Err(StopError::NoProc);
-    };
-    let mut wait = Call {
-        slot,
-        callee,
-        hook,
-        closed: false,
-    };
+    let mut wait = watch::<()>(Arc::clone(&target.0)).ok_or(StopError::NoProc)?;
     signal();
     // No `ReplyTo` exists, so only the exit hook or the timeout settles the slot.
     match wait.wait(timeout) {

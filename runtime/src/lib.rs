@@ -30,6 +30,8 @@ mod process;
 #[cfg(not(loom))]
 mod registry;
 #[cfg(not(loom))]
+mod request;
+#[cfg(not(loom))]
 mod rights;
 #[cfg(not(loom))]
 mod runtime;
@@ -91,6 +93,8 @@ pub use join::JoinHandle;
 pub use process::{AnyPid, Pid, ProcessId};
 #[cfg(not(loom))]
 pub use registry::RegisterError;
+#[cfg(not(loom))]
+pub use request::{Request, Requests};
 #[cfg(not(loom))]
 pub use runtime::{Builder, Handle, Runtime, DEFAULT_HANDOFF_AFTER, DEFAULT_STACK_SIZE};
 #[cfg(not(loom))]
