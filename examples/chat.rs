@@ -551,11 +551,13 @@ fn main() -> ExitCode {
     // if the acceptor keeps failing.
     let supervisor = server.supervisor().clone();
     let reason = runtime.block_on(move |cx| {
-        cx.monitor(&supervisor);
-        // The monitor is this process's only relation, so its notice is the one.
-        match cx.receive_notice() {
-            Notice::Down(down) => down.reason,
-            Notice::Exit { reason, .. } => reason,
+        let watch = cx.monitor(&supervisor);
+        loop {
+            if let Notice::Down(down) = cx.receive_notice() {
+                if down.monitor == watch {
+                    break down.reason;
+                }
+            }
         }
     });
     eprintln!("the chat server stopped: {reason}");

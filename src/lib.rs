@@ -141,6 +141,7 @@ pub use fibra_runtime::{
     SupervisorError, SupervisorPid,
 };
 pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
+pub use fibra_runtime::{GroupMonitor, GroupNotice, GroupScope, Membership};
 
 /// The names most programs need: `use fibra::prelude::*;`.
 pub mod prelude {
@@ -153,6 +154,7 @@ pub mod prelude {
         SpawnSupervisor, Strategy, Supervisor, SupervisorPid,
     };
     pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
+    pub use fibra_runtime::{GroupNotice, Membership};
 }
 
 /// The README's examples, compiled and run as doc tests so they stay true.

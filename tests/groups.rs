@@ -1,5 +1,5 @@
-//! Process groups, as a user sees them: join, leave, members, broadcast, and
-//! members leaving when they end.
+//! Process groups, as a user sees them: counted joins and leaves, members,
+//! broadcast, members leaving when they end, group monitors and scopes.
 
 mod common;
 
@@ -22,10 +22,13 @@ fn join_leave_members_and_broadcast() {
                 assert!(handle.join_group("pool", &member.pid()));
             }
             assert!(handle.join_group("pool", &text.pid()));
-            // Joining again changes nothing.
+            // Joins are counted: joining again lists the process again, and one
+            // leave takes one join back.
             assert!(handle.join_group("pool", &numbers[0].pid()));
-
             let pids: Vec<_> = numbers.iter().map(|m| m.pid()).collect();
+            let twice = [&pids[..1], &pids[..]].concat();
+            assert_eq!(handle.group_members::<u64>("pool"), twice);
+            assert!(handle.leave_group("pool", &numbers[0].pid()));
             assert_eq!(handle.group_members::<u64>("pool"), pids);
             assert_eq!(handle.group_members::<String>("pool"), vec![text.pid()]);
             assert!(handle.group_members::<u32>("pool").is_empty());
@@ -217,6 +220,177 @@ fn concurrent_churn_leaves_no_stale_members() {
             }
             assert_eq!(handle.broadcast("w", 3u32), 1);
             assert_eq!(member.join(), Ok(3));
+        });
+    });
+}
+
+#[test]
+fn a_process_joined_three_times_is_listed_three_times_and_broadcast_to_once() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        rt.block_on(move |cx| {
+            let member = cx.spawn_fn(|cx: &mut FnContext<u64>| {
+                let first = cx.receive();
+                (first, cx.try_receive())
+            });
+            for _ in 0..3 {
+                assert!(handle.join_group("g", &member.pid()));
+            }
+            assert_eq!(handle.group_members::<u64>("g").len(), 3);
+            assert!(handle.leave_group("g", &member.pid()));
+            assert_eq!(handle.group_members::<u64>("g").len(), 2);
+            assert_eq!(handle.broadcast("g", 7u64), 1);
+            // It ends with two joins left: it leaves entirely.
+            let (first, second) = member.join().unwrap();
+            assert_eq!((first, second), (7, None), "one copy per process");
+            assert!(handle.group_members::<u64>("g").is_empty());
+            assert!(handle.groups().is_empty());
+        });
+    });
+}
+
+/// The next group notice, skipping nothing else: the tests' processes have no other
+/// relations.
+fn group_notice(cx: &mut FnContext<()>) -> fibra::GroupNotice {
+    match cx.receive_notice() {
+        Notice::Group(notice) => notice,
+        other => panic!("not a group notice: {other:?}"),
+    }
+}
+
+#[test]
+fn a_group_monitor_hears_every_join_and_leave_in_order() {
+    use fibra::Membership::{Joined, Left};
+    within(30, || {
+        let rt = runtime();
+        rt.block_on(|cx| {
+            let handle = cx.runtime();
+            let early = cx.spawn_fn(echo::<u64>);
+            handle.join_group("g", &early.pid());
+            let (monitor, members) = cx.monitor_group("g");
+            assert_eq!(monitor.group(), "g");
+            assert_eq!(members, vec![early.pid().any()]);
+
+            let late = cx.spawn_fn(echo::<u64>);
+            handle.join_group("g", &late.pid());
+            handle.join_group("g", &late.pid());
+            handle.leave_group("g", &late.pid());
+            // Another group, and the same name in another scope, are not watched.
+            handle.join_group("other", &late.pid());
+            handle.group_scope("elsewhere").join("g", &late.pid());
+            let e = early.pid().any();
+            early.pid().send(1).unwrap();
+            early.join().unwrap();
+            let seen: Vec<_> = (0..4)
+                .map(|_| {
+                    let notice = group_notice(cx);
+                    assert_eq!(notice.monitor, monitor);
+                    (notice.change, notice.pid, notice.joins)
+                })
+                .collect();
+            let l = late.pid().any();
+            assert_eq!(
+                seen,
+                vec![
+                    (Joined, l.clone(), 1),
+                    (Joined, l.clone(), 2),
+                    (Left, l, 1),
+                    (Left, e, 0),
+                ]
+            );
+            late.pid().send(1).unwrap();
+            late.join().unwrap();
+            let notice = group_notice(cx);
+            assert_eq!((notice.change, notice.joins), (Left, 0));
+            cx.demonitor_group(&monitor);
+            assert!(handle.groups().is_empty());
+        });
+    });
+}
+
+#[test]
+fn a_removed_group_monitor_says_nothing_more_and_only_its_owner_removes_it() {
+    within(30, || {
+        let rt = runtime();
+        rt.block_on(|cx| {
+            let handle = cx.runtime();
+            let (monitor, _) = cx.monitor_group("g");
+            // A copy in another process's hands removes nothing.
+            let copy = monitor.clone();
+            let other = cx.spawn_fn(move |cx: &mut FnContext<()>| cx.demonitor_group(&copy));
+            other.join().unwrap();
+            let member = cx.spawn_fn(echo::<u64>);
+            handle.join_group("g", &member.pid());
+            assert_eq!(group_notice(cx).monitor, monitor);
+            // Queued but not yet taken: taken back by the removal.
+            handle.leave_group("g", &member.pid());
+            handle.join_group("g", &member.pid());
+            cx.demonitor_group(&monitor);
+            handle.leave_group("g", &member.pid());
+            assert!(
+                cx.receive_notice_timeout(std::time::Duration::from_millis(20))
+                    .is_none(),
+                "a notice came through a removed monitor"
+            );
+            member.pid().send(1).unwrap();
+            member.join().unwrap();
+            assert!(handle.groups().is_empty());
+        });
+    });
+}
+
+#[test]
+fn a_monitor_ends_with_its_process() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        rt.block_on(|cx| {
+            let watcher = cx.spawn_fn(|cx: &mut FnContext<()>| {
+                let (_, members) = cx.monitor_group("g");
+                members.len()
+            });
+            assert_eq!(watcher.join().unwrap(), 0);
+            // Its monitor went with it: the group, which only it kept, is gone, and
+            // a join tells nobody.
+            let member = cx.spawn_fn(echo::<u64>);
+            assert!(cx.runtime().join_group("g", &member.pid()));
+            member.pid().send(1).unwrap();
+            member.join().unwrap();
+        });
+        assert!(handle.groups().is_empty());
+    });
+}
+
+#[test]
+fn scopes_keep_the_same_group_names_apart() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        rt.block_on(move |cx| {
+            let (a, b) = (handle.group_scope("a"), handle.group_scope("b"));
+            assert_eq!(a.name(), "a");
+            let in_a = cx.spawn_fn(echo::<u64>);
+            let in_b = cx.spawn_fn(echo::<u64>);
+            assert!(a.join("workers", &in_a.pid()));
+            assert!(b.join("workers", &in_b.pid()));
+            assert_eq!(a.members::<u64>("workers"), vec![in_a.pid()]);
+            assert_eq!(b.members::<u64>("workers"), vec![in_b.pid()]);
+            assert!(handle.group_members::<u64>("workers").is_empty());
+            assert_eq!(a.groups(), vec!["workers".to_string()]);
+            assert!(
+                handle.groups().is_empty(),
+                "the default scope saw another's"
+            );
+            let (monitor, members) = a.monitor(cx, "workers");
+            assert_eq!(monitor.scope(), "a");
+            assert_eq!(members, vec![in_a.pid().any()]);
+            assert_eq!(a.broadcast("workers", 1u64), 1);
+            assert_eq!(b.broadcast("workers", 2u64), 1);
+            assert_eq!(in_a.join().unwrap(), 1);
+            assert_eq!(in_b.join().unwrap(), 2);
+            cx.demonitor_group(&monitor);
+            assert!(a.groups().is_empty() && b.groups().is_empty());
         });
     });
 }

@@ -105,9 +105,10 @@ pub trait Process: Sized + Send + 'static {
     /// Handles one message.
     fn handle(&mut self, msg: Self::Message, cx: &mut Context<'_, Self>);
 
-    /// Runs for each notice: a [`Down`](crate::Down) from a monitor, or an exit
+    /// Runs for each notice: a [`Down`](crate::Down) from a monitor, an exit
     /// signal from a link while the process traps exits
-    /// ([`Scope::trap_exits`]). Notices are handled before queued messages.
+    /// ([`Scope::trap_exits`]), or a join or leave in a monitored group
+    /// ([`Scope::monitor_group`]). Notices are handled before queued messages.
     fn notice(&mut self, notice: Notice, cx: &mut Context<'_, Self>) {
         let _ = (notice, cx);
     }

@@ -86,9 +86,13 @@ pub use error::{BuildError, Exit, ExitError, SendError, SpawnError};
 #[cfg(not(loom))]
 pub use free::{FnContext, Received};
 #[cfg(not(loom))]
+pub use group::{GroupMonitor, GroupNotice, Membership};
+#[cfg(not(loom))]
 pub use handler::{Context, Process};
 #[cfg(not(loom))]
 pub use join::JoinHandle;
+#[cfg(not(loom))]
+pub use names::GroupScope;
 #[cfg(not(loom))]
 pub use process::{AnyPid, Pid, ProcessId};
 #[cfg(not(loom))]

@@ -2,14 +2,18 @@
 //! [`Handle`], the runtime's assembly, over the services in `registry.rs` and
 //! `group.rs` (which know nothing of the assembly).
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::call::{CallError, ReplyTo, StopError};
 use crate::error::{Exit, SendError, SpawnError};
+use crate::group::GroupMonitor;
 use crate::handler::Process;
 use crate::process::{AnyPid, Pid};
 use crate::registry::RegisterError;
 use crate::runtime::Handle;
+use crate::scope::Scope;
 
 /// The name registry.
 impl Handle {
@@ -170,11 +174,13 @@ impl Handle {
     }
 }
 
-/// Process groups.
+/// Process groups, in the runtime's default scope.
 impl Handle {
-    /// Adds `pid` to `group`, creating the group if need be. Joining a group the
-    /// process is in already changes nothing. The process leaves the group when it
-    /// ends. Returns false if the process has exited (it joins nothing then).
+    /// Adds `pid` to `group`, creating the group if need be. Joins are counted,
+    /// as in OTP's `pg`: a process that joins three times is listed three times,
+    /// and has to leave three times to be out. The process leaves the group
+    /// entirely when it ends. Returns false if the process has exited (it joins
+    /// nothing then).
     ///
     /// ```
     /// use fibra_runtime::*;
@@ -197,24 +203,96 @@ impl Handle {
     /// assert!(rt.handle().groups().is_empty());
     /// ```
     pub fn join_group<M: Send + 'static>(&self, group: impl Into<String>, pid: &Pid<M>) -> bool {
-        self.shared().groups.join(group.into(), pid)
+        self.group_scope("").join(group, pid)
     }
 
-    /// Takes `pid` out of `group`. Returns true if it was a member and is alive.
+    /// Takes back one of `pid`'s joins of `group`. Returns true if it was a
+    /// member and is alive.
     pub fn leave_group<M: Send + 'static>(&self, group: &str, pid: &Pid<M>) -> bool {
-        self.shared().groups.leave(group, &pid.any())
+        self.group_scope("").leave(group, pid)
     }
 
     /// The live members of `group` whose messages are of type `M`, in the order
-    /// they joined. Members of other message types are left out.
+    /// they first joined, each as many times as it joined. Members of other
+    /// message types are left out.
     pub fn group_members<M: Send + 'static>(&self, group: &str) -> Vec<Pid<M>> {
-        self.shared().groups.members(group)
+        self.group_scope("").members(group)
     }
 
     /// Sends a copy of `msg` to every live member of `group` whose messages are of
-    /// type `M`; returns how many it reached.
+    /// type `M`, once per process however often it joined; returns how many it
+    /// reached.
     pub fn broadcast<M: Clone + Send + 'static>(&self, group: &str, msg: M) -> usize {
-        let members = self.group_members::<M>(group);
+        self.group_scope("").broadcast(group, msg)
+    }
+
+    /// The groups that have live members, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        self.group_scope("").groups()
+    }
+
+    /// The groups of scope `name`, apart from every other scope's: independent
+    /// subsystems can use the same group names without meeting (OTP's `pg`
+    /// scopes). The `Handle` methods above use the scope named "".
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// rt.block_on(|cx| {
+    ///     let (chat, jobs) = (cx.runtime().group_scope("chat"), cx.runtime().group_scope("jobs"));
+    ///     let me = cx.spawn_fn(|cx: &mut FnContext<u64>| cx.receive());
+    ///     assert!(chat.join("general", &me.pid()));
+    ///     assert_eq!(chat.members::<u64>("general").len(), 1);
+    ///     assert!(jobs.members::<u64>("general").is_empty());
+    ///     assert!(cx.runtime().group_members::<u64>("general").is_empty());
+    ///     me.pid().send(0).unwrap();
+    /// });
+    /// ```
+    pub fn group_scope(&self, name: impl Into<Arc<str>>) -> GroupScope {
+        GroupScope {
+            handle: self.clone(),
+            name: name.into(),
+        }
+    }
+}
+
+/// One scope of process groups ([`Handle::group_scope`]): its groups are apart
+/// from every other scope's.
+#[derive(Clone)]
+pub struct GroupScope {
+    handle: Handle,
+    name: Arc<str>,
+}
+
+impl GroupScope {
+    /// The scope's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds `pid` to `group` of this scope (see [`Handle::join_group`]).
+    pub fn join<M: Send + 'static>(&self, group: impl Into<String>, pid: &Pid<M>) -> bool {
+        self.groups_of().join(&self.name, group.into(), pid)
+    }
+
+    /// Takes back one of `pid`'s joins (see [`Handle::leave_group`]).
+    pub fn leave<M: Send + 'static>(&self, group: &str, pid: &Pid<M>) -> bool {
+        self.groups_of().leave(&self.name, group, &pid.any())
+    }
+
+    /// The live members of type `M` (see [`Handle::group_members`]).
+    pub fn members<M: Send + 'static>(&self, group: &str) -> Vec<Pid<M>> {
+        self.groups_of().members(&self.name, group)
+    }
+
+    /// Sends a copy of `msg` to each member of type `M` once (see
+    /// [`Handle::broadcast`]).
+    pub fn broadcast<M: Clone + Send + 'static>(&self, group: &str, msg: M) -> usize {
+        let mut members = self.members::<M>(group);
+        // Once per process: a member that joined more often is listed more often.
+        members.sort_unstable_by_key(Pid::id);
+        members.dedup_by_key(|pid| pid.id());
         let Some((last, rest)) = members.split_last() else {
             return 0;
         };
@@ -225,8 +303,25 @@ impl Handle {
         sent + usize::from(last.send(msg).is_ok())
     }
 
-    /// The groups that have live members, sorted.
+    /// The scope's groups that have live members, sorted.
     pub fn groups(&self) -> Vec<String> {
-        self.shared().groups.names()
+        self.groups_of().names(&self.name)
+    }
+
+    fn groups_of(&self) -> &Arc<crate::group::Groups> {
+        &self.handle.shared().groups
+    }
+
+    /// Monitors `group` of this scope for the calling process (see
+    /// [`Scope::monitor_group`]).
+    pub fn monitor(&self, cx: &Scope<'_>, group: &str) -> (GroupMonitor, Vec<AnyPid>) {
+        self.groups_of()
+            .monitor(&cx.frame.task(), &self.name, group)
+    }
+}
+
+impl fmt::Debug for GroupScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("GroupScope").field(&self.name).finish()
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::carrier::Frame;
 use crate::error::{Exit, SpawnError};
 use crate::free::FnContext;
+use crate::group::GroupMonitor;
 use crate::handler::Process;
 use crate::join::JoinHandle;
 use crate::process::{AnyPid, Pid};
@@ -75,6 +76,53 @@ impl Scope<'_> {
     pub fn monitor_named(&self, name: &str) -> Result<MonitorRef, Exit> {
         let target = self.runtime().whereis_any(name).ok_or(Exit::NoProc)?;
         Ok(self.monitor(target))
+    }
+
+    /// Watches `group` (of the runtime's default group scope; see
+    /// [`GroupScope::monitor`](crate::GroupScope::monitor) for others): every
+    /// join and leave from now on comes as a [`Notice::Group`](crate::Notice::Group),
+    /// in the order they happen, until the monitor is removed or this process
+    /// ends. Returns the monitor and the members now, in the order they first
+    /// joined, each as many times as it joined (OTP's `pg:monitor/1`).
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// rt.block_on(|cx| {
+    ///     let (monitor, members) = cx.monitor_group("pool");
+    ///     assert!(members.is_empty());
+    ///     let worker = cx.spawn_fn(|cx: &mut FnContext<()>| cx.receive());
+    ///     cx.runtime().join_group("pool", &worker.pid());
+    ///     match cx.receive_notice() {
+    ///         Notice::Group(notice) => {
+    ///             assert_eq!(notice.monitor, monitor);
+    ///             assert_eq!(notice.change, Membership::Joined);
+    ///             assert_eq!(notice.pid, worker.pid().any());
+    ///         }
+    ///         other => panic!("{other:?}"),
+    ///     }
+    ///     worker.pid().send(()).unwrap();
+    ///     // It left as it ended.
+    ///     match cx.receive_notice() {
+    ///         Notice::Group(notice) => assert_eq!(notice.change, Membership::Left),
+    ///         other => panic!("{other:?}"),
+    ///     }
+    ///     cx.demonitor_group(&monitor);
+    /// });
+    /// ```
+    pub fn monitor_group(&self, group: &str) -> (GroupMonitor, Vec<AnyPid>) {
+        self.runtime().group_scope("").monitor(self, group)
+    }
+
+    /// Removes a group monitor: once this returns, no notice of it arrives, not
+    /// even one already on its way. Only the process that made it can remove it;
+    /// called by any other, this does nothing.
+    pub fn demonitor_group(&self, monitor: &GroupMonitor) {
+        let groups = std::sync::Arc::clone(&self.frame.header().shared.groups);
+        if groups.demonitor(self.frame.process(), monitor) {
+            signal::forget_group_notices(self.frame.process(), monitor);
+        }
     }
 
     /// Stops watching: once this returns, no `Down` for `monitor` arrives, not

@@ -76,6 +76,7 @@ use parking_lot::Mutex;
 use slab::Slab;
 
 use crate::error::Exit;
+use crate::group::GroupNotice;
 use crate::process::{Header, ProcessId, Run, Task};
 use crate::rights::{wake, Waker};
 use crate::time::BoundTimer;
@@ -102,6 +103,8 @@ pub(crate) enum Signal {
     Stop,
     /// A monitored process ended.
     Down(Down),
+    /// A process joined or left a monitored group.
+    Group(GroupNotice),
 }
 
 /// A monitor, as returned by `monitor` and carried by its [`Down`] notice.
@@ -174,6 +177,9 @@ pub enum Notice {
         /// Why it ended, or the reason sent.
         reason: Exit,
     },
+    /// A process joined or left a group this process monitors
+    /// ([`Scope::monitor_group`](crate::Scope::monitor_group)).
+    Group(GroupNotice),
 }
 
 /// A process's links, watchers and the rest of what its end concerns. (Whether it
@@ -513,6 +519,20 @@ pub(crate) fn demonitor(watcher: &dyn Run, monitor: &MonitorRef) {
     };
 }
 
+/// Takes back the queued notices of a group monitor that its watcher, the running
+/// process, has just removed.
+pub(crate) fn forget_group_notices(watcher: &dyn Run, monitor: &crate::group::GroupMonitor) {
+    // Safety: the watcher is the running process, its signal queue's one consumer.
+    while unsafe {
+        watcher
+            .header()
+            .signals
+            .pop_matching(|s| matches!(s, Signal::Group(n) if n.monitor == *monitor))
+    }
+    .is_some()
+    {}
+}
+
 /// Sends `target` an exit signal from `from` with `reason` (OTP's `exit/2`):
 /// [`Exit::Killed`] ends it untrappably, as a kill does; any other reason reaches
 /// it as a linked process's end would, except that no link is involved (a
@@ -683,7 +703,7 @@ pub(crate) unsafe fn take_notice(process: &dyn Run) -> Option<Notice> {
     // Safety: passed on from the caller.
     let signal = unsafe {
         signals.pop_matching(|s| match s {
-            Signal::Down(_) => true,
+            Signal::Down(_) | Signal::Group(_) => true,
             Signal::Exit { .. } => trap,
             Signal::Kill | Signal::Stop => false,
         })
@@ -703,6 +723,7 @@ pub(crate) unsafe fn take_notice(process: &dyn Run) -> Option<Notice> {
             }
             Some(Notice::Exit { from, reason })
         }
+        Signal::Group(notice) => Some(Notice::Group(notice)),
         Signal::Kill | Signal::Stop => unreachable!("never queued (see queue.rs)"),
     }
 }

@@ -278,6 +278,8 @@ impl<A: Send + 'static> Dynamic<A> {
                     );
                 }
             }
+            // A supervisor monitors no group.
+            Notice::Group(_) => {}
             Notice::Down(down) => {
                 if !self
                     .running

@@ -466,6 +466,8 @@ impl State {
                     );
                 }
             }
+            // A supervisor monitors no group.
+            Notice::Group(_) => {}
             Notice::Down(down) => {
                 let Some(child) = self.children.iter_mut().find(
                     |c| matches!(&c.status, Status::Running(run) if run.monitor == down.monitor),
