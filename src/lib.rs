@@ -142,6 +142,7 @@ pub use fibra_runtime::{
 };
 pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
 pub use fibra_runtime::{GroupMonitor, GroupNotice, GroupScope, Membership};
+pub use fibra_runtime::{ProcessInfo, ProcessKind, ProcessState, WaitingOn};
 
 /// The names most programs need: `use fibra::prelude::*;`.
 pub mod prelude {

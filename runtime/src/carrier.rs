@@ -36,6 +36,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use corosensei::stack::{DefaultStack, Stack};
@@ -216,6 +217,7 @@ impl Frame<'_> {
         }
         self.raise_recorded_exit();
         self.run_deferred();
+        self.bank_reductions();
         set_current(ptr::null::<Frame<'static>>());
         match self.yielder.suspend(why) {
             Resume::Continue => {
@@ -321,6 +323,15 @@ impl Frame<'_> {
         }
     }
 
+    /// Adds the reductions of this stretch of the activation to the process's
+    /// total, for introspection: one plain load and store, as only the holder of
+    /// the run rights writes it.
+    fn bank_reductions(&self) {
+        let total = &self.header().reductions;
+        let spent = u64::from(self.reductions.get());
+        total.store(total.load(Relaxed).wrapping_add(spent), Relaxed);
+    }
+
     /// Whether the reduction budget is spent.
     pub(crate) fn budget_spent(&self) -> bool {
         self.reductions.get() >= REDUCTION_BUDGET
@@ -384,6 +395,7 @@ impl Carrier {
                 let outcome =
                     panic::catch_unwind(AssertUnwindSafe(|| frame.process().activate(&frame)));
                 frame.run_deferred();
+                frame.bank_reductions();
                 set_current(ptr::null::<Frame<'static>>());
                 let outcome = match outcome {
                     Ok(outcome) => outcome,

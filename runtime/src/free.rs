@@ -12,8 +12,9 @@ use fibra_mailbox::Mailbox;
 
 use crate::carrier::{Cancelled, Frame, Outcome, Suspend, Suspended};
 use crate::error::{Exit, SpawnError};
+use crate::info::ProcessKind;
 use crate::join::{Completion, JoinHandle};
-use crate::process::{Core, Deliver, Pid, ProcessId, Run, Task};
+use crate::process::{Core, Deliver, Described, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
 use crate::scheduler::Shared;
 use crate::scope::Scope;
@@ -109,6 +110,14 @@ where
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
+
+    fn describe(&self) -> Described {
+        let len = self.core.mailbox.len();
+        let mut described = Described::of::<M>(self, ProcessKind::Free, len);
+        // It holds a stack from its first run to its end.
+        described.memory += self.core.header.shared.config.stack_size;
+        described
+    }
 }
 
 impl<F, T, M> Deliver<M> for FnCell<F, T, M>
@@ -154,6 +163,7 @@ where
     if let Some(parent) = linked {
         // Before the child first runs, so it cannot end unobserved.
         crate::signal::link(parent, &(Arc::clone(&cell) as Task));
+        crate::signal::record_parent(&*cell, &**parent);
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a free-running process");
     shared.schedule_spawned(rights);

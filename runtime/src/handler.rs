@@ -13,7 +13,8 @@ use fibra_timer::TimerKey;
 
 use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
 use crate::error::{Exit, SpawnError};
-use crate::process::{Core, Deliver, Pid, ProcessId, Run, Task};
+use crate::info::ProcessKind;
+use crate::process::{Core, Deliver, Described, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
 use crate::scheduler::Shared;
 use crate::scope::Scope;
@@ -326,6 +327,11 @@ unsafe impl<P: Process> Run for ProcessCell<P> {
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
+
+    fn describe(&self) -> Described {
+        let len = self.core.mailbox.len();
+        Described::of::<P::Message>(self, ProcessKind::Handler, len)
+    }
 }
 
 impl<P: Process> Deliver<P::Message> for ProcessCell<P> {
@@ -378,6 +384,7 @@ pub(crate) fn spawn_as<P: Process>(
     if let Some(parent) = linked {
         // Before the child first runs, so it cannot end unobserved.
         crate::signal::link(parent, &(Arc::clone(&cell) as Task));
+        crate::signal::record_parent(&*cell, &**parent);
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a handler process");
     shared.schedule_spawned(rights);

@@ -18,6 +18,8 @@ mod group;
 #[cfg(not(loom))]
 mod handler;
 #[cfg(not(loom))]
+mod info;
+#[cfg(not(loom))]
 mod join;
 #[cfg(not(loom))]
 mod names;
@@ -89,6 +91,8 @@ pub use free::{FnContext, Received};
 pub use group::{GroupMonitor, GroupNotice, Membership};
 #[cfg(not(loom))]
 pub use handler::{Context, Process};
+#[cfg(not(loom))]
+pub use info::{ProcessInfo, ProcessKind, ProcessState, WaitingOn};
 #[cfg(not(loom))]
 pub use join::JoinHandle;
 #[cfg(not(loom))]

@@ -28,6 +28,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
 use crate::rights::{wake_at, Waker};
 use crate::scheduler::Shared;
-use crate::signal::{RelationsLock, Signal, Signals};
+use crate::signal::{Relations, RelationsLock, Signal, Signals};
 use crate::state::StateWord;
 
 /// A process as the scheduler sees it.
@@ -62,6 +63,36 @@ pub(crate) unsafe trait Run: Send + Sync + 'static {
     fn terminate(&self, exit: Exit);
     /// For recovering the concrete type.
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// What introspection reports of the process's own type (see info.rs). Any
+    /// thread may call it.
+    fn describe(&self) -> Described;
+}
+
+/// What a process's type tells about it, for introspection.
+pub(crate) struct Described {
+    pub(crate) kind: crate::info::ProcessKind,
+    /// The name of its message type.
+    pub(crate) message_type: &'static str,
+    /// Messages in its mailbox.
+    pub(crate) mailbox_len: usize,
+    /// The bytes of its own allocation and of its queued messages.
+    pub(crate) memory: usize,
+}
+
+impl Described {
+    /// The description of `process`, a process with messages of type `M`.
+    pub(crate) fn of<M>(
+        process: &(impl Sized + 'static),
+        kind: crate::info::ProcessKind,
+        mailbox_len: usize,
+    ) -> Described {
+        Described {
+            kind,
+            message_type: std::any::type_name::<M>(),
+            mailbox_len,
+            memory: std::mem::size_of_val(process) + mailbox_len * std::mem::size_of::<M>(),
+        }
+    }
 }
 
 /// Where a process's [`Header`] sits in it: every [`Run`] starts with a [`Core`],
@@ -101,10 +132,15 @@ pub(crate) struct Header {
     pub(crate) signals: Signals,
     /// Links, watchers and the trap-exits flag.
     pub(crate) relations: RelationsLock,
+    /// Reductions spent in all its activations so far, banked when each
+    /// suspends or ends. Written by the holder of the run rights only; read by
+    /// introspection.
+    pub(crate) reductions: AtomicU64,
 }
 
 impl Header {
     pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Header {
+        let shared_epoch = shared.epoch;
         Header {
             state: StateWord::new_running(),
             id,
@@ -112,7 +148,8 @@ impl Header {
             carrier: UnsafeCell::new(None),
             slot: UnsafeCell::new(usize::MAX),
             signals: Signals::new(),
-            relations: RelationsLock::default(),
+            relations: RelationsLock::new(Relations::new(crate::info::seconds_since(shared_epoch))),
+            reductions: AtomicU64::new(0),
         }
     }
 
@@ -518,7 +555,8 @@ mod layout_tests {
     }
 
     /// The mailbox (head, then counts) and the state word are 32 contiguous bytes
-    /// at the front of every process, and an idle process stays small.
+    /// at the front of every process, and an idle process stays small: the core
+    /// is two cache lines, the reduction count for introspection included.
     #[test]
     fn the_state_word_and_the_mailbox_share_the_front_of_a_process() {
         assert_eq!(offset_of!(Core<u64>, mailbox), 0);

@@ -221,6 +221,11 @@ impl Registry {
             .and_then(f)
     }
 
+    /// The name `pid` is registered under, if any.
+    pub(crate) fn name_of(&self, pid: &AnyPid) -> Option<String> {
+        self.names.lock().by_process.get(pid).cloned()
+    }
+
     pub(crate) fn registered(&self) -> Vec<String> {
         let names = self.names.lock();
         let mut live: Vec<String> = names

@@ -131,6 +131,9 @@ pub(crate) struct Visible {
 pub(crate) struct Shared {
     /// How the runtime was configured.
     pub(crate) config: Config,
+    /// When the runtime started, on the coarse clock and as an `Instant`: what
+    /// processes' spawn times count from (info.rs).
+    pub(crate) epoch: (u64, std::time::Instant),
     /// Stackless work from outside the workers, and overflow.
     injector: Injector<RunRights>,
     /// The other ends of the workers' deques.
@@ -244,6 +247,7 @@ impl Shared {
                 })
                 .collect(),
             spares: Spares::default(),
+            epoch: (crate::info::coarse_now(), std::time::Instant::now()),
             config,
         });
         (shared, deques)

@@ -184,10 +184,12 @@ pub enum Notice {
 
 /// A process's links, watchers and the rest of what its end concerns. (Whether it
 /// traps exits is a flag of its signal queue.)
-#[derive(Default)]
 pub(crate) struct Relations {
     /// Set when the process ends; links and monitors made later see it.
     ended: bool,
+    /// When the process was spawned, in whole seconds since its runtime started
+    /// (see info.rs); kept here, in what would be padding, for introspection.
+    pub(crate) started: u32,
     /// The lists, allocated on first use: most processes never link or get watched.
     lists: Option<Box<Lists>>,
 }
@@ -211,6 +213,9 @@ struct Lists {
     /// Timers addressed to this process, cancelled when it ends, with each
     /// binding's id.
     timers: Slab<(u64, BoundTimer)>,
+    /// The process that spawned this one linked to it (a supervisor, or the
+    /// caller of a `spawn_link`), for introspection.
+    parent: Option<ProcessId>,
 }
 
 /// A slab that has emptied out after holding this many entries gives its memory
@@ -357,6 +362,17 @@ impl Relations {
 /// The lock that guards a process's relations.
 pub(crate) type RelationsLock = Mutex<Relations>;
 
+impl Relations {
+    /// A new process's relations: none yet.
+    pub(crate) fn new(started: u32) -> Relations {
+        Relations {
+            ended: false,
+            started,
+            lists: None,
+        }
+    }
+}
+
 /// Pushes a signal to `target` and wakes it from any wait.
 pub(crate) fn deliver(target: &dyn Run, signal: Signal) {
     let header = target.header();
@@ -364,6 +380,66 @@ pub(crate) fn deliver(target: &dyn Run, signal: Signal) {
         return;
     }
     wake(target, Waker::Signal);
+}
+
+/// Records `parent` as the process that spawned `child` linked to it.
+pub(crate) fn record_parent(child: &dyn Run, parent: &dyn Run) {
+    let parent = ProcessId(parent.header().id);
+    let mut relations = child.header().relations.lock();
+    if !relations.ended {
+        relations.lists().parent = Some(parent);
+    }
+}
+
+/// A process's relations as introspection reports them.
+pub(crate) struct RelationsInfo {
+    pub(crate) links: Vec<ProcessId>,
+    pub(crate) monitors: Vec<ProcessId>,
+    pub(crate) monitored_by: Vec<ProcessId>,
+    pub(crate) parent: Option<ProcessId>,
+    pub(crate) trap_exits: bool,
+    pub(crate) signals: usize,
+    pub(crate) started: u32,
+}
+
+/// `process`'s relations now.
+pub(crate) fn relations_of(process: &dyn Run) -> RelationsInfo {
+    let header = process.header();
+    let mut info = RelationsInfo {
+        links: Vec::new(),
+        monitors: Vec::new(),
+        monitored_by: Vec::new(),
+        parent: None,
+        trap_exits: header.signals.traps_exits(),
+        signals: header.signals.len(),
+        started: 0,
+    };
+    let mut targets = Vec::new();
+    let relations = header.relations.lock();
+    info.started = relations.started;
+    if let Some(lists) = relations.lists.as_ref() {
+        info.links = lists.links.iter().map(|(id, _)| *id).collect();
+        targets = lists
+            .monitoring
+            .iter()
+            .map(|(_, monitor)| Weak::clone(&monitor.target))
+            .collect();
+        info.monitored_by = lists
+            .watchers
+            .iter()
+            .map(|(_, (monitor, _))| ProcessId(monitor.watcher))
+            .collect();
+        info.parent = lists.parent;
+    }
+    drop(relations);
+    // Upgraded outside the lock: the last reference to a target that has ended
+    // may be the one taken here, and dropping it frees the target.
+    info.monitors = targets
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|target| ProcessId(target.header().id))
+        .collect();
+    info
 }
 
 /// Links two processes. If either has ended, the other gets an exit signal with
@@ -598,6 +674,7 @@ pub(crate) fn announce_exit(process: &dyn Run, exit: &Exit) {
         monitoring,
         hooks,
         hook_ids: _,
+        parent: _,
         timers,
     } = *lists;
     for (_, (_, hook)) in hooks {

@@ -323,6 +323,17 @@ impl StateWord {
         self.word.store(EXITED, SeqCst);
     }
 
+    /// What the word says now, for introspection: `(kind, timed)`, where kind
+    /// is 0 while the process holds its rights, 1 to 3 for a message, event or
+    /// sleep wait, and 4 once it has ended. Stale the moment it returns.
+    pub fn observe(&self) -> (u8, bool) {
+        let word = self.word.load(SeqCst);
+        (
+            (word & KIND) as u8,
+            word & TIMED != 0 && word & KIND != RUNNING,
+        )
+    }
+
     /// Whether the process has ended.
     pub fn is_exited(&self) -> bool {
         self.word.load(SeqCst) & KIND == EXITED

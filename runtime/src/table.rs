@@ -2,6 +2,8 @@
 //! the runtime can count them. Sharded by the worker that spawns, so spawning on
 //! different workers takes different locks.
 
+use std::sync::Arc;
+
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use slab::Slab;
@@ -78,6 +80,16 @@ impl Table {
         for shard in self.shards.iter() {
             shard.lock().closed = true;
         }
+    }
+
+    /// The live processes, for introspection; the references are dropped by the
+    /// caller, outside the locks.
+    pub(crate) fn snapshot(&self) -> Vec<Task> {
+        let mut all = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            all.extend(shard.lock().slab.iter().map(|(_, task)| Arc::clone(task)));
+        }
+        all
     }
 
     /// How many processes are alive.

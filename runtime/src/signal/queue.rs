@@ -137,6 +137,12 @@ impl Signals {
         word & CLOSED == 0 && (fatal_in(word) || self.queue.has_new())
     }
 
+    /// How many exit signals and notices are queued (not counting a pending kill
+    /// or stop).
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Whether nothing at all is queued or flagged: one load of each place, for the
     /// running process to skip the signal path. Like [`Mailbox::is_empty`], only an
     /// estimate while senders push; the check before a park is [`has_new`](Self::has_new).
