@@ -136,7 +136,7 @@ pub use fibra_runtime::{
     DEFAULT_STACK_SIZE,
 };
 pub use fibra_runtime::{
-    Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,
+    AutoShutdown, Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,
     DynamicSupervisorPid, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
     SupervisorError, SupervisorPid,
 };
@@ -151,8 +151,8 @@ pub mod prelude {
         Received, RegisterError, Runtime, SendError, SpawnError,
     };
     pub use fibra_runtime::{
-        Backoff, ChildSpec, DynamicSupervisor, DynamicSupervisorPid, Restart, Shutdown,
-        SpawnSupervisor, Strategy, Supervisor, SupervisorPid,
+        AutoShutdown, Backoff, ChildSpec, DynamicSupervisor, DynamicSupervisorPid, Restart,
+        Shutdown, SpawnSupervisor, Strategy, Supervisor, SupervisorPid,
     };
     pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
     pub use fibra_runtime::{GroupNotice, Membership};

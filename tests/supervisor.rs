@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::within;
 use fibra::prelude::*;
-use fibra::{Builder, MonitorRef, ProcessId, SupervisorError};
+use fibra::{Builder, ChildError, MonitorRef, ProcessId, SupervisorError};
 
 /// A timeout no test should reach.
 const LONG: Duration = Duration::from_secs(20);
@@ -1168,5 +1168,201 @@ fn a_supervisor_whose_child_keeps_failing_to_restart_still_answers_and_stops() {
             stop_and_wait(cx, &sup)
         });
         assert_eq!(reason, Exit::Stopped);
+    });
+}
+
+/// The auto-shutdown reason of a supervisor's exit, if it is one.
+fn auto_shutdown_child(reason: &Exit) -> Option<String> {
+    match supervisor_error(reason)? {
+        SupervisorError::AutoShutdown { child } => Some(child),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_significant_child_that_ends_ends_an_any_significant_supervisor() {
+    within(30, || {
+        let rt = runtime();
+        rt.block_on(|cx| {
+            let log = cx.spawn(Log::default());
+            let sup = cx
+                .spawn_supervisor(
+                    Supervisor::new(Strategy::OneForOne)
+                        .auto_shutdown(AutoShutdown::AnySignificant)
+                        .child(worker("helper", &log))
+                        .child(
+                            worker("job", &log)
+                                .restart(Restart::Temporary)
+                                .significant(true),
+                        ),
+                )
+                .unwrap();
+            let watch = cx.monitor(&sup);
+            let kids = children(&sup);
+            kids["job"].send(Cmd::Quit).unwrap();
+            let reason = down_of(cx, &watch);
+            assert!(!reason.is_failure(), "{reason}");
+            assert_eq!(auto_shutdown_child(&reason).as_deref(), Some("job"));
+            // The job stopped itself; the supervisor stopped the helper.
+            assert_eq!(
+                wait_for(&log, 4),
+                ["start helper", "start job", "stop job", "stop helper"]
+            );
+        });
+    });
+}
+
+#[test]
+fn an_all_significant_supervisor_ends_with_its_last_significant_child() {
+    within(30, || {
+        let rt = runtime();
+        rt.block_on(|cx| {
+            let log = cx.spawn(Log::default());
+            let sup = cx
+                .spawn_supervisor(
+                    Supervisor::new(Strategy::OneForOne)
+                        .auto_shutdown(AutoShutdown::AllSignificant)
+                        .child(
+                            worker("a", &log)
+                                .restart(Restart::Transient)
+                                .significant(true),
+                        )
+                        .child(
+                            worker("b", &log)
+                                .restart(Restart::Transient)
+                                .significant(true),
+                        ),
+                )
+                .unwrap();
+            let watch = cx.monitor(&sup);
+            let kids = children(&sup);
+            // A failure is restarted, so it does not count.
+            kids["a"].send(Cmd::Crash).unwrap();
+            let a = loop {
+                let now = children(&sup);
+                if let Some(a) = now.get("a").filter(|a| **a != kids["a"]) {
+                    break a.clone();
+                }
+            };
+            a.send(Cmd::Quit).unwrap();
+            // One of two done: the supervisor lives on.
+            let counts = loop {
+                let counts = sup.count_children(LONG).unwrap();
+                if counts.active == 1 {
+                    break counts;
+                }
+            };
+            assert_eq!(counts.specs, 2);
+            kids["b"].send(Cmd::Quit).unwrap();
+            let reason = down_of(cx, &watch);
+            assert_eq!(auto_shutdown_child(&reason).as_deref(), Some("b"));
+        });
+    });
+}
+
+#[test]
+fn a_significant_child_stopped_by_its_supervisor_ends_nothing() {
+    within(30, || {
+        let rt = runtime();
+        rt.block_on(|cx| {
+            let log = cx.spawn(Log::default());
+            let sup = cx
+                .spawn_supervisor(
+                    Supervisor::new(Strategy::OneForOne)
+                        .auto_shutdown(AutoShutdown::AnySignificant)
+                        .child(
+                            worker("job", &log)
+                                .restart(Restart::Transient)
+                                .significant(true),
+                        ),
+                )
+                .unwrap();
+            sup.terminate_child("job", LONG).unwrap();
+            assert!(sup.is_alive());
+            assert_eq!(sup.count_children(LONG).unwrap().active, 0);
+            assert_eq!(stop_and_wait(cx, &sup), Exit::Stopped);
+        });
+    });
+}
+
+#[test]
+fn significant_children_are_checked_against_the_rules() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        let log = rt.spawn(Log::default()).unwrap();
+        let refused = |sup: Supervisor| match sup.spawn(&handle) {
+            Err(SpawnError::InvalidSupervisor(why)) => why,
+            Err(other) => panic!("refused for another reason: {other}"),
+            Ok(_) => panic!("a supervisor breaking the rules was spawned"),
+        };
+        let why = refused(
+            Supervisor::new(Strategy::OneForOne)
+                .auto_shutdown(AutoShutdown::AnySignificant)
+                .child(worker("p", &log).significant(true)),
+        );
+        assert!(why.contains("permanent"), "{why}");
+        let why = refused(
+            Supervisor::new(Strategy::OneForOne).child(
+                worker("t", &log)
+                    .restart(Restart::Temporary)
+                    .significant(true),
+            ),
+        );
+        assert!(why.contains("Never"), "{why}");
+        // Started on a running supervisor, and on a dynamic one.
+        let sup = Supervisor::new(Strategy::OneForOne).spawn(&handle).unwrap();
+        let err = sup
+            .start_child(
+                worker("t", &log)
+                    .restart(Restart::Temporary)
+                    .significant(true),
+                LONG,
+            )
+            .unwrap_err();
+        assert!(matches!(err, ChildError::Invalid(_)), "{err}");
+        let log2 = log.clone();
+        let jobs = DynamicSupervisor::new(move |(): ()| {
+            worker("job", &log2)
+                .restart(Restart::Temporary)
+                .significant(true)
+        })
+        .spawn(&handle)
+        .unwrap();
+        let err = jobs.start_child((), LONG).unwrap_err();
+        assert!(matches!(err, ChildError::Invalid(_)), "{err}");
+        assert_eq!(jobs.count_children(LONG).unwrap().specs, 0);
+    });
+}
+
+#[test]
+fn a_top_level_supervisor_is_registered_from_its_start() {
+    within(30, || {
+        let rt = runtime();
+        let handle = rt.handle();
+        let sup = Supervisor::new(Strategy::OneForOne)
+            .name("top")
+            .spawn(&handle)
+            .unwrap();
+        // No window: found by name the moment spawn returns.
+        assert_eq!(SupervisorPid::whereis(&handle, "top"), Some(sup.clone()));
+        let err = Supervisor::new(Strategy::OneForOne)
+            .name("top")
+            .spawn(&handle)
+            .unwrap_err();
+        assert!(matches!(err, SpawnError::Name(_)), "{err}");
+        let jobs = DynamicSupervisor::new(|(): ()| {
+            ChildSpec::free("job", || |cx: &mut FnContext<()>| cx.receive())
+        })
+        .name("jobs")
+        .spawn(&handle)
+        .unwrap();
+        assert_eq!(
+            DynamicSupervisorPid::<()>::whereis(&handle, "jobs"),
+            Some(jobs.clone())
+        );
+        assert_eq!(sup.any().stop_and_wait(LONG), Ok(Exit::Stopped));
+        assert_eq!(SupervisorPid::whereis(&handle, "top"), None);
+        jobs.stop();
     });
 }

@@ -151,6 +151,22 @@ where
     T: Send + 'static,
     F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
 {
+    spawn_as(shared, body, linked, None)
+}
+
+/// [`spawn`], registered under `name` before it first runs, if a name is given;
+/// if the name cannot be had, the process never runs.
+pub(crate) fn spawn_as<M, T, F>(
+    shared: &Arc<Shared>,
+    body: F,
+    linked: Option<&Task>,
+    name: Option<String>,
+) -> Result<JoinHandle<T, M>, SpawnError>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+{
     let carrier = shared.carrier()?;
     let completion = Arc::new(Completion::new());
     let (rights, cell) = RunRights::new_process(Arc::new(FnCell {
@@ -160,6 +176,14 @@ where
     }));
     rights.put_carrier(carrier);
     shared.admit(Arc::clone(&cell) as Task)?;
+    let pid = Pid::new(Arc::clone(&cell) as Arc<dyn Deliver<M>>);
+    if let Some(name) = name {
+        if let Err(err) = shared.registry.register(name, &pid) {
+            // Never scheduled, never linked: nobody sees it end.
+            rights.terminate(Exit::Normal);
+            return Err(SpawnError::Name(err));
+        }
+    }
     if let Some(parent) = linked {
         // Before the child first runs, so it cannot end unobserved.
         crate::signal::link(parent, &(Arc::clone(&cell) as Task));
@@ -167,7 +191,7 @@ where
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a free-running process");
     shared.schedule_spawned(rights);
-    Ok(JoinHandle::new(completion, Pid::new(cell)))
+    Ok(JoinHandle::new(completion, pid))
 }
 
 /// A wait without a deadline was asked for while the process unwinds, where it

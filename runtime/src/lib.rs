@@ -111,7 +111,7 @@ pub use scope::Scope;
 pub use signal::{Down, MonitorRef, Notice};
 #[cfg(not(loom))]
 pub use supervisor::{
-    Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,
+    AutoShutdown, Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,
     DynamicSupervisorPid, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
     SupervisorError, SupervisorPid,
 };

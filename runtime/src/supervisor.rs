@@ -175,6 +175,28 @@ pub struct Supervisor {
     pub(crate) backoff: Backoff,
     /// The children, in start order.
     pub(crate) children: Vec<ChildSpec>,
+    /// Whether the end of significant children ends the supervisor.
+    pub(crate) auto_shutdown: AutoShutdown,
+    /// The name it registers under from its start, if any.
+    pub(crate) name: Option<String>,
+}
+
+/// When a supervisor ends by itself because its significant children did
+/// ([`ChildSpec::significant`]; OTP 24's `auto_shutdown`). It then stops its
+/// other children, as on any shutdown, and exits cleanly with
+/// [`Exit::Done`](crate::Exit::Done) carrying [`SupervisorError::AutoShutdown`],
+/// so that its own supervisor treats it as a transient child that is done.
+/// Only an end that the child came to by itself counts: one that its supervisor
+/// brought about (`terminate_child`, a restart of its group) does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoShutdown {
+    /// Never: no child may be significant (the default).
+    #[default]
+    Never,
+    /// When any significant child ends and is not restarted.
+    AnySignificant,
+    /// When every significant child has ended and none is restarted.
+    AllSignificant,
 }
 
 impl Supervisor {
@@ -187,7 +209,54 @@ impl Supervisor {
             period: PERIOD,
             backoff: Backoff::None,
             children: Vec::new(),
+            auto_shutdown: AutoShutdown::Never,
+            name: None,
         }
+    }
+
+    /// Sets when the supervisor ends because its significant children did
+    /// (default [`AutoShutdown::Never`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// // A job and its helper: when the job is done, so is the pair.
+    /// let pair = Supervisor::new(Strategy::OneForAll)
+    ///     .auto_shutdown(AutoShutdown::AnySignificant)
+    ///     .child(ChildSpec::free("helper", || |cx: &mut FnContext<()>| cx.receive()))
+    ///     .child(
+    ///         ChildSpec::free("job", || |_: &mut FnContext<()>| { /* works, then returns */ })
+    ///             .restart(Restart::Transient)
+    ///             .significant(true),
+    ///     );
+    /// let outcome = rt.block_on(move |cx| {
+    ///     let pair = cx.spawn_supervisor(pair).unwrap();
+    ///     let watch = cx.monitor(&pair);
+    ///     loop {
+    ///         if let Notice::Down(down) = cx.receive_notice() {
+    ///             if down.monitor == watch {
+    ///                 break down.reason;
+    ///             }
+    ///         }
+    ///     }
+    /// });
+    /// assert!(!outcome.is_failure());
+    /// assert!(outcome.to_string().contains("\"job\""), "{outcome}");
+    /// ```
+    pub fn auto_shutdown(mut self, auto_shutdown: AutoShutdown) -> Supervisor {
+        self.auto_shutdown = auto_shutdown;
+        self
+    }
+
+    /// Registers the supervisor under `name` from its start, atomically (a
+    /// top-level supervisor, found with [`SupervisorPid::whereis`]). Spawning
+    /// fails with [`SpawnError::Name`] if the name is taken. As a child of
+    /// another supervisor, every incarnation registers under it.
+    pub fn name(mut self, name: impl Into<String>) -> Supervisor {
+        self.name = Some(name.into());
+        self
     }
 
     /// Allows at most `max_restarts` restarts within any `period`; one more and
@@ -249,11 +318,19 @@ impl Supervisor {
                 self.max_restarts
             ));
         }
+        if let Some(why) = self.children.iter().find_map(|spec| self.refuses(spec)) {
+            return Some(why);
+        }
         let mut ids = std::collections::HashSet::new();
         self.children
             .iter()
             .find(|spec| !ids.insert(spec.id.as_str()))
             .map(|spec| format!("two children have the id {:?}", spec.id))
+    }
+
+    /// Why `spec` may not be a child of this supervisor, if it may not.
+    pub(crate) fn refuses(&self, spec: &ChildSpec) -> Option<String> {
+        refuses(self.auto_shutdown, spec)
     }
 
     /// Spawns the supervisor linked to the calling process, atomically: when the
@@ -268,6 +345,29 @@ impl Supervisor {
     }
 }
 
+/// Why `spec` may not be a child of a supervisor with `auto_shutdown`, if it may
+/// not (OTP's rules for significant children).
+pub(crate) fn refuses(auto_shutdown: AutoShutdown, spec: &ChildSpec) -> Option<String> {
+    if !spec.significant {
+        return None;
+    }
+    if spec.restart == Restart::Permanent {
+        return Some(format!(
+            "the child {:?} is significant and permanent: it is always restarted, so \
+             its end can never be significant; make it transient or temporary",
+            spec.id
+        ));
+    }
+    if auto_shutdown == AutoShutdown::Never {
+        return Some(format!(
+            "the child {:?} is significant, but the supervisor's auto_shutdown is \
+             Never",
+            spec.id
+        ));
+    }
+    None
+}
+
 /// Spawns a supervisor process, linked to `parent` if there is one.
 pub(crate) fn spawn(
     shared: &Arc<Shared>,
@@ -278,10 +378,12 @@ pub(crate) fn spawn(
         return Err(SpawnError::InvalidSupervisor(why));
     }
     let parent_id = parent.map(|p| ProcessId(p.header().id));
-    let child = crate::free::spawn(
+    let name = supervisor.name.clone();
+    let child = crate::free::spawn_as(
         shared,
         move |cx: &mut FnContext<'_, address::Control>| run::run(cx, supervisor, parent_id),
         parent,
+        name,
     )?;
     Ok(SupervisorPid::new(child.pid()))
 }

@@ -43,6 +43,9 @@ pub enum ChildError {
     Duplicate(String),
     /// The child's start failed with this reason; a new child is not kept.
     StartFailed(Exit),
+    /// The spec may not be a child of this supervisor; this says why (a
+    /// significant child of a supervisor without auto-shutdown, say).
+    Invalid(String),
     /// A dynamic supervisor has as many children as it may have
     /// ([`DynamicSupervisor::max_children`](super::DynamicSupervisor::max_children)).
     MaxChildren(usize),
@@ -61,6 +64,7 @@ impl fmt::Display for ChildError {
             ChildError::Running(id) => write!(f, "the child {id:?} is running"),
             ChildError::Duplicate(id) => write!(f, "a child with the id {id:?} exists already"),
             ChildError::StartFailed(reason) => write!(f, "the child failed to start: {reason}"),
+            ChildError::Invalid(why) => write!(f, "not a valid child here: {why}"),
             ChildError::MaxChildren(max) => {
                 write!(f, "the supervisor has its maximum of {max} children")
             }
@@ -382,6 +386,13 @@ pub enum SupervisorError {
         /// Why its start failed.
         reason: Exit,
     },
+    /// A significant child ended (the last of them, under
+    /// [`AutoShutdown::AllSignificant`](super::AutoShutdown::AllSignificant)),
+    /// and the supervisor shut down with it.
+    AutoShutdown {
+        /// The significant child whose end did it.
+        child: String,
+    },
 }
 
 impl fmt::Display for SupervisorError {
@@ -399,6 +410,9 @@ impl fmt::Display for SupervisorError {
             ),
             SupervisorError::StartFailed { child, reason } => {
                 write!(f, "child {child:?} failed to start: {reason}")
+            }
+            SupervisorError::AutoShutdown { child } => {
+                write!(f, "the significant child {child:?} ended: shut down")
             }
         }
     }

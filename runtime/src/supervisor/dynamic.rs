@@ -89,6 +89,8 @@ pub struct DynamicSupervisor<A> {
     pub(super) period: Duration,
     /// The delay before restarts.
     pub(super) backoff: Backoff,
+    /// The name it registers under from its start, if any.
+    pub(super) name: Option<String>,
 }
 
 impl<A: Send + 'static> DynamicSupervisor<A> {
@@ -103,7 +105,16 @@ impl<A: Send + 'static> DynamicSupervisor<A> {
             max_restarts: MAX_RESTARTS,
             period: PERIOD,
             backoff: Backoff::None,
+            name: None,
         }
+    }
+
+    /// Registers the supervisor under `name` from its start, atomically (found
+    /// with [`DynamicSupervisorPid::whereis`]); spawning fails with
+    /// [`SpawnError::Name`] if the name is taken.
+    pub fn name(mut self, name: impl Into<String>) -> DynamicSupervisor<A> {
+        self.name = Some(name.into());
+        self
     }
 
     /// Allows at most `max` children, running or restarting; beyond it
@@ -177,6 +188,7 @@ impl<A> Clone for DynamicSupervisor<A> {
             max_restarts: self.max_restarts,
             period: self.period,
             backoff: self.backoff,
+            name: self.name.clone(),
         }
     }
 }
@@ -202,12 +214,14 @@ fn spawn<A: Send + 'static>(
         return Err(SpawnError::InvalidSupervisor(why));
     }
     let parent_id = parent.map(|p| ProcessId(p.header().id));
-    let child = crate::free::spawn(
+    let name = supervisor.name.clone();
+    let child = crate::free::spawn_as(
         shared,
         move |cx: &mut FnContext<'_, DynControl<A>>| {
             super::dynamic_run::run(cx, supervisor, parent_id)
         },
         parent,
+        name,
     )?;
     Ok(DynamicSupervisorPid::new(child.pid()))
 }

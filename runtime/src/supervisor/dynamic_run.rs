@@ -235,6 +235,10 @@ impl<A: Send + 'static> Dynamic<A> {
             }
             ChildError::StartFailed(Exit::Panicked(panic_message(payload.as_ref())))
         })?;
+        if let Some(why) = super::refuses(super::AutoShutdown::Never, &spec) {
+            // A dynamic supervisor has no auto-shutdown.
+            return Err(ChildError::Invalid(why));
+        }
         let run = start_incarnation(&self.me, &spec).map_err(ChildError::StartFailed)?;
         let started = (run.pid.clone(), Arc::clone(&run.typed));
         let record = Record {

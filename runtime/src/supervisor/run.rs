@@ -34,7 +34,7 @@ use crate::time::deadline_after;
 use super::address::{ChildError, ChildInfo, Control, SupervisorError};
 use super::intensity::RestartWindow;
 use super::spec::{ChildSpec, Restart, Shutdown, Started};
-use super::{Backoff, Strategy, Supervisor};
+use super::{refuses, AutoShutdown, Backoff, Strategy, Supervisor};
 
 /// The supervisor process's body.
 pub(super) fn run(
@@ -216,6 +216,8 @@ struct State {
     children: Vec<Child>,
     /// Whether the initial start is still to be done.
     starting: bool,
+    /// Whether the end of significant children ends the supervisor.
+    auto_shutdown: AutoShutdown,
     /// Set once the supervisor is to shut down, with the reason it will exit with.
     exiting: Option<Exit>,
 }
@@ -230,6 +232,7 @@ impl State {
             backoff: supervisor.backoff,
             children: supervisor.children.into_iter().map(Child::new).collect(),
             starting: true,
+            auto_shutdown: supervisor.auto_shutdown,
             exiting: None,
         }
     }
@@ -317,6 +320,10 @@ impl State {
             Control::StartChild(spec, reply_to) => {
                 if self.find(&spec.id).is_ok() {
                     reply_to.reply(Err(ChildError::Duplicate(spec.id)));
+                    return;
+                }
+                if let Some(why) = refuses(self.auto_shutdown, &spec) {
+                    reply_to.reply(Err(ChildError::Invalid(why)));
                     return;
                 }
                 self.children.push(Child::new(spec));
@@ -498,12 +505,21 @@ impl State {
         } else {
             tracing::info!(supervisor = %sup, child = %id, %reason, "child ended");
         }
+        let significant = child.spec.significant;
         match child.spec.restart {
             Restart::Temporary => {
                 self.children.remove(i);
+                if significant {
+                    self.significant_ended(id);
+                }
                 return;
             }
-            Restart::Transient if !reason.is_failure() => return,
+            Restart::Transient if !reason.is_failure() => {
+                if significant {
+                    self.significant_ended(id);
+                }
+                return;
+            }
             _ => {}
         }
         if !self.window.admit(Instant::now()) {
@@ -550,6 +566,28 @@ impl State {
             child.status = Status::Waiting(due);
             true
         });
+    }
+
+    /// Acts on the end, by itself and for good, of the significant child `id`.
+    fn significant_ended(&mut self, id: String) {
+        let shut_down = match self.auto_shutdown {
+            AutoShutdown::Never => false,
+            AutoShutdown::AnySignificant => true,
+            // Every other significant child is down too (or gone, if temporary).
+            AutoShutdown::AllSignificant => !self
+                .children
+                .iter()
+                .any(|c| c.spec.significant && !matches!(c.status, Status::Down)),
+        };
+        if shut_down {
+            tracing::info!(
+                supervisor = %self.me.id(),
+                child = %id,
+                auto_shutdown = ?self.auto_shutdown,
+                "a significant child ended; shutting down"
+            );
+            self.exit_with(Exit::done(SupervisorError::AutoShutdown { child: id }));
+        }
     }
 
     /// The backoff delay before child `i`'s restart, counting the restart.

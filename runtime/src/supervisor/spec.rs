@@ -112,6 +112,8 @@ pub struct ChildSpec {
     /// Whether the spec starts one given value, once ([`ChildSpec::handler_once`],
     /// [`ChildSpec::free_once`]).
     pub(crate) once: bool,
+    /// Whether its own end may end the supervisor ([`ChildSpec::significant`]).
+    pub(crate) significant: bool,
     /// Starts an incarnation.
     pub(crate) start: Arc<StartFn>,
 }
@@ -226,6 +228,7 @@ impl ChildSpec {
             name: None,
             supervisor: false,
             once: false,
+            significant: false,
             start: Arc::new(start),
         }
     }
@@ -244,6 +247,17 @@ impl ChildSpec {
             self.id
         );
         self.restart = restart;
+        self
+    }
+
+    /// Marks the child significant (OTP 24's `significant`): when it ends by
+    /// itself and is not restarted, a supervisor with an
+    /// [`AutoShutdown`](super::AutoShutdown) other than `Never` may end with it.
+    /// Only a [`Restart::Transient`] or [`Restart::Temporary`] child may be
+    /// significant, and only under such a supervisor: spawning a supervisor, or
+    /// starting a child, that breaks either rule fails with a clear error.
+    pub fn significant(mut self, significant: bool) -> ChildSpec {
+        self.significant = significant;
         self
     }
 
