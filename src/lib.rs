@@ -138,11 +138,11 @@ pub use fibra_runtime::{
 pub use fibra_runtime::{
     AutoShutdown, Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,
     DynamicSupervisorPid, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
-    SupervisorError, SupervisorPid,
+    SupervisorError, SupervisorPid, DEFAULT_START_TIMEOUT,
 };
 pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
 pub use fibra_runtime::{GroupMonitor, GroupNotice, GroupScope, Membership};
-pub use fibra_runtime::{ProcessInfo, ProcessKind, ProcessState, WaitingOn};
+pub use fibra_runtime::{Init, ProcessInfo, ProcessKind, ProcessState, WaitingOn};
 
 /// The names most programs need: `use fibra::prelude::*;`.
 pub mod prelude {
@@ -155,7 +155,7 @@ pub mod prelude {
         Shutdown, SpawnSupervisor, Strategy, Supervisor, SupervisorPid,
     };
     pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
-    pub use fibra_runtime::{GroupNotice, Membership};
+    pub use fibra_runtime::{GroupNotice, Init, Membership};
 }
 
 /// The README's examples, compiled and run as doc tests so they stay true.

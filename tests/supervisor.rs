@@ -392,18 +392,19 @@ fn a_child_that_fails_its_first_start_fails_the_supervisor() {
         let rt = runtime();
         let reason = rt.block_on(|cx| {
             let log = cx.spawn(Log::default());
-            let sup = cx
-                .spawn_supervisor(
-                    Supervisor::new(Strategy::OneForOne)
-                        .child(worker("first", &log))
-                        .child(ChildSpec::handler("broken", || -> Worker {
-                            panic!("no configuration, on purpose")
-                        }))
-                        .child(worker("never", &log)),
-                )
-                .unwrap();
-            let monitor = cx.monitor(&sup);
-            let reason = down_of(cx, &monitor);
+            // Linked, not trapping exits: the failure comes back as an error, and
+            // this process lives on.
+            let err = Supervisor::new(Strategy::OneForOne)
+                .child(worker("first", &log))
+                .child(ChildSpec::handler("broken", || -> Worker {
+                    panic!("no configuration, on purpose")
+                }))
+                .child(worker("never", &log))
+                .spawn_link(cx)
+                .unwrap_err();
+            let SpawnError::InitFailed(reason) = err else {
+                panic!("not a failed start: {err}");
+            };
             assert_eq!(wait_for(&log, 2), ["start first", "stop first"]);
             reason
         });

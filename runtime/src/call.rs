@@ -595,6 +595,16 @@ fn watch<R: Send + 'static>(callee: Task) -> Option<Call<R>> {
     })
 }
 
+/// A slot on `callee` and its `ReplyTo`, for an answer that does not travel in a
+/// request (a start's acknowledgement, init.rs); None if `callee` has ended.
+pub(crate) fn open_reply<R: Send + 'static>(callee: Task) -> Option<(Call<R>, ReplyTo<R>)> {
+    let call = watch(callee)?;
+    let reply = ReplyTo {
+        slot: Some(Arc::clone(&call.slot)),
+    };
+    Some((call, reply))
+}
+
 /// Steps 1 and 2: the call in progress, its request sent; fails at once with
 /// `Exited(NoProc)` if the callee has ended.
 pub(crate) fn send_request<M, R>(

@@ -179,6 +179,16 @@ pub enum SpawnError {
     /// The name a process was to be spawned under could not be had (`spawn_named`);
     /// the process never ran.
     Name(crate::registry::RegisterError),
+    /// A started process's `init` said [`Init::Ignore`](crate::Init::Ignore): it
+    /// ended normally.
+    Ignored,
+    /// A started process's `init` failed, and the process ended with this reason
+    /// ([`Init::Stop`](crate::Init::Stop), a panic, a kill); a supervisor's start
+    /// failed because a child's did.
+    InitFailed(Exit),
+    /// A started process had not finished its `init` within this timeout; it was
+    /// killed.
+    InitTimeout(std::time::Duration),
 }
 
 impl fmt::Display for SpawnError {
@@ -187,6 +197,11 @@ impl fmt::Display for SpawnError {
             SpawnError::Shutdown => f.write_str("cannot spawn: the runtime has shut down"),
             SpawnError::InvalidSupervisor(why) => write!(f, "invalid supervisor: {why}"),
             SpawnError::Name(err) => write!(f, "cannot spawn under that name: {err}"),
+            SpawnError::Ignored => f.write_str("the process's init said ignore"),
+            SpawnError::InitFailed(reason) => write!(f, "the process's init failed: {reason}"),
+            SpawnError::InitTimeout(timeout) => {
+                write!(f, "the process's init did not finish within {timeout:?}")
+            }
             SpawnError::Stack {
                 size,
                 source,
@@ -212,7 +227,11 @@ impl std::error::Error for SpawnError {
         match self {
             SpawnError::Stack { source, .. } => Some(source),
             SpawnError::Name(err) => Some(err),
-            SpawnError::Shutdown | SpawnError::InvalidSupervisor(_) => None,
+            SpawnError::Shutdown
+            | SpawnError::InvalidSupervisor(_)
+            | SpawnError::Ignored
+            | SpawnError::InitFailed(_)
+            | SpawnError::InitTimeout(_) => None,
         }
     }
 }

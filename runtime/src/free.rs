@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fibra_mailbox::Mailbox;
+use parking_lot::Mutex;
 
 use crate::carrier::{Cancelled, Frame, Outcome, Suspend, Suspended};
 use crate::error::{Exit, SpawnError};
 use crate::info::ProcessKind;
+use crate::init::InitAck;
 use crate::join::{Completion, JoinHandle};
 use crate::process::{Core, Deliver, Described, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
@@ -167,6 +169,65 @@ where
     T: Send + 'static,
     F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
 {
+    let (rights, _, handle) = prepare(shared, body, linked, name)?;
+    shared.schedule_spawned(rights);
+    Ok(handle)
+}
+
+/// [`spawn_as`] for a body that acknowledges its own start (init.rs): waits at
+/// most `timeout` for it to say it is up. The supervisors start so.
+pub(crate) fn start_as<M, T, F>(
+    shared: &Arc<Shared>,
+    body: F,
+    linked: Option<&Task>,
+    name: Option<String>,
+    timeout: Duration,
+) -> Result<JoinHandle<T, M>, SpawnError>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut FnContext<'_, M>, InitAck) -> T + Send + 'static,
+{
+    // Filled in before the process first runs: the acknowledgement needs the
+    // process, and the process needs its body.
+    let slot: Arc<Mutex<Option<InitAck>>> = Arc::default();
+    let filled = Arc::clone(&slot);
+    let (rights, cell, handle) = prepare(
+        shared,
+        move |cx: &mut FnContext<'_, M>| {
+            let ack = filled.lock().take().expect("filled before the first run");
+            body(cx, ack)
+        },
+        linked,
+        name,
+    )?;
+    let (starting, ack) = match crate::init::prepare(&(cell as Task), linked) {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            shared.schedule_spawned(rights);
+            return Err(err);
+        }
+    };
+    *slot.lock() = Some(ack);
+    shared.schedule_spawned(rights);
+    starting.wait(timeout)?;
+    Ok(handle)
+}
+
+/// A new free-running process with its stack, admitted, named and linked, but
+/// not yet scheduled: the caller schedules it with the rights.
+#[allow(clippy::type_complexity)]
+fn prepare<M, T, F>(
+    shared: &Arc<Shared>,
+    body: F,
+    linked: Option<&Task>,
+    name: Option<String>,
+) -> Result<(RunRights, Arc<FnCell<F, T, M>>, JoinHandle<T, M>), SpawnError>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+{
     let carrier = shared.carrier()?;
     let completion = Arc::new(Completion::new());
     let (rights, cell) = RunRights::new_process(Arc::new(FnCell {
@@ -190,8 +251,7 @@ where
         crate::signal::record_parent(&*cell, &**parent);
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a free-running process");
-    shared.schedule_spawned(rights);
-    Ok(JoinHandle::new(completion, pid))
+    Ok((rights, cell, JoinHandle::new(completion, pid)))
 }
 
 /// A wait without a deadline was asked for while the process unwinds, where it

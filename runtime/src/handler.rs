@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use fibra_timer::TimerKey;
 
 use crate::carrier::{Cancelled, Frame, Outcome, Suspend};
-use crate::error::{Exit, SpawnError};
+use crate::error::{panic_message, Exit, SpawnError};
 use crate::info::ProcessKind;
+use crate::init::{Init, InitAck};
 use crate::process::{Core, Deliver, Described, Pid, ProcessId, Run, Task};
 use crate::rights::RunRights;
 use crate::scheduler::Shared;
 use crate::scope::Scope;
-use crate::signal::{exit_from_unwind, take_fatal, take_notice, Notice};
+use crate::signal::{exit_from_unwind, take_fatal, take_notice, Notice, Terminated};
 use crate::state::Deadline;
 use crate::time::{arm, deadline_after, disarm, sleep_until};
 
@@ -98,7 +99,49 @@ pub trait Process: Sized + Send + 'static {
     /// The type of the messages this process receives.
     type Message: Send + 'static;
 
-    /// Runs once, before the first message, right after the process is spawned.
+    /// Runs once, first of all, before any message or notice: OTP's `init`.
+    /// Returning [`Init::Ignore`] ends the process normally, and
+    /// [`Init::Stop`] ends it with the reason given; neither runs `stopped`.
+    ///
+    /// A process spawned with [`Handle::start`](crate::Handle::start) or
+    /// [`Scope::start_link`](crate::Scope::start_link) (as a supervisor's handler
+    /// children are) makes its starter wait for this: the start returns the
+    /// process once `init` returns `Ok`, or fails with what `init` said (or with
+    /// the reason it panicked), and a failed `init` does not reach a linked
+    /// starter as an exit signal. Spawned with `spawn`, nobody waits.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// struct Db { url: &'static str }
+    /// impl Process for Db {
+    ///     type Message = ();
+    ///     fn init(&mut self, _cx: &mut Context<Self>) -> Init {
+    ///         if self.url.starts_with("db://") {
+    ///             Init::Ok
+    ///         } else {
+    ///             Init::Stop(Exit::error(std::io::Error::other("bad url")))
+    ///         }
+    ///     }
+    ///     fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// let t = Duration::from_secs(5);
+    /// assert!(rt.handle().start(Db { url: "db://x" }, t).is_ok());
+    /// match rt.handle().start(Db { url: "x" }, t) {
+    ///     Err(SpawnError::InitFailed(reason)) => assert_eq!(reason.to_string(), "error: bad url"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    fn init(&mut self, cx: &mut Context<'_, Self>) -> Init {
+        let _ = cx;
+        Init::Ok
+    }
+
+    /// Runs once, before the first message, right after `init` returned
+    /// [`Init::Ok`].
     fn started(&mut self, cx: &mut Context<'_, Self>) {
         let _ = cx;
     }
@@ -138,9 +181,20 @@ pub(crate) struct ProcessCell<P: Process> {
     user: UnsafeCell<Option<P>>,
     /// Whether `started` has run. Touched only by the holder of the run rights.
     started: UnsafeCell<bool>,
-    /// The idle timeout, if the process set one. Touched only by the holder of the
-    /// run rights; boxed because few processes use it.
-    idle: UnsafeCell<Option<Box<IdleTimeout>>>,
+    /// The idle timeout, if the process set one, and the starter's acknowledgement
+    /// while a start waits for `init`. Touched only by the holder of the run
+    /// rights; boxed because few processes use either.
+    extras: UnsafeCell<Option<Box<Extras>>>,
+}
+
+/// What few handler processes have.
+#[derive(Default)]
+struct Extras {
+    /// The idle timeout, if the process set one.
+    idle: Option<IdleTimeout>,
+    /// Whom to tell how `init` went, for a process being started synchronously
+    /// ([`Handle::start`](crate::Handle::start)); taken by the first activation.
+    ack: Option<InitAck>,
 }
 
 /// A handler's idle timeout: [`Process::timeout`] runs when no message came for
@@ -154,10 +208,55 @@ struct IdleTimeout {
     timer: Option<TimerKey>,
 }
 
-// Safety: `user`, `started` and `idle` are only accessed by the holder of the run rights,
+// Safety: `user`, `started` and `extras` are only accessed by the holder of the run rights,
 // which is one thread at a time, with the hand-over ordered by the state word's
 // SeqCst operations. P: Send lets the value move between those threads.
 unsafe impl<P: Process> Sync for ProcessCell<P> {}
+
+/// Runs `init` and tells a waiting starter how it went; `Some` if the process is
+/// to end instead of going on.
+fn init<P: Process>(user: &mut P, cx: &mut Context<'_, P>, ack: Option<InitAck>) -> Option<Step> {
+    let said = panic::catch_unwind(AssertUnwindSafe(|| user.init(cx)));
+    let said = match said {
+        Ok(said) => said,
+        Err(payload) => {
+            // A panic, or a kill or stop that came while `init` blocked: the start
+            // failed, with the reason the process ends with.
+            let reason = match payload.downcast_ref::<Terminated>() {
+                Some(terminated) => terminated.0.clone(),
+                None if payload.is::<Cancelled>() => Exit::Shutdown,
+                None => Exit::Panicked(panic_message(payload.as_ref())),
+            };
+            if let Some(ack) = ack {
+                ack.fail(cx.frame, reason.clone());
+            }
+            if payload.is::<Terminated>() || payload.is::<Cancelled>() {
+                panic::resume_unwind(payload);
+            }
+            return Some(Step::End(reason));
+        }
+    };
+    match said {
+        Init::Ok => {
+            if let Some(ack) = ack {
+                ack.started();
+            }
+            None
+        }
+        Init::Ignore => {
+            if let Some(ack) = ack {
+                ack.ignored();
+            }
+            Some(Step::End(Exit::Normal))
+        }
+        Init::Stop(reason) => {
+            if let Some(ack) = ack {
+                ack.fail(cx.frame, reason.clone());
+            }
+            Some(Step::End(reason))
+        }
+    }
+}
 
 /// What the handler loop stopped on.
 enum Step {
@@ -170,15 +269,43 @@ enum Step {
 }
 
 impl<P: Process> ProcessCell<P> {
-    /// The idle timeout.
+    /// The idle timeout and the start acknowledgement.
     ///
     /// # Safety
-    /// The caller holds the run rights and keeps the reference only while it does
-    /// not call into user code (which may change the timeout through its context).
+    /// The caller holds the run rights (or the process is not scheduled yet) and
+    /// keeps the reference only while it does not call into user code (which may
+    /// change the timeout through its context).
     #[allow(clippy::mut_from_ref)]
-    unsafe fn idle(&self) -> &mut Option<Box<IdleTimeout>> {
+    unsafe fn extras(&self) -> &mut Option<Box<Extras>> {
         // Safety: as the caller promises.
-        unsafe { &mut *self.idle.get() }
+        unsafe { &mut *self.extras.get() }
+    }
+
+    /// The idle timeout, if set.
+    ///
+    /// # Safety
+    /// As for [`extras`](Self::extras).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn idle(&self) -> Option<&mut IdleTimeout> {
+        // Safety: passed on from the caller.
+        unsafe { self.extras() }
+            .as_mut()
+            .and_then(|extras| extras.idle.as_mut())
+    }
+
+    /// Takes the start acknowledgement, if a starter waits for one; drops the
+    /// extras if nothing else is in them.
+    ///
+    /// # Safety
+    /// As for [`extras`](Self::extras).
+    unsafe fn take_ack(&self) -> Option<InitAck> {
+        // Safety: passed on from the caller.
+        let extras = unsafe { self.extras() };
+        let ack = extras.as_mut()?.ack.take();
+        if extras.as_ref().is_some_and(|e| e.idle.is_none()) {
+            *extras = None;
+        }
+        ack
     }
 
     /// Ends the process: common retirement, then the value is dropped.
@@ -214,7 +341,7 @@ unsafe impl<P: Process> Run for ProcessCell<P> {
         };
         // A message (or the timer) ended the idle wait: its timer is of no more use.
         // Safety: the run rights give exclusive access; no user code runs meanwhile.
-        if let Some(key) = unsafe { self.idle() }.as_mut().and_then(|i| i.timer.take()) {
+        if let Some(key) = unsafe { self.idle() }.and_then(|i| i.timer.take()) {
             disarm(frame, key);
         }
         let step = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -222,6 +349,12 @@ unsafe impl<P: Process> Run for ProcessCell<P> {
             let started = unsafe { &mut *self.started.get() };
             if !*started {
                 *started = true;
+                // Safety: as above; no user code runs while `extras` is used.
+                let ack = unsafe { self.take_ack() };
+                match init(user, &mut cx, ack) {
+                    None => {}
+                    Some(end) => return end,
+                }
                 user.started(&mut cx);
                 if cx.stop {
                     return Step::Stop(Exit::Normal);
@@ -258,7 +391,7 @@ unsafe impl<P: Process> Run for ProcessCell<P> {
                 // Safety: the holder of the run rights is the mailbox's one consumer.
                 let Some(msg) = (unsafe { self.core.mailbox.pop() }) else {
                     // Safety: run rights held; no user code runs while `idle` is used.
-                    let Some(idle) = (unsafe { self.idle() }).as_mut() else {
+                    let Some(idle) = (unsafe { self.idle() }) else {
                         return Step::Idle(Deadline::None);
                     };
                     let deadline = idle.last_active + idle.after;
@@ -285,7 +418,7 @@ unsafe impl<P: Process> Run for ProcessCell<P> {
                     return Step::Stop(Exit::Normal);
                 }
                 // Safety: run rights held; user code has returned.
-                if let Some(idle) = unsafe { self.idle() }.as_mut() {
+                if let Some(idle) = unsafe { self.idle() } {
                     idle.last_active = Instant::now();
                 }
             }
@@ -366,11 +499,52 @@ pub(crate) fn spawn_as<P: Process>(
     linked: Option<&Task>,
     name: Option<String>,
 ) -> Result<Pid<P::Message>, SpawnError> {
+    let (rights, _, pid) = prepare(shared, process, linked, name)?;
+    shared.schedule_spawned(rights);
+    Ok(pid)
+}
+
+/// [`spawn_as`], then waits at most `timeout` for the process's `init` (init.rs):
+/// returns it once `init` said [`Init::Ok`], fails with what it said otherwise.
+pub(crate) fn start_as<P: Process>(
+    shared: &Arc<Shared>,
+    process: P,
+    linked: Option<&Task>,
+    name: Option<String>,
+    timeout: Duration,
+) -> Result<Pid<P::Message>, SpawnError> {
+    let (rights, cell, pid) = prepare(shared, process, linked, name)?;
+    let (starting, ack) = match crate::init::prepare(&(Arc::clone(&cell) as Task), linked) {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            shared.schedule_spawned(rights);
+            return Err(err);
+        }
+    };
+    // Safety: the process is not scheduled yet, so nobody else touches its cell.
+    *unsafe { cell.extras() } = Some(Box::new(Extras {
+        idle: None,
+        ack: Some(ack),
+    }));
+    shared.schedule_spawned(rights);
+    starting.wait(timeout)?;
+    Ok(pid)
+}
+
+/// A new handler process, admitted, named and linked, but not yet scheduled: the
+/// caller schedules it with the rights.
+#[allow(clippy::type_complexity)]
+fn prepare<P: Process>(
+    shared: &Arc<Shared>,
+    process: P,
+    linked: Option<&Task>,
+    name: Option<String>,
+) -> Result<(RunRights, Arc<ProcessCell<P>>, Pid<P::Message>), SpawnError> {
     let (rights, cell) = RunRights::new_process(Arc::new(ProcessCell {
         core: Core::new(Arc::clone(shared), shared.next_id()),
         user: UnsafeCell::new(Some(process)),
         started: UnsafeCell::new(false),
-        idle: UnsafeCell::new(None),
+        extras: UnsafeCell::new(None),
     }));
     shared.admit(Arc::clone(&cell) as Task)?;
     let pid = Pid::new(Arc::clone(&cell) as Arc<dyn Deliver<P::Message>>);
@@ -387,8 +561,7 @@ pub(crate) fn spawn_as<P: Process>(
         crate::signal::record_parent(&*cell, &**parent);
     }
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a handler process");
-    shared.schedule_spawned(rights);
-    Ok(pid)
+    Ok((rights, cell, pid))
 }
 
 /// What a handler sees of its process and runtime while it runs.
@@ -476,14 +649,17 @@ impl<P: Process> Context<'_, P> {
     pub fn set_idle_timeout(&mut self, after: Option<Duration>) {
         // Safety: the context exists only while its process runs, so its holder has
         // the run rights; no other reference into `idle` is live during user code.
-        let idle = unsafe { self.cell.idle() };
-        *idle = after.map(|after| {
-            Box::new(IdleTimeout {
-                after,
-                last_active: Instant::now(),
-                timer: None,
-            })
+        let extras = unsafe { self.cell.extras() };
+        let idle = after.map(|after| IdleTimeout {
+            after,
+            last_active: Instant::now(),
+            timer: None,
         });
+        match (idle, extras.as_mut()) {
+            (None, None) => {}
+            (None, Some(e)) if e.ack.is_none() => *extras = None,
+            (idle, _) => extras.get_or_insert_with(Box::default).idle = idle,
+        }
     }
 }
 

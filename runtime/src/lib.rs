@@ -20,6 +20,8 @@ mod handler;
 #[cfg(not(loom))]
 mod info;
 #[cfg(not(loom))]
+mod init;
+#[cfg(not(loom))]
 mod join;
 #[cfg(not(loom))]
 mod names;
@@ -94,6 +96,8 @@ pub use handler::{Context, Process};
 #[cfg(not(loom))]
 pub use info::{ProcessInfo, ProcessKind, ProcessState, WaitingOn};
 #[cfg(not(loom))]
+pub use init::Init;
+#[cfg(not(loom))]
 pub use join::JoinHandle;
 #[cfg(not(loom))]
 pub use names::GroupScope;
@@ -113,7 +117,7 @@ pub use signal::{Down, MonitorRef, Notice};
 pub use supervisor::{
     AutoShutdown, Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,
     DynamicSupervisorPid, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,
-    SupervisorError, SupervisorPid,
+    SupervisorError, SupervisorPid, DEFAULT_START_TIMEOUT,
 };
 #[cfg(not(loom))]
 pub use time::{sleep, Interval, TimerRef};

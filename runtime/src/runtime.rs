@@ -431,6 +431,20 @@ impl Handle {
         crate::handler::spawn(&self.shared, process, None)
     }
 
+    /// Spawns a handler process and waits, at most `timeout`, for its
+    /// [`init`](Process::init) (OTP's `gen_server:start`): returns it once `init`
+    /// said [`Init::Ok`](crate::Init::Ok); fails with [`SpawnError::Ignored`],
+    /// [`SpawnError::InitFailed`] (what `init` stopped with, or why it
+    /// panicked), or [`SpawnError::InitTimeout`] (the process is killed). Waits
+    /// as a process if called from one, else blocks the thread.
+    pub fn start<P: Process>(
+        &self,
+        process: P,
+        timeout: Duration,
+    ) -> Result<Pid<P::Message>, SpawnError> {
+        crate::handler::start_as(&self.shared, process, None, None, timeout)
+    }
+
     /// Spawns a free-running process running `body` on a stack of its own. The stack
     /// is mapped (or taken from a pool) now, so an OS refusal is reported here as
     /// [`SpawnError::Stack`].

@@ -8,6 +8,7 @@
 
 use std::panic;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::carrier::Frame;
 use crate::error::{Exit, SpawnError};
@@ -157,6 +158,50 @@ impl Scope<'_> {
     /// Spawns a handler process, or says why it could not.
     pub fn try_spawn<P: Process>(&self, process: P) -> Result<Pid<P::Message>, SpawnError> {
         crate::handler::spawn(&self.frame.header().shared, process, None)
+    }
+
+    /// Spawns a handler process and waits for its `init` (see [`Handle::start`]).
+    pub fn start<P: Process>(
+        &self,
+        process: P,
+        timeout: Duration,
+    ) -> Result<Pid<P::Message>, SpawnError> {
+        crate::handler::start_as(&self.frame.header().shared, process, None, None, timeout)
+    }
+
+    /// Spawns a handler process linked to this one, atomically, and waits for its
+    /// `init` (OTP's `gen_server:start_link`). A failed `init` comes back as the
+    /// error, not as an exit signal: the new process unlinks this one before it
+    /// ends. So does a start given up at the timeout (the process is killed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// struct Picky;
+    /// impl Process for Picky {
+    ///     type Message = ();
+    ///     fn init(&mut self, _cx: &mut Context<Self>) -> Init {
+    ///         Init::Stop(Exit::error(std::io::Error::other("no config")))
+    ///     }
+    ///     fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// let still_here = rt.block_on(|cx| {
+    ///     let err = cx.start_link(Picky, Duration::from_secs(5)).unwrap_err();
+    ///     assert!(matches!(err, SpawnError::InitFailed(_)));
+    ///     "still here" // not killed by the failed start
+    /// });
+    /// assert_eq!(still_here, "still here");
+    /// ```
+    pub fn start_link<P: Process>(
+        &self,
+        process: P,
+        timeout: Duration,
+    ) -> Result<Pid<P::Message>, SpawnError> {
+        let me = self.frame.task();
+        crate::handler::start_as(&me.header().shared, process, Some(&me), None, timeout)
     }
 
     /// Spawns a free-running process. See [`Handle::spawn_fn`].

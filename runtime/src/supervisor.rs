@@ -61,7 +61,7 @@ pub use address::{
     ChildCounts, ChildError, ChildInfo, SpawnSupervisor, SupervisorError, SupervisorPid,
 };
 pub use dynamic::{DynamicSupervisor, DynamicSupervisorPid};
-pub use spec::{ChildSpec, Restart, Shutdown};
+pub use spec::{ChildSpec, Restart, Shutdown, DEFAULT_START_TIMEOUT};
 
 use crate::error::SpawnError;
 use crate::free::FnContext;
@@ -179,6 +179,8 @@ pub struct Supervisor {
     pub(crate) auto_shutdown: AutoShutdown,
     /// The name it registers under from its start, if any.
     pub(crate) name: Option<String>,
+    /// How long `spawn` waits for the children to start.
+    pub(crate) start_timeout: Duration,
 }
 
 /// When a supervisor ends by itself because its significant children did
@@ -211,7 +213,18 @@ impl Supervisor {
             children: Vec::new(),
             auto_shutdown: AutoShutdown::Never,
             name: None,
+            start_timeout: spec::DEFAULT_START_TIMEOUT,
         }
+    }
+
+    /// Sets how long spawning the supervisor waits for its children to start
+    /// (default [`DEFAULT_START_TIMEOUT`]); past it,
+    /// the supervisor is killed, its children with it, and the spawn fails with
+    /// [`SpawnError::InitTimeout`]. As a child, its spec's
+    /// [`start_timeout`](ChildSpec::start_timeout) applies instead.
+    pub fn start_timeout(mut self, timeout: Duration) -> Supervisor {
+        self.start_timeout = timeout;
+        self
     }
 
     /// Sets when the supervisor ends because its significant children did
@@ -299,12 +312,17 @@ impl Supervisor {
         &self.children
     }
 
-    /// Spawns the supervisor on `handle`'s runtime, unlinked. It starts its
-    /// children once it runs; [`SupervisorPid::children`] answers once they are.
+    /// Spawns the supervisor on `handle`'s runtime, unlinked, and waits until it
+    /// has started its children, in order, each through its `init` (OTP's
+    /// `supervisor:start_link`): when this returns, every child is up (or said
+    /// ignore) and named.
     ///
     /// Fails with [`SpawnError::InvalidSupervisor`] if two children share an id,
     /// or if the restart period is zero while restarts are allowed (then a crash
-    /// loop would never count as one and never escalate).
+    /// loop would never count as one and never escalate); with
+    /// [`SpawnError::InitFailed`] carrying [`SupervisorError::StartFailed`] if a
+    /// child failed to start (the ones started before it are stopped again); with
+    /// [`SpawnError::InitTimeout`] past the [`start_timeout`](Self::start_timeout).
     pub fn spawn(self, handle: &Handle) -> Result<SupervisorPid, SpawnError> {
         spawn(handle.shared(), self, None)
     }
@@ -333,10 +351,12 @@ impl Supervisor {
         refuses(self.auto_shutdown, spec)
     }
 
-    /// Spawns the supervisor linked to the calling process, atomically: when the
-    /// caller ends, whatever the reason, the supervisor stops its children and
-    /// exits with the same reason; when the supervisor fails, the caller gets its
-    /// exit signal.
+    /// Spawns the supervisor linked to the calling process, atomically, and waits
+    /// for its children to start as [`spawn`](Self::spawn) does: when the caller
+    /// ends, whatever the reason, the supervisor stops its children and exits
+    /// with the same reason; when the supervisor fails later, the caller gets its
+    /// exit signal. A failed start is an error here, not an exit signal: the
+    /// supervisor unlinks the caller before it ends.
     ///
     /// `cx` is the caller's context (either kind dereferences to a [`Scope`]).
     pub fn spawn_link(self, cx: &Scope<'_>) -> Result<SupervisorPid, SpawnError> {
@@ -379,11 +399,15 @@ pub(crate) fn spawn(
     }
     let parent_id = parent.map(|p| ProcessId(p.header().id));
     let name = supervisor.name.clone();
-    let child = crate::free::spawn_as(
+    let timeout = supervisor.start_timeout;
+    let child = crate::free::start_as(
         shared,
-        move |cx: &mut FnContext<'_, address::Control>| run::run(cx, supervisor, parent_id),
+        move |cx: &mut FnContext<'_, address::Control>, ack| {
+            run::run(cx, supervisor, parent_id, ack)
+        },
         parent,
         name,
+        timeout,
     )?;
     Ok(SupervisorPid::new(child.pid()))
 }

@@ -149,3 +149,15 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Waits until `done` holds, looking again after each short yield; panics after
+/// ten seconds. For state another thread reaches on its own, with no event to
+/// wait on (a value dropped as its process ends).
+#[allow(dead_code)]
+pub fn eventually(done: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < until, "not within ten seconds");
+        std::thread::yield_now();
+    }
+}

@@ -43,6 +43,10 @@ pub enum ChildError {
     Duplicate(String),
     /// The child's start failed with this reason; a new child is not kept.
     StartFailed(Exit),
+    /// The child's `init` said [`Init::Ignore`](crate::Init::Ignore): it does not
+    /// run. A supervisor keeps its spec, as in OTP; a dynamic supervisor keeps
+    /// nothing.
+    Ignored(String),
     /// The spec may not be a child of this supervisor; this says why (a
     /// significant child of a supervisor without auto-shutdown, say).
     Invalid(String),
@@ -65,6 +69,7 @@ impl fmt::Display for ChildError {
             ChildError::Duplicate(id) => write!(f, "a child with the id {id:?} exists already"),
             ChildError::StartFailed(reason) => write!(f, "the child failed to start: {reason}"),
             ChildError::Invalid(why) => write!(f, "not a valid child here: {why}"),
+            ChildError::Ignored(id) => write!(f, "the child {id:?} ignored its start"),
             ChildError::MaxChildren(max) => {
                 write!(f, "the supervisor has its maximum of {max} children")
             }

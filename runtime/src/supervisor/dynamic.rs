@@ -158,10 +158,10 @@ impl<A: Send + 'static> DynamicSupervisor<A> {
     /// supervisor. Find the running one with
     /// [`ChildInfo::dynamic_supervisor`].
     pub fn child_spec(self, id: impl Into<String>) -> ChildSpec {
-        let mut spec = ChildSpec::worker(id, move |sup: &Task, name: Option<&str>| {
+        let mut spec = ChildSpec::worker(id, move |sup: &Task, name: Option<&str>, _| {
             let child =
                 spawn(&sup.header().shared, self.clone(), Some(sup)).map_err(spawn_failure)?;
-            super::spec::register(sup, name, child.pid.clone())
+            super::spec::register(sup, name, child.pid.clone()).map(Some)
         });
         spec.supervisor = true;
         spec.shutdown = super::Shutdown::Infinity;

@@ -239,7 +239,10 @@ impl<A: Send + 'static> Dynamic<A> {
             // A dynamic supervisor has no auto-shutdown.
             return Err(ChildError::Invalid(why));
         }
-        let run = start_incarnation(&self.me, &spec).map_err(ChildError::StartFailed)?;
+        let run = start_incarnation(&self.me, &spec)
+            .map_err(ChildError::StartFailed)?
+            // Nothing is kept of a child whose `init` said ignore.
+            .ok_or_else(|| ChildError::Ignored(spec.id.clone()))?;
         let started = (run.pid.clone(), Arc::clone(&run.typed));
         let record = Record {
             spec,
@@ -365,7 +368,10 @@ impl<A: Send + 'static> Dynamic<A> {
     fn restart(&mut self, mut record: Record) {
         record.restarts += 1;
         match start_incarnation(&self.me, &record.spec) {
-            Ok(run) => {
+            Ok(None) => {
+                // Its `init` said ignore this time: forgotten.
+            }
+            Ok(Some(run)) => {
                 tracing::info!(
                     supervisor = %self.me.id(),
                     child = %record.spec.id,

@@ -10,8 +10,10 @@
 //! can do so because its state lives outside the unwound code and is consistent at
 //! every blocking call:
 //!
-//! * a child is recorded as running right after it is spawned, with nothing in
-//!   between that can block;
+//! * a child is recorded as running right after its start returns; the one
+//!   blocking call inside a start, the wait for a handler child's `init`, kills
+//!   the new child if the supervisor is unwound out of it (init.rs), so no child
+//!   is left running unrecorded;
 //! * a child's status changes only when a notice about it is handled, or when a
 //!   decision about it is taken, before anything blocks;
 //! * stopping a child is repeatable: a second stop of a stopping child is harmless,
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::carrier::Cancelled;
 use crate::error::{panic_message, Exit};
 use crate::free::{FnContext, Received};
+use crate::init::InitAck;
 use crate::process::{AnyPid, ProcessId};
 use crate::signal::{MonitorRef, Notice, Terminated};
 use crate::time::deadline_after;
@@ -41,8 +44,9 @@ pub(super) fn run(
     cx: &mut FnContext<'_, Control>,
     supervisor: Supervisor,
     parent: Option<ProcessId>,
+    ack: InitAck,
 ) {
-    let mut state = State::new(supervisor, parent, cx.me());
+    let mut state = State::new(supervisor, parent, cx.me(), ack);
     supervise(cx, &mut state);
 }
 
@@ -86,17 +90,27 @@ pub(super) fn supervise<M: Send + 'static>(
 /// Starts one incarnation of the child `spec` describes, linked to and monitored
 /// by the supervisor `me`. A panicking factory is a failed start; a stop, a kill or
 /// a cancellation that reached the supervisor while the factory ran goes on.
-pub(super) fn start_incarnation(me: &AnyPid, spec: &ChildSpec) -> Result<Incarnation, Exit> {
+///
+/// `Ok(None)`: the child's `init` said ignore, and it has ended.
+pub(super) fn start_incarnation(
+    me: &AnyPid,
+    spec: &ChildSpec,
+) -> Result<Option<Incarnation>, Exit> {
     let start = Arc::clone(&spec.start);
-    let started = panic::catch_unwind(AssertUnwindSafe(|| start(&me.0, spec.name.as_deref())))
-        .unwrap_or_else(|payload| {
-            if payload.is::<Terminated>() || payload.is::<Cancelled>() {
-                panic::resume_unwind(payload);
-            }
-            Err(Exit::Panicked(panic_message(payload.as_ref())))
-        });
-    let Started { pid, typed } = started?;
-    // Nothing between the spawn and this record can block (see the module comment).
+    let started = panic::catch_unwind(AssertUnwindSafe(|| {
+        start(&me.0, spec.name.as_deref(), spec.start_timeout)
+    }))
+    .unwrap_or_else(|payload| {
+        if payload.is::<Terminated>() || payload.is::<Cancelled>() {
+            panic::resume_unwind(payload);
+        }
+        Err(Exit::Panicked(panic_message(payload.as_ref())))
+    });
+    let Some(Started { pid, typed }) = started? else {
+        tracing::info!(supervisor = %me.id(), child = %spec.id, "child ignored its start");
+        return Ok(None);
+    };
+    // Recorded as soon as the start returns (see the module comment).
     let monitor = crate::signal::monitor(&me.0, &pid.0);
     tracing::debug!(
         supervisor = %me.id(),
@@ -104,13 +118,13 @@ pub(super) fn start_incarnation(me: &AnyPid, spec: &ChildSpec) -> Result<Incarna
         pid = %pid.id(),
         "child started"
     );
-    Ok(Incarnation {
+    Ok(Some(Incarnation {
         pid,
         typed,
         monitor,
         reason: None,
         since: Instant::now(),
-    })
+    }))
 }
 
 /// Where a child is in its life.
@@ -218,12 +232,14 @@ struct State {
     starting: bool,
     /// Whether the end of significant children ends the supervisor.
     auto_shutdown: AutoShutdown,
+    /// Whom to tell that the initial start is done; taken when it is.
+    ack: Option<InitAck>,
     /// Set once the supervisor is to shut down, with the reason it will exit with.
     exiting: Option<Exit>,
 }
 
 impl State {
-    fn new(supervisor: Supervisor, parent: Option<ProcessId>, me: AnyPid) -> State {
+    fn new(supervisor: Supervisor, parent: Option<ProcessId>, me: AnyPid, ack: InitAck) -> State {
         State {
             me,
             parent,
@@ -233,6 +249,7 @@ impl State {
             children: supervisor.children.into_iter().map(Child::new).collect(),
             starting: true,
             auto_shutdown: supervisor.auto_shutdown,
+            ack: Some(ack),
             exiting: None,
         }
     }
@@ -252,6 +269,18 @@ impl Supervising<Control> for State {
     fn serve(&mut self, cx: &mut FnContext<'_, Control>) -> Exit {
         if std::mem::take(&mut self.starting) {
             self.start_all();
+            // Told after the children are up; a failed start is told by the exit
+            // reason, with the spawner unlinked first.
+            if let Some(ack) = self.ack.take() {
+                match self.exiting.clone() {
+                    None => ack.started(),
+                    Some(reason) => ack.fail(cx.frame, reason),
+                }
+            }
+        }
+        // A stop that came during the initial start: the start failed.
+        if let Some(ack) = self.ack.take() {
+            ack.fail(cx.frame, self.exiting.clone().unwrap_or(Exit::Stopped));
         }
         loop {
             if let Some(reason) = self.exiting.clone() {
@@ -328,7 +357,7 @@ impl State {
                 }
                 self.children.push(Child::new(spec));
                 let started = self.start_dynamic(self.children.len() - 1);
-                if started.is_err() {
+                if matches!(started, Err(ChildError::StartFailed(_))) {
                     // A child that cannot start is not kept (OTP's start_child).
                     self.children.pop();
                 }
@@ -377,10 +406,11 @@ impl State {
     /// that fails leaves the child down, not exited: nothing is restarted for it).
     fn start_dynamic(&mut self, i: usize) -> Result<AnyPid, ChildError> {
         match self.start(i) {
-            Ok(()) => Ok(self.children[i]
+            // Its `init` said ignore: the spec is kept, not running.
+            Ok(()) => self.children[i]
                 .running()
                 .map(|run| run.pid.clone())
-                .expect("a child that started runs")),
+                .ok_or_else(|| ChildError::Ignored(self.children[i].spec.id.clone())),
             Err(reason) => {
                 self.children[i].status = Status::Down;
                 Err(ChildError::StartFailed(reason))
@@ -406,10 +436,14 @@ impl State {
         }
     }
 
-    /// Starts child `i` and records it as running.
+    /// Starts child `i` and records it as running, or as down if its `init` said
+    /// ignore (its spec is kept, as in OTP).
     fn start(&mut self, i: usize) -> Result<(), Exit> {
         let child = &mut self.children[i];
-        child.status = Status::Running(start_incarnation(&self.me, &child.spec)?);
+        child.status = match start_incarnation(&self.me, &child.spec)? {
+            Some(run) => Status::Running(run),
+            None => Status::Down,
+        };
         Ok(())
     }
 

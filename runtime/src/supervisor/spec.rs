@@ -64,9 +64,14 @@ impl Started {
 }
 
 /// Starts one incarnation of a child, linked to the supervisor (the task), and
-/// registers it under the name if there is one. An `Err` is the reason the start
-/// failed, treated like an exit of the child.
-pub(crate) type StartFn = dyn Fn(&Task, Option<&str>) -> Result<Started, Exit> + Send + Sync;
+/// registers it under the name if there is one; a handler child's start waits, at
+/// most the timeout, for its `init`. `Ok(None)`: its `init` said ignore. An `Err`
+/// is the reason the start failed, treated like an exit of the child.
+pub(crate) type StartFn =
+    dyn Fn(&Task, Option<&str>, Duration) -> Result<Option<Started>, Exit> + Send + Sync;
+
+/// How long a supervisor waits for a child's `init` unless told otherwise.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to start, restart and stop one child of a [`Supervisor`].
 ///
@@ -114,6 +119,8 @@ pub struct ChildSpec {
     pub(crate) once: bool,
     /// Whether its own end may end the supervisor ([`ChildSpec::significant`]).
     pub(crate) significant: bool,
+    /// How long a start waits for the child's `init`.
+    pub(crate) start_timeout: Duration,
     /// Starts an incarnation.
     pub(crate) start: Arc<StartFn>,
 }
@@ -125,11 +132,8 @@ impl ChildSpec {
         P: Process,
         F: Fn() -> P + Send + Sync + 'static,
     {
-        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>| {
-            let process = factory();
-            let pid = crate::handler::spawn(&sup.header().shared, process, Some(sup))
-                .map_err(spawn_failure)?;
-            register(sup, name, pid)
+        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>, timeout| {
+            start_handler(sup, factory(), name, timeout)
         })
     }
 
@@ -143,11 +147,11 @@ impl ChildSpec {
         B: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
         F: Fn() -> B + Send + Sync + 'static,
     {
-        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>| {
+        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>, _| {
             let body = factory();
             let child =
                 crate::free::spawn(&sup.header().shared, body, Some(sup)).map_err(spawn_failure)?;
-            register(sup, name, child.pid())
+            register(sup, name, child.pid()).map(Some)
         })
     }
 
@@ -169,11 +173,8 @@ impl ChildSpec {
     /// ```
     pub fn handler_once<P: Process>(id: impl Into<String>, process: P) -> ChildSpec {
         let slot = Mutex::new(Some(process));
-        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>| {
-            let process = take_once(&slot)?;
-            let pid = crate::handler::spawn(&sup.header().shared, process, Some(sup))
-                .map_err(spawn_failure)?;
-            register(sup, name, pid)
+        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>, timeout| {
+            start_handler(sup, take_once(&slot)?, name, timeout)
         })
         .one_shot()
     }
@@ -187,11 +188,11 @@ impl ChildSpec {
         B: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
     {
         let slot = Mutex::new(Some(body));
-        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>| {
+        ChildSpec::worker(id, move |sup: &Task, name: Option<&str>, _| {
             let body = take_once(&slot)?;
             let child =
                 crate::free::spawn(&sup.header().shared, body, Some(sup)).map_err(spawn_failure)?;
-            register(sup, name, child.pid())
+            register(sup, name, child.pid()).map(Some)
         })
         .one_shot()
     }
@@ -200,10 +201,17 @@ impl ChildSpec {
     /// which stops its own children before it ends. Its shutdown defaults to
     /// [`Shutdown::Infinity`].
     pub fn supervisor(id: impl Into<String>, supervisor: Supervisor) -> ChildSpec {
-        let mut spec = ChildSpec::worker(id, move |sup: &Task, name: Option<&str>| {
-            let child = super::spawn(&sup.header().shared, supervisor.clone(), Some(sup))
-                .map_err(spawn_failure)?;
-            register(sup, name, child.pid().clone())
+        let mut spec = ChildSpec::worker(id, move |sup: &Task, name: Option<&str>, timeout| {
+            let mut supervisor = supervisor.clone();
+            if let Some(name) = name {
+                supervisor.name = Some(name.to_string());
+            }
+            supervisor.start_timeout = timeout;
+            match super::spawn(&sup.header().shared, supervisor, Some(sup)) {
+                Ok(child) => Ok(Some(Started::new(child.pid().clone()))),
+                Err(SpawnError::InitFailed(reason)) => Err(reason),
+                Err(err) => Err(spawn_failure(err)),
+            }
         });
         spec.supervisor = true;
         spec.shutdown = Shutdown::Infinity;
@@ -219,7 +227,10 @@ impl ChildSpec {
 
     pub(super) fn worker(
         id: impl Into<String>,
-        start: impl Fn(&Task, Option<&str>) -> Result<Started, Exit> + Send + Sync + 'static,
+        start: impl Fn(&Task, Option<&str>, Duration) -> Result<Option<Started>, Exit>
+            + Send
+            + Sync
+            + 'static,
     ) -> ChildSpec {
         ChildSpec {
             id: id.into(),
@@ -229,6 +240,7 @@ impl ChildSpec {
             supervisor: false,
             once: false,
             significant: false,
+            start_timeout: DEFAULT_START_TIMEOUT,
             start: Arc::new(start),
         }
     }
@@ -258,6 +270,16 @@ impl ChildSpec {
     /// starting a child, that breaks either rule fails with a clear error.
     pub fn significant(mut self, significant: bool) -> ChildSpec {
         self.significant = significant;
+        self
+    }
+
+    /// Sets how long a start waits for the child's `init` (a handler child's
+    /// [`Process::init`], a child supervisor's start of its own children);
+    /// default [`DEFAULT_START_TIMEOUT`]. A child still in its `init` then is
+    /// killed, and the start fails. Free-running children have no `init`: they
+    /// count as started once spawned.
+    pub fn start_timeout(mut self, timeout: Duration) -> ChildSpec {
+        self.start_timeout = timeout;
         self
     }
 
@@ -338,8 +360,24 @@ impl std::error::Error for StartedOnce {}
 pub(super) fn spawn_failure(err: SpawnError) -> Exit {
     match err {
         SpawnError::Shutdown => Exit::Shutdown,
-        err @ SpawnError::InvalidSupervisor(_) => Exit::error(err),
-        err => Exit::NoStack(err.to_string()),
+        SpawnError::InitFailed(reason) => reason,
+        err @ SpawnError::Stack { .. } => Exit::NoStack(err.to_string()),
+        err => Exit::error(err),
+    }
+}
+
+/// Starts a handler child, named from the start, and waits for its `init`.
+fn start_handler<P: Process>(
+    sup: &Task,
+    process: P,
+    name: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<Started>, Exit> {
+    let shared = &sup.header().shared;
+    match crate::handler::start_as(shared, process, Some(sup), name.map(String::from), timeout) {
+        Ok(pid) => Ok(Some(Started::new(pid))),
+        Err(SpawnError::Ignored) => Ok(None),
+        Err(err) => Err(spawn_failure(err)),
     }
 }
 
