@@ -265,3 +265,73 @@ fn a_dynamic_child_that_ignores_or_fails_its_start_is_not_kept() {
         sup.stop();
     });
 }
+
+/// Says ok, ignore or stop after yielding a pseudo-random number of times, so
+/// that starts meet their timeouts, kills and each other at every point.
+struct Racer {
+    seed: u64,
+}
+
+impl Process for Racer {
+    type Message = ();
+
+    fn init(&mut self, cx: &mut Context<Self>) -> Init {
+        for _ in 0..self.seed % 4 {
+            cx.yield_now();
+        }
+        match self.seed % 3 {
+            0 => Init::Ok,
+            1 => Init::Ignore,
+            _ => Init::Stop(Exit::error(std::io::Error::other("no"))),
+        }
+    }
+
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+}
+
+#[test]
+fn starts_racing_timeouts_and_kills_from_many_threads_leave_nothing_behind() {
+    within(120, || {
+        let rt = Builder::default().workers(4).build().expect("runtime");
+        let before = rt.handle().processes();
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let handle = rt.handle();
+                std::thread::spawn(move || {
+                    let mut next = common::xorshift(t + 1);
+                    for _ in 0..2_000 {
+                        let seed = next();
+                        // Mostly long enough, now and then far too short.
+                        let timeout = match seed % 7 {
+                            0 => Duration::from_micros(1),
+                            _ => LONG,
+                        };
+                        match handle.start(Racer { seed }, timeout) {
+                            Ok(pid) => {
+                                assert_eq!(seed % 3, 0, "started although init refused");
+                                if seed % 2 == 0 {
+                                    pid.any().kill();
+                                } else {
+                                    assert_eq!(pid.any().stop_and_wait(LONG), Ok(Exit::Stopped));
+                                }
+                            }
+                            Err(SpawnError::Ignored) => assert_eq!(seed % 3, 1),
+                            Err(SpawnError::InitFailed(reason)) => {
+                                assert_eq!(seed % 3, 2, "{reason}");
+                            }
+                            Err(SpawnError::InitTimeout(_)) => {
+                                assert_eq!(timeout, Duration::from_micros(1))
+                            }
+                            Err(other) => panic!("{other}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        // Every process started, ignored, failed, killed or timed out has ended.
+        common::eventually(|| rt.handle().processes() == before);
+    });
+}
