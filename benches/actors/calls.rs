@@ -31,6 +31,16 @@ pub const RESTART_CHILD: &str = "bench-restart-child";
 /// restart takes microseconds; one that takes seconds is lost, not slow.
 pub const RESTART_PATIENCE: Duration = Duration::from_secs(5);
 
+/// Calls timed in `async_call`: fewer than `call`'s, as each crosses between the
+/// two runtimes' threads on fibra's side.
+pub const ASYNC_CALLS: u64 = 100_000;
+
+/// The `async_call` metric: wall time per call, over `ASYNC_CALLS` calls, each
+/// reply checked against [`answer`].
+pub fn async_call(elapsed: Duration) -> String {
+    format!("ns_per_call={:.1}", ns_per(elapsed, ASYNC_CALLS))
+}
+
 /// Cycles timed in `dynamic_churn`.
 pub const CHURN_CYCLES: u64 = 100_000;
 /// Cycles run before the clock starts, so that the supervisor's maps, the stack pool

@@ -13,8 +13,9 @@ use fibra::net::{TcpListener, TcpStream};
 use fibra::prelude::*;
 
 use super::calls::{
-    answer, RestartOutcome, CALLS, CALL_TIMEOUT, CHURN_CYCLES, CHURN_WARM_UP, RESTART_CHILD,
-    RESTART_CRASHES, RESTART_INTENSITY, RESTART_PATIENCE, RESTART_PERIOD, RESTART_WARM_UP,
+    answer, RestartOutcome, ASYNC_CALLS, CALLS, CALL_TIMEOUT, CHURN_CYCLES, CHURN_WARM_UP,
+    RESTART_CHILD, RESTART_CRASHES, RESTART_INTENSITY, RESTART_PATIENCE, RESTART_PERIOD,
+    RESTART_WARM_UP,
 };
 use super::io::{
     connect_idle_clients, idle_cpu, tcp_echo_request, TcpEchoOutcome, BLOCKING_CALLS,
@@ -526,6 +527,35 @@ pub fn call() -> Duration {
         call_each(&server, CALLS);
         start.elapsed()
     })
+}
+
+/// `async_call`: a task on a default tokio runtime awaits `call_async` to a
+/// [`Server`] on a default fibra runtime, one call after another.
+pub fn async_call() -> Duration {
+    let fibra = Runtime::builder()
+        .build()
+        .expect("building a fibra runtime");
+    let server = fibra.spawn(Server).expect("spawning the server");
+    let tokio = tokio::runtime::Runtime::new().expect("building a tokio runtime");
+    let driver = tokio.spawn(async move {
+        let call_each = async |count: u64| {
+            for n in 0..count {
+                let reply = server
+                    .call_async(move |reply_to| Request::Get(n, reply_to), CALL_TIMEOUT)
+                    .await
+                    .unwrap_or_else(|e| panic!("call {n} failed: {e}"));
+                assert_eq!(reply, answer(n), "wrong reply to call {n}");
+            }
+        };
+        call_each(WARM_UP).await;
+        let start = Instant::now();
+        call_each(ASYNC_CALLS).await;
+        start.elapsed()
+    });
+    let elapsed = tokio.block_on(driver).expect("the driver task failed");
+    tokio.shutdown_background();
+    fibra.shutdown();
+    elapsed
 }
 
 /// Keeps the [`Server`]'s deliberate panics off stderr, where the default hook would

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::calls::{answer, CALLS, CHURN_CYCLES, CHURN_WARM_UP};
+use super::calls::{answer, ASYNC_CALLS, CALLS, CHURN_CYCLES, CHURN_WARM_UP};
 use super::io::{
     connect_idle_clients, idle_cpu, tcp_echo_request, TcpEchoOutcome, TCP_ECHO_CLIENTS,
     TCP_ECHO_PATIENCE, TCP_ECHO_REQUESTS, TCP_ECHO_SIZE,
@@ -276,7 +276,17 @@ pub fn timers(processes: usize) -> TimerOutcome {
 /// `call`: a server task answers each request through the `oneshot` that came with it;
 /// the driver sends a request and awaits the answer, with no timeout.
 pub fn call() -> Duration {
-    run(async {
+    call_n(CALLS)
+}
+
+/// `async_call`'s reference: [`call`] with `ASYNC_CALLS` calls.
+pub fn async_call() -> Duration {
+    call_n(ASYNC_CALLS)
+}
+
+/// A caller task and a server task, `count` request/reply round trips timed.
+fn call_n(count: u64) -> Duration {
+    run(async move {
         let (to_server, mut requests) = unbounded_channel::<(u64, oneshot::Sender<u64>)>();
         tokio::spawn(async move {
             while let Some((n, reply_to)) = requests.recv().await {
@@ -294,7 +304,7 @@ pub fn call() -> Duration {
         };
         call_each(WARM_UP).await;
         let start = Instant::now();
-        call_each(CALLS).await;
+        call_each(count).await;
         start.elapsed()
     })
 }

@@ -387,6 +387,11 @@ pub(crate) struct Call<R> {
 }
 
 impl<R> Call<R> {
+    /// The runtime's timers, for a future's deadline (async.rs).
+    pub(crate) fn timers(&self) -> &fibra_timer::TimerHandle<crate::time::TimerAction> {
+        &self.callee.header().shared.timers
+    }
+
     /// Waits for the outcome, at most `timeout`: suspends the calling process, or
     /// parks the calling thread outside any process.
     pub(crate) fn wait(&mut self, timeout: Duration) -> Result<R, CallError> {
@@ -419,7 +424,7 @@ impl<R> Call<R> {
     /// Takes the final outcome if there is one, or else closes the slot with a
     /// timeout, in one critical section: a reply racing the deadline is either
     /// taken here or refused.
-    fn take_or_time_out(&mut self) -> Result<R, CallError> {
+    pub(crate) fn take_or_time_out(&mut self) -> Result<R, CallError> {
         let mut state = self.slot.state.lock();
         let result = state.take(&self.callee).unwrap_or_else(|| {
             state.reply = Reply::Closed;
@@ -461,12 +466,14 @@ impl<R> Call<R> {
     }
 }
 
-/// Who waits for an event: the running process, or the calling thread.
+/// Who waits for an event: the running process, the calling thread, or a future.
 pub(crate) enum Waiting<'a> {
     /// The process of this frame, suspended in an event wait.
     Process(&'a Frame<'a>),
     /// The calling thread, parked.
     Thread,
+    /// A future, woken through this waker.
+    Async(&'a std::task::Waker),
 }
 
 impl Waiting<'_> {
@@ -475,6 +482,7 @@ impl Waiting<'_> {
         match self {
             Waiting::Process(frame) => Waiter::Process(frame.task()),
             Waiting::Thread => Waiter::Thread(thread::current()),
+            Waiting::Async(waker) => Waiter::Async((*waker).clone()),
         }
     }
 
@@ -484,6 +492,8 @@ impl Waiting<'_> {
         match self {
             Waiting::Process(_) => matches!(waiter, Waiter::Process(_)),
             Waiting::Thread => matches!(waiter, Waiter::Thread(_)),
+            // An executor may hand the next poll another waker.
+            Waiting::Async(waker) => matches!(waiter, Waiter::Async(w) if w.will_wake(waker)),
         }
     }
 }

@@ -41,6 +41,19 @@ impl<T> Completion<T> {
         waiter.wake();
     }
 
+    /// Takes the result if it is in; otherwise records `waker` to be woken when it
+    /// is (a future's poll).
+    pub(crate) fn poll(&self, waker: &std::task::Waker) -> Option<Result<T, Exit>> {
+        let mut slot = self.slot.lock();
+        if let Some(result) = slot.0.take() {
+            return Some(result);
+        }
+        if !matches!(&slot.1, Waiter::Async(w) if w.will_wake(waker)) {
+            slot.1 = Waiter::Async(waker.clone());
+        }
+        None
+    }
+
     /// Waits for the result: suspends the calling process, or parks the calling
     /// thread outside any process (and in a process that unwinds, which may not
     /// suspend). In a shutdown drain it fails at once with [`Exit::Shutdown`]
@@ -83,6 +96,11 @@ pub struct JoinHandle<T, M> {
 impl<T, M> JoinHandle<T, M> {
     pub(crate) fn new(completion: Arc<Completion<T>>, pid: Pid<M>) -> Self {
         JoinHandle { completion, pid }
+    }
+
+    /// Where the result arrives (for the future, future.rs).
+    pub(crate) fn completion(&self) -> &Completion<T> {
+        &self.completion
     }
 }
 

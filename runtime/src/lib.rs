@@ -14,6 +14,8 @@ mod error;
 #[cfg(not(loom))]
 mod free;
 #[cfg(not(loom))]
+mod future;
+#[cfg(not(loom))]
 mod group;
 #[cfg(not(loom))]
 mod handler;
@@ -89,6 +91,8 @@ pub use call::{CallError, ReplyTo, StopError};
 pub use error::{BuildError, Exit, ExitError, SendError, SpawnError};
 #[cfg(not(loom))]
 pub use free::{FnContext, Received};
+#[cfg(not(loom))]
+pub use future::{block_on, CallFuture};
 #[cfg(not(loom))]
 pub use group::{GroupMonitor, GroupNotice, Membership};
 #[cfg(not(loom))]

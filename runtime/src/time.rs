@@ -100,6 +100,9 @@ pub(crate) enum TimerAction {
     Deliver(Box<dyn Delivery>),
     /// Deliver the next message of an interval and arm the one after.
     Tick(Arc<IntervalState>),
+    /// Wake a future whose deadline has come (future.rs), through the waker it
+    /// was last polled with.
+    WakeFuture(Arc<parking_lot::Mutex<Option<std::task::Waker>>>),
 }
 
 impl TimerAction {
@@ -109,6 +112,12 @@ impl TimerAction {
             TimerAction::Wake { process, seq } => wake(&*process, Waker::Timer(seq)),
             TimerAction::Deliver(delivery) => delivery.deliver(),
             TimerAction::Tick(interval) => interval.tick(timers),
+            TimerAction::WakeFuture(waker) => {
+                let waker = waker.lock().take();
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
         }
     }
 }

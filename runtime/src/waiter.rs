@@ -14,6 +14,8 @@ pub(crate) enum Waiter {
     Process(Task),
     /// A plain thread parked.
     Thread(Thread),
+    /// A future, polled by an async executor (async.rs).
+    Async(std::task::Waker),
 }
 
 impl Waiter {
@@ -24,6 +26,7 @@ impl Waiter {
             Waiter::None => {}
             Waiter::Thread(thread) => thread.unpark(),
             Waiter::Process(task) => wake(&*task, Waker::Event),
+            Waiter::Async(waker) => waker.wake(),
         }
     }
 }
