@@ -129,7 +129,7 @@
 pub use fibra_mailbox as mailbox;
 pub use fibra_net as net;
 pub use fibra_runtime::park;
-pub use fibra_runtime::{block_on, CallFuture};
+pub use fibra_runtime::{block_on, CallFuture, JoinFuture};
 pub use fibra_runtime::{
     blocking, sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext,
     Handle, Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, Received,

@@ -132,7 +132,7 @@ fn a_join_handle_is_a_future() {
             .unwrap();
         let pid = child.pid();
         let got = tokio_runtime().block_on(async move {
-            let waiting = tokio::spawn(child);
+            let waiting = tokio::spawn(async move { child.await });
             pid.send(14).unwrap();
             waiting.await.unwrap()
         });

@@ -14,7 +14,7 @@
 //! a reactor (tokio's sockets and timers) must run where that reactor is, and
 //! only their result be awaited here (a tokio `JoinHandle` or `oneshot` is fine).
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -154,7 +154,9 @@ impl<R: 'static> std::fmt::Debug for CallFuture<R> {
 }
 
 /// A free-running process's end, awaited: what [`join`](JoinHandle::join) returns,
-/// without blocking the awaiting thread.
+/// without blocking the awaiting thread. `.await` a [`JoinHandle`] to get one (it
+/// is [`IntoFuture`]; the handle itself stays a plain value, so dropping it to
+/// detach the process is no dropped future).
 ///
 /// ```
 /// use fibra_runtime::*;
@@ -163,14 +165,34 @@ impl<R: 'static> std::fmt::Debug for CallFuture<R> {
 /// let child = rt.spawn_fn(|_: &mut FnContext<()>| 6 * 7).unwrap();
 /// assert_eq!(block_on(child), Ok(42));
 /// ```
-impl<T, M: Send + 'static> Future for JoinHandle<T, M> {
+#[must_use = "a future does nothing unless awaited"]
+pub struct JoinFuture<T, M> {
+    handle: JoinHandle<T, M>,
+}
+
+impl<T, M: Send + 'static> IntoFuture for JoinHandle<T, M> {
+    type Output = Result<T, Exit>;
+    type IntoFuture = JoinFuture<T, M>;
+
+    fn into_future(self) -> JoinFuture<T, M> {
+        JoinFuture { handle: self }
+    }
+}
+
+impl<T, M: Send + 'static> Future for JoinFuture<T, M> {
     type Output = Result<T, Exit>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.completion().poll(cx.waker()) {
+        match self.handle.completion().poll(cx.waker()) {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
+    }
+}
+
+impl<T, M: Send + 'static> std::fmt::Debug for JoinFuture<T, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("JoinFuture").field(&self.handle).finish()
     }
 }
 
@@ -197,8 +219,8 @@ impl<T, M: Send + 'static> Future for JoinHandle<T, M> {
 /// });
 /// assert_eq!(got, Ok(42));
 /// ```
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
+pub fn block_on<F: IntoFuture>(future: F) -> F::Output {
+    let mut future = pin!(future.into_future());
     with_suspendable(|frame| match frame {
         Some(frame) => {
             let waker = Waker::from(Arc::new(ProcessWaker(frame.task())));

@@ -92,7 +92,7 @@ pub use error::{BuildError, Exit, ExitError, SendError, SpawnError};
 #[cfg(not(loom))]
 pub use free::{FnContext, Received};
 #[cfg(not(loom))]
-pub use future::{block_on, CallFuture};
+pub use future::{block_on, CallFuture, JoinFuture};
 #[cfg(not(loom))]
 pub use group::{GroupMonitor, GroupNotice, Membership};
 #[cfg(not(loom))]
