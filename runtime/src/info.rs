@@ -6,9 +6,9 @@
 //! mailbox and signal-queue counts, the relations under their lock, the registry.
 //! So a report is a snapshot of moving parts, each part true at the moment it was
 //! read; it costs the process nothing, and the only per-process bookkeeping it
-//! needs is a spawn time (whole seconds of the coarse clock, a few nanoseconds at
-//! spawn, kept in what was padding) and a reduction total banked when an
-//! activation suspends or ends.
+//! needs is a spawn time (whole seconds, read at spawn from a clock the watch
+//! thread keeps, and kept in what was padding) and a reduction total banked when
+//! an activation suspends or ends.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

@@ -140,7 +140,7 @@ pub(crate) struct Header {
 
 impl Header {
     pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Header {
-        let shared_epoch = shared.epoch;
+        let started = shared.clock_secs.load(std::sync::atomic::Ordering::Relaxed);
         Header {
             state: StateWord::new_running(),
             id,
@@ -148,7 +148,7 @@ impl Header {
             carrier: UnsafeCell::new(None),
             slot: UnsafeCell::new(usize::MAX),
             signals: Signals::new(),
-            relations: RelationsLock::new(Relations::new(crate::info::seconds_since(shared_epoch))),
+            relations: RelationsLock::new(Relations::new(started)),
             reductions: AtomicU64::new(0),
         }
     }

@@ -134,6 +134,9 @@ pub(crate) struct Shared {
     /// When the runtime started, on the coarse clock and as an `Instant`: what
     /// processes' spawn times count from (info.rs).
     pub(crate) epoch: (u64, std::time::Instant),
+    /// Whole seconds since `epoch`, kept current by the watch thread: a
+    /// process's spawn time, read without a clock at every spawn.
+    pub(crate) clock_secs: std::sync::atomic::AtomicU32,
     /// Stackless work from outside the workers, and overflow.
     injector: Injector<RunRights>,
     /// The other ends of the workers' deques.
@@ -248,6 +251,7 @@ impl Shared {
                 .collect(),
             spares: Spares::default(),
             epoch: (crate::info::coarse_now(), std::time::Instant::now()),
+            clock_secs: std::sync::atomic::AtomicU32::new(0),
             config,
         });
         (shared, deques)

@@ -10,6 +10,9 @@
 //! waker computes. A suspended activation in the slot stays: its stack may not
 //! change threads.
 //!
+//! Each turn it also advances the runtime's clock of whole seconds, which every
+//! spawn reads as the new process's start time (info.rs).
+//!
 //! While every worker sleeps nothing can be stuck; the thread then unmaps half
 //! the runtime's spare stacks (see `SPARE_CAPACITY` in `scheduler.rs`) once per
 //! [`ASLEEP_INTERVAL`]. So it costs one wake-up per hand-off interval while any
@@ -66,6 +69,10 @@ fn watch(shared: &Shared) {
         if shared.is_shutdown() {
             break;
         }
+        shared.clock_secs.store(
+            crate::info::seconds_since(shared.epoch),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if asleep && shared.all_asleep() {
             shared.trim_spares(false);
         } else if hand_off {
