@@ -10,7 +10,9 @@
 //!
 //! A line typed into one `nc` shows up in the others, after the sender's address.
 //! Lines that start with `*` come from the server: who joined, who left, and why a
-//! connection is being closed. Ctrl-C stops the server.
+//! connection is being closed. Ctrl-C (or SIGTERM) shuts the server down in
+//! order: every client is told, the supervision tree stops, and the program
+//! exits with success.
 //!
 //! # How it is built
 //!
@@ -66,6 +68,7 @@ use std::time::{Duration, Instant};
 
 use fibra::net::{TcpListener, TcpStream};
 use fibra::prelude::*;
+use fibra::MonitorRef;
 
 /// The port `main` listens on when given none.
 const DEFAULT_PORT: u16 = 7878;
@@ -97,6 +100,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a reader told to stop may take before it is killed. It stops at its
 /// next blocking call, so at once unless it is in the middle of a write.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for the writers to send their goodbyes, and then for
+/// the supervision tree to stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// What every client is told when the server shuts down.
+pub const GOING_AWAY: &str = "* the server is shutting down, goodbye";
 /// At most this many restarts of the acceptor...
 const ACCEPTOR_RESTARTS: u32 = 5;
 /// ...within this period, or the supervisor gives up.
@@ -142,6 +150,38 @@ impl Server {
     /// readers.
     pub fn connection_supervisor(&self) -> &DynamicSupervisorPid<Client> {
         &self.connections
+    }
+
+    /// Shuts the server down in order: tells every client it is going away (its
+    /// writer sends [`GOING_AWAY`] and closes its half), waits for the writers,
+    /// then stops the supervision tree and waits for that; returns how the
+    /// supervisor ended. Runs in a process (`cx`), which waits; `timeout` bounds
+    /// each of the two waits.
+    pub fn shut_down<M: Send + 'static>(
+        &self,
+        cx: &mut FnContext<M>,
+        timeout: Duration,
+    ) -> Result<Exit, StopError> {
+        let writers = self.handle.group_members::<Out>(&self.room);
+        let mut waiting: Vec<MonitorRef> = writers.iter().map(|w| cx.monitor(w)).collect();
+        let goodbye = format!("{GOING_AWAY}\n");
+        for writer in &writers {
+            // One that has ended already has no client left to tell.
+            let _ = writer.send(Out::Close(Some(goodbye.clone())));
+        }
+        let deadline = Instant::now() + timeout;
+        while !waiting.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match cx.receive_notice_timeout(left) {
+                Some(Notice::Down(down)) => waiting.retain(|m| *m != down.monitor),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        for monitor in &waiting {
+            cx.demonitor(monitor);
+        }
+        self.supervisor.any().stop_and_wait(timeout)
     }
 
     /// The writers of the connections in the room, in the order they joined. A
@@ -547,19 +587,53 @@ fn main() -> ExitCode {
         addr.port()
     );
 
-    // Ctrl-C ends the program; until then, wait for the supervisor, which ends only
-    // if the acceptor keeps failing.
-    let supervisor = server.supervisor().clone();
-    let reason = runtime.block_on(move |cx| {
-        let watch = cx.monitor(&supervisor);
+    // Wait for Ctrl-C (or a service manager's SIGTERM), then shut down in order;
+    // or for the supervisor, which ends by itself only if the acceptor keeps
+    // failing.
+    let main = match runtime.spawn_fn(move |cx: &mut FnContext<OsSignal>| {
+        let watch = cx.monitor(server.supervisor());
         loop {
-            if let Notice::Down(down) = cx.receive_notice() {
-                if down.monitor == watch {
-                    break down.reason;
+            match cx.receive_either() {
+                Received::Message(signal) => {
+                    tracing::info!(?signal, "shutting down");
+                    return Ok(server.shut_down(cx, SHUTDOWN_TIMEOUT));
                 }
+                Received::Notice(Notice::Down(down)) if down.monitor == watch => {
+                    return Err(down.reason);
+                }
+                Received::Notice(_) => {}
             }
         }
-    });
-    eprintln!("the chat server stopped: {reason}");
-    ExitCode::FAILURE
+    }) {
+        Ok(main) => main,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = [OsSignal::Interrupt, OsSignal::Terminate];
+    let _signals = match runtime
+        .handle()
+        .forward_os_signals(&signals, &main.pid(), |signal| signal)
+    {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("cannot catch Ctrl-C: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match main.join() {
+        Ok(Ok(Ok(_))) => {
+            println!("the chat server shut down");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(Err(e))) => {
+            eprintln!("the chat server did not shut down in time: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(reason)) | Err(reason) => {
+            eprintln!("the chat server stopped: {reason}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -129,7 +129,7 @@
 pub use fibra_mailbox as mailbox;
 pub use fibra_net as net;
 pub use fibra_runtime::park;
-pub use fibra_runtime::{block_on, CallFuture, JoinFuture};
+pub use fibra_runtime::{block_on, CallFuture, JoinFuture, OsSignal, OsSignals};
 pub use fibra_runtime::{
     blocking, sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext,
     Handle, Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, Received,
@@ -156,7 +156,7 @@ pub mod prelude {
         Shutdown, SpawnSupervisor, Strategy, Supervisor, SupervisorPid,
     };
     pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
-    pub use fibra_runtime::{GroupNotice, Init, Membership};
+    pub use fibra_runtime::{GroupNotice, Init, Membership, OsSignal};
 }
 
 /// The README's examples, compiled and run as doc tests so they stay true.

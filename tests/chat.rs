@@ -351,3 +351,17 @@ fn connections_are_supervised_and_close_when_the_server_stops() {
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_shutdown_tells_every_client_and_stops_the_tree() {
+    let _watchdog = Watchdog::start("a_shutdown_tells_every_client_and_stops_the_tree");
+    let (runtime, server) = start_server(LONG_IDLE);
+    let mut ann = Client::join(&server);
+    let mut bob = Client::join(&server);
+    let supervisor = server.supervisor().clone();
+    let ended = runtime.block_on(move |cx| server.shut_down(cx, PATIENCE));
+    assert_eq!(ended, Ok(Exit::Stopped));
+    ann.expect_closed_with(chat::GOING_AWAY);
+    bob.expect_closed_with(chat::GOING_AWAY);
+    assert!(!supervisor.is_alive());
+}

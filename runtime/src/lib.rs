@@ -28,6 +28,8 @@ mod join;
 #[cfg(not(loom))]
 mod names;
 #[cfg(not(loom))]
+mod os_signal;
+#[cfg(not(loom))]
 mod overflow;
 #[cfg(not(loom))]
 pub mod park;
@@ -105,6 +107,8 @@ pub use init::Init;
 pub use join::JoinHandle;
 #[cfg(not(loom))]
 pub use names::GroupScope;
+#[cfg(not(loom))]
+pub use os_signal::{OsSignal, OsSignals};
 #[cfg(not(loom))]
 pub use process::{AnyPid, Pid, ProcessId};
 #[cfg(not(loom))]
