@@ -42,6 +42,7 @@
 //! | `timeout_churn` | fibra only: 2 processes, 500,000 round trips, every receive a `receive_timeout(1 s)` that gets its message in time | `calls_per_sec`: `receive_timeout` calls (1,000,000, both processes) / wall time |
 //! | `call` | a caller and a server, 1,000,000 request/reply round trips; fibra: a handler process answering `Pid::call` requests, each call with a 5 s timeout; tokio: a task answering `(n, oneshot::Sender)` pairs from an unbounded `mpsc`, the caller awaiting the `oneshot` with no timeout (fibra's `call` always carries one) | `ns_per_call`: wall time / calls |
 //! | `restart` | fibra only: a one-for-one supervisor with one permanent handler child, registered under a name; the child is made to panic 10,000 times | `crashes`; `p50_us`, `p99_us`: median and 99th percentile, in µs, of the time from sending the crash to a new incarnation answering a call |
+//! | `blocked_worker` | one process calls `std::thread::sleep(50 ms)` in a loop (a blocking call made by mistake), yielding between calls, while 100 ping-pong pairs each time 1,000 round trips; fibra: handler processes, the blocker free-running; tokio: tasks and unbounded channels, the blocker a task | `rt_p50_us`, `rt_p99_us`, `rt_max_us`: percentiles and maximum of the 100,000 round trips, in µs |
 //! | `async_call` | 100,000 request/reply round trips awaited by a task on a default tokio runtime; fibra: `Pid::call_async` to a handler process on a default fibra runtime (each call crosses between the two runtimes' threads); tokio: the `call` workload's server task answering through a `oneshot` | `ns_per_call`: wall time / calls |
 //! | `dynamic_churn` | one child per cycle, 100,000 cycles: fibra: a `DynamicSupervisor` starts a handler child with the cycle's number (`start_child_typed`), the driver calls it once, and `terminate_child` stops it and returns once it has ended; tokio: a task spawned into a `JoinSet` gets a `oneshot` sender through another `oneshot`, answers through it, is aborted, and `join_next` awaits its end | `cycles`; `ns_per_cycle`: wall time / cycles |
 //! | `blocking` | fibra only: 8 processes each make 20,000 calls, one after another, of `fibra::blocking(|| n)`, which runs the closure on the blocking pool while only the calling process waits | `calls_per_sec`: calls (160,000) / time from spawning the first process to the last result |
@@ -119,6 +120,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "actors/blocked.rs"]
+mod blocked;
 #[path = "actors/calls.rs"]
 mod calls;
 #[path = "actors/io.rs"]
@@ -232,7 +235,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 17] = [
+const WORKLOADS: [Workload; 18] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -316,6 +319,15 @@ const WORKLOADS: [Workload; 17] = [
         name: "restart",
         fibra: &[Case::only(|| calls::restart(on_fibra::restart()))],
         tokio: &[],
+    },
+    Workload {
+        name: "blocked_worker",
+        fibra: &[Case::only(|| {
+            blocked::blocked_worker(on_fibra::blocked_worker())
+        })],
+        tokio: &[Case::only(|| {
+            blocked::blocked_worker(on_tokio::blocked_worker())
+        })],
     },
     Workload {
         name: "async_call",

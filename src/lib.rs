@@ -133,8 +133,8 @@ pub use fibra_runtime::{block_on, CallFuture, JoinFuture, OsSignal, OsSignals};
 pub use fibra_runtime::{
     blocking, sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext,
     Handle, Interval, JoinHandle, MonitorRef, Notice, Pid, Process, ProcessId, Received,
-    RegisterError, Runtime, Scope, SendError, SpawnError, TimerRef, DEFAULT_HANDOFF_AFTER,
-    DEFAULT_STACK_SIZE,
+    RegisterError, Runtime, Scope, SendError, SpawnError, TimerRef, DEFAULT_BLOCKED_AFTER,
+    DEFAULT_HANDOFF_AFTER, DEFAULT_STACK_SIZE,
 };
 pub use fibra_runtime::{
     AutoShutdown, Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,

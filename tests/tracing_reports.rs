@@ -1,6 +1,7 @@
 //! A process panic is reported through `tracing`, naming the process and carrying
-//! the panic message. Its own test binary, because it installs the global
-//! subscriber that the worker threads report to.
+//! the panic message; so is a process that holds its worker far too long. Its own
+//! test binary, because it installs the global subscriber that the worker threads
+//! report to.
 
 use std::fmt::Write as _;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -12,12 +13,14 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
 use tracing_subscriber::Layer;
 
-/// Forwards every error event, formatted as `field=value ...`, to a channel.
+/// Forwards every error and warning event, formatted as `LEVEL field=value ...`,
+/// to a channel.
 struct Errors(Mutex<Sender<String>>);
 
 impl<S: tracing::Subscriber> Layer<S> for Errors {
     fn on_event(&self, event: &tracing::Event<'_>, _cx: LayerContext<'_, S>) {
-        if *event.metadata().level() != tracing::Level::ERROR {
+        let level = *event.metadata().level();
+        if level != tracing::Level::ERROR && level != tracing::Level::WARN {
             return;
         }
         struct Fields(String);
@@ -26,7 +29,7 @@ impl<S: tracing::Subscriber> Layer<S> for Errors {
                 let _ = write!(self.0, "{}={:?} ", field.name(), value);
             }
         }
-        let mut fields = Fields(String::new());
+        let mut fields = Fields(format!("{level} "));
         event.record(&mut fields);
         let _ = self.0.lock().unwrap().send(fields.0);
     }
@@ -58,9 +61,7 @@ fn a_panic_is_reported_with_the_process_and_the_message() {
     let parser = rt.spawn(Parser).unwrap();
     parser.send("12".to_string()).unwrap();
     parser.send("twelve".to_string()).unwrap();
-    let report = errors
-        .recv_timeout(Duration::from_secs(20))
-        .expect("an error event for the panic");
+    let report = next(&errors, "ERROR");
     assert!(
         report.contains("process panicked: bad input \"twelve\""),
         "report: {report}"
@@ -77,7 +78,61 @@ fn a_panic_is_reported_with_the_process_and_the_message() {
         .unwrap();
     let id = crashing.id();
     assert!(matches!(crashing.join(), Err(Exit::Panicked(m)) if m == "free-running failure"));
-    let report = errors.recv_timeout(Duration::from_secs(20)).unwrap();
+    let report = next(&errors, "ERROR");
     assert!(report.contains("free-running failure"), "report: {report}");
     assert!(report.contains(&format!("pid={id}")), "report: {report}");
+
+    // A process that blocks its worker (a blocking call made by mistake) is
+    // reported once, by name, while it blocks.
+    let (done, finished) = mpsc::channel();
+    let sleepy = rt.handle().spawn_named("sleepy", Sleepy { done }).unwrap();
+    sleepy.send(()).unwrap();
+    // (A debug build's panic reports above may have held a worker long enough
+    // to be reported too: those are skipped.)
+    let report = loop {
+        let report = next(&errors, "WARN");
+        if report.contains("name=\"sleepy\"") {
+            break report;
+        }
+    };
+    assert!(
+        report.contains(&format!("pid={}", sleepy.id())),
+        "report: {report}"
+    );
+    // While it still blocks: it has not finished.
+    assert!(
+        finished.try_recv().is_err(),
+        "reported only after it was done"
+    );
+    finished.recv_timeout(Duration::from_secs(20)).unwrap();
+    let again = errors.recv_timeout(Duration::from_millis(100));
+    assert!(
+        !again.as_deref().is_ok_and(|r| r.contains("sleepy")),
+        "reported twice: {again:?}"
+    );
+}
+
+/// The next event of `level`, skipping others; fails after 20 s.
+fn next(events: &Receiver<String>, level: &str) -> String {
+    loop {
+        let event = events
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no {level} event"));
+        if event.starts_with(level) {
+            return event;
+        }
+    }
+}
+
+/// Blocks its worker's thread for 300 ms on its first message.
+struct Sleepy {
+    done: Sender<()>,
+}
+
+impl Process for Sleepy {
+    type Message = ();
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.done.send(());
+    }
 }

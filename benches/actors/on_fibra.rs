@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use fibra::net::{TcpListener, TcpStream};
 use fibra::prelude::*;
 
+use super::blocked::{BLOCK, PAIRS as BLOCKED_PAIRS, ROUND_TRIPS as BLOCKED_ROUND_TRIPS};
 use super::calls::{
     answer, RestartOutcome, ASYNC_CALLS, CALLS, CALL_TIMEOUT, CHURN_CYCLES, CHURN_WARM_UP,
     RESTART_CHILD, RESTART_CRASHES, RESTART_INTENSITY, RESTART_PATIENCE, RESTART_PERIOD,
@@ -860,5 +861,77 @@ pub fn free_blocked() -> SpawnIdleOutcome {
             rss_after,
             acknowledged,
         }
+    })
+}
+
+/// A `blocked_worker` pinger: times each round trip to its ponger, and hands its
+/// samples to the driver after the last.
+struct Pinger {
+    ponger: Option<Pid<(Instant, Pid<Instant>)>>,
+    samples: Vec<Duration>,
+    report: Pid<Vec<Duration>>,
+}
+
+impl Process for Pinger {
+    type Message = Instant;
+
+    fn started(&mut self, cx: &mut Context<Self>) {
+        let ponger = cx.spawn(Ponger);
+        ponger.send((Instant::now(), cx.pid())).expect(GONE);
+        self.ponger = Some(ponger);
+    }
+
+    fn handle(&mut self, sent: Instant, cx: &mut Context<Self>) {
+        self.samples.push(sent.elapsed());
+        if self.samples.len() == BLOCKED_ROUND_TRIPS {
+            self.report
+                .send(std::mem::take(&mut self.samples))
+                .expect(GONE);
+            cx.stop();
+            return;
+        }
+        let ponger = self.ponger.as_ref().expect("started");
+        ponger.send((Instant::now(), cx.pid())).expect(GONE);
+    }
+}
+
+/// Sends every ball straight back.
+struct Ponger;
+
+impl Process for Ponger {
+    type Message = (Instant, Pid<Instant>);
+
+    fn handle(&mut self, (sent, back): (Instant, Pid<Instant>), cx: &mut Context<Self>) {
+        if back.send(sent).is_err() {
+            cx.stop();
+        }
+    }
+}
+
+/// `blocked_worker`: a free-running process blocks its worker's thread in a loop
+/// while handler-process pairs ping-pong; returns every round trip.
+pub fn blocked_worker() -> Vec<Duration> {
+    run(|cx: &mut FnContext<Vec<Duration>>| {
+        let blocker = cx.spawn_fn(|cx: &mut FnContext<()>| {
+            while cx.try_receive().is_none() {
+                std::thread::sleep(BLOCK);
+                cx.yield_now();
+            }
+        });
+        let me = cx.pid();
+        for _ in 0..BLOCKED_PAIRS {
+            cx.spawn(Pinger {
+                ponger: None,
+                samples: Vec::with_capacity(BLOCKED_ROUND_TRIPS),
+                report: me.clone(),
+            });
+        }
+        let mut samples = Vec::with_capacity(BLOCKED_PAIRS * BLOCKED_ROUND_TRIPS);
+        for _ in 0..BLOCKED_PAIRS {
+            samples.extend(cx.receive());
+        }
+        blocker.pid().send(()).expect(GONE);
+        blocker.join().expect(GONE);
+        samples
     })
 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use super::blocked::{BLOCK, PAIRS as BLOCKED_PAIRS, ROUND_TRIPS as BLOCKED_ROUND_TRIPS};
 use super::calls::{answer, ASYNC_CALLS, CALLS, CHURN_CYCLES, CHURN_WARM_UP};
 use super::io::{
     connect_idle_clients, idle_cpu, tcp_echo_request, TcpEchoOutcome, TCP_ECHO_CLIENTS,
@@ -459,4 +460,50 @@ pub fn idle_cpu_with(connections: usize) -> String {
     drop(clients);
     runtime.shutdown_background();
     report
+}
+
+/// `blocked_worker`: a task blocks its worker's thread in a loop while task pairs
+/// ping-pong over unbounded channels; returns every round trip.
+pub fn blocked_worker() -> Vec<Duration> {
+    run(async {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let blocker = {
+            let stop = std::sync::Arc::clone(&stop);
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(BLOCK);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let pingers: Vec<_> = (0..BLOCKED_PAIRS)
+            .map(|_| {
+                tokio::spawn(async {
+                    let (to_ponger, mut balls) = unbounded_channel::<Instant>();
+                    let (to_pinger, mut back) = unbounded_channel::<Instant>();
+                    tokio::spawn(async move {
+                        while let Some(sent) = balls.recv().await {
+                            if to_pinger.send(sent).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let mut samples = Vec::with_capacity(BLOCKED_ROUND_TRIPS);
+                    for _ in 0..BLOCKED_ROUND_TRIPS {
+                        to_ponger.send(Instant::now()).expect(CLOSED);
+                        let sent = back.recv().await.expect(CLOSED);
+                        samples.push(sent.elapsed());
+                    }
+                    samples
+                })
+            })
+            .collect();
+        let mut samples = Vec::with_capacity(BLOCKED_PAIRS * BLOCKED_ROUND_TRIPS);
+        for pinger in pingers {
+            samples.extend(pinger.await.expect("a pinger failed"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        blocker.await.expect("the blocker failed");
+        samples
+    })
 }

@@ -246,6 +246,8 @@ pub enum BuildError {
     ZeroStackSize,
     /// `handoff_after(Duration::ZERO)`: the watch thread needs an interval.
     ZeroHandoff,
+    /// `blocked_after(Duration::ZERO)`: every activation would be reported.
+    ZeroBlockedAfter,
     /// A worker thread could not be started.
     Thread(io::Error),
 }
@@ -256,6 +258,9 @@ impl fmt::Display for BuildError {
             BuildError::ZeroWorkers => f.write_str("a runtime needs at least one worker thread"),
             BuildError::ZeroStackSize => f.write_str("the process stack size must be above zero"),
             BuildError::ZeroHandoff => f.write_str("the hand-off interval must be above zero"),
+            BuildError::ZeroBlockedAfter => {
+                f.write_str("the blocked-worker threshold must be above zero")
+            }
             BuildError::Thread(err) => write!(f, "cannot start a worker thread: {err}"),
         }
     }

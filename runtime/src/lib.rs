@@ -116,7 +116,9 @@ pub use registry::RegisterError;
 #[cfg(not(loom))]
 pub use request::{Request, Requests};
 #[cfg(not(loom))]
-pub use runtime::{Builder, Handle, Runtime, DEFAULT_HANDOFF_AFTER, DEFAULT_STACK_SIZE};
+pub use runtime::{
+    Builder, Handle, Runtime, DEFAULT_BLOCKED_AFTER, DEFAULT_HANDOFF_AFTER, DEFAULT_STACK_SIZE,
+};
 #[cfg(not(loom))]
 pub use scope::Scope;
 #[cfg(not(loom))]

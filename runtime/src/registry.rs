@@ -221,6 +221,16 @@ impl Registry {
             .and_then(f)
     }
 
+    /// The name of the process with id `id`, if it has one (a scan: for reports).
+    pub(crate) fn name_of_id(&self, id: u64) -> Option<String> {
+        let names = self.names.lock();
+        names
+            .by_process
+            .iter()
+            .find(|(pid, _)| pid.id().0 == id)
+            .map(|(_, name)| name.clone())
+    }
+
     /// The name `pid` is registered under, if any.
     pub(crate) fn name_of(&self, pid: &AnyPid) -> Option<String> {
         self.names.lock().by_process.get(pid).cloned()

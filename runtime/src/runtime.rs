@@ -72,10 +72,15 @@ pub struct Builder {
     name: String,
     /// See [`Builder::handoff_after`].
     handoff_after: Duration,
+    /// See [`Builder::blocked_after`].
+    blocked_after: Duration,
 }
 
 /// The default of [`Builder::handoff_after`].
 pub const DEFAULT_HANDOFF_AFTER: Duration = Duration::from_millis(1);
+
+/// The default of [`Builder::blocked_after`].
+pub const DEFAULT_BLOCKED_AFTER: Duration = Duration::from_millis(10);
 
 impl Default for Builder {
     fn default() -> Self {
@@ -84,6 +89,7 @@ impl Default for Builder {
             stack_size: DEFAULT_STACK_SIZE,
             name: "fibra".to_owned(),
             handoff_after: DEFAULT_HANDOFF_AFTER,
+            blocked_after: DEFAULT_BLOCKED_AFTER,
         }
     }
 }
@@ -127,6 +133,20 @@ impl Builder {
         self
     }
 
+    /// Sets how long one activation may hold its worker before the watch thread
+    /// reports it (default [`DEFAULT_BLOCKED_AFTER`]): once per activation, a
+    /// `tracing` warning with the process's id, name and how long it has run. A
+    /// process that calls a blocking function, or computes without reaching a
+    /// suspension point, holds its worker all that time; the watch thread hands
+    /// the worker's queued stackless processes to the others meanwhile, whatever
+    /// this is (see [`handoff_after`](Self::handoff_after)). The report is to find
+    /// the process and fix it: move the call to [`blocking`](crate::blocking),
+    /// or add [`yield_now`](crate::FnContext::yield_now) to the loop.
+    pub fn blocked_after(mut self, threshold: Duration) -> Self {
+        self.blocked_after = threshold;
+        self
+    }
+
     /// Names the runtime; its worker threads are called `<name>-worker-<i>`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -146,11 +166,15 @@ impl Builder {
         if self.handoff_after.is_zero() {
             return Err(BuildError::ZeroHandoff);
         }
+        if self.blocked_after.is_zero() {
+            return Err(BuildError::ZeroBlockedAfter);
+        }
         let config = Config {
             workers,
             stack_size: self.stack_size,
             name: self.name,
             handoff_after: self.handoff_after,
+            blocked_after: self.blocked_after,
         };
         // The timeout thread gets its own handle once it runs, for re-arming
         // intervals; nothing is inserted before that.

@@ -115,6 +115,31 @@ pub(crate) struct Config {
     /// How long one activation may keep the process it woke in its worker's LIFO
     /// slot before the watch thread hands that process to other workers.
     pub(crate) handoff_after: Duration,
+    /// How long one activation may run before the watch thread reports its
+    /// worker as blocked.
+    pub(crate) blocked_after: Duration,
+}
+
+/// What the watch thread saw of one worker at its last look.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Look {
+    beat: u32,
+    running: u64,
+    /// When it first saw this beat and process.
+    since: std::time::Instant,
+    /// Whether it has reported this activation as blocking its worker.
+    reported: bool,
+}
+
+impl Look {
+    pub(crate) fn new() -> Look {
+        Look {
+            beat: u32::MAX,
+            running: 0,
+            since: std::time::Instant::now(),
+            reported: false,
+        }
+    }
 }
 
 /// The parts of a worker that other threads look at.
@@ -125,6 +150,9 @@ pub(crate) struct Visible {
     /// Bumped by the worker at every pick: unchanged between two looks of the
     /// watch thread, it means one activation ran all that time.
     beat: AtomicU32,
+    /// The id of the process whose activation the worker runs, 0 between
+    /// activations: for the watch thread's report of a blocked worker.
+    running: AtomicU64,
 }
 
 /// What the workers and every process share.
@@ -246,6 +274,7 @@ impl Shared {
                     CachePadded::new(Visible {
                         lifo: LifoSlot::new(),
                         beat: AtomicU32::new(0),
+                        running: AtomicU64::new(0),
                     })
                 })
                 .collect(),
@@ -412,17 +441,46 @@ impl Shared {
     /// holds each worker's beat from the previous look. A worker whose beat has not
     /// moved has run one activation since then; a stackless process in its LIFO
     /// slot is handed to the injector, where idle workers are woken for it.
-    pub(crate) fn hand_off_stuck(&self, last: &mut [u32]) {
-        for (visible, last) in self.visible.iter().zip(last.iter_mut()) {
+    pub(crate) fn hand_off_stuck(&self, looks: &mut [Look], hand_off: bool) {
+        for (index, (visible, look)) in self.visible.iter().zip(looks.iter_mut()).enumerate() {
             let beat = visible.beat.load(Ordering::Relaxed);
-            if beat == *last && visible.lifo.looks_occupied() {
+            let running = visible.running.load(Ordering::Relaxed);
+            if beat != look.beat || running != look.running {
+                *look = Look {
+                    beat,
+                    running,
+                    since: std::time::Instant::now(),
+                    reported: false,
+                };
+                continue;
+            }
+            if running == 0 {
+                continue;
+            }
+            if hand_off && visible.lifo.looks_occupied() {
                 // A suspended activation must stay on its worker; only what has no
                 // stack in use may go.
                 if let Some(rights) = visible.lifo.steal_if(|rights| rights.home().is_none()) {
                     self.inject(rights);
                 }
             }
-            *last = beat;
+            // Its queue is stealable, but the other workers may all be asleep.
+            if hand_off && !self.stealers[index].is_empty() {
+                self.idle.notify_one();
+            }
+            let ran = look.since.elapsed();
+            if !look.reported && ran >= self.config.blocked_after {
+                look.reported = true;
+                let name = self.registry.name_of_id(running);
+                tracing::warn!(
+                    worker = index,
+                    pid = %crate::process::ProcessId(running),
+                    name = name.as_deref().unwrap_or(""),
+                    ran_for = ?ran,
+                    "a process has held its worker without yielding; its queued \
+                     processes go to the other workers"
+                );
+            }
         }
     }
 
@@ -822,7 +880,10 @@ impl WorkerCore {
             rights.header().id,
             self.shared.config.stack_size,
         );
+        let visible = &self.shared.visible[self.index];
+        visible.running.store(rights.header().id, Ordering::Relaxed);
         let why = carrier.resume(rights.task(), self.index);
+        visible.running.store(0, Ordering::Relaxed);
         overflow::leave();
         let parked = match why {
             Suspend::Finished(outcome) => {

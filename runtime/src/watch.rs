@@ -10,6 +10,13 @@
 //! waker computes. A suspended activation in the slot stays: its stack may not
 //! change threads.
 //!
+//! Whatever the worker count, it also reports a worker that has run one
+//! activation for longer than [`Builder::blocked_after`] (10 ms by default):
+//! once per activation, a `tracing` warning naming the process, so that a
+//! blocking call made by mistake shows up in the logs. While such a worker is
+//! blocked, an idle worker is woken for each look that finds its queue non-empty,
+//! so its stackless processes are stolen rather than left waiting.
+//!
 //! Each turn it also advances the runtime's clock of whole seconds, which every
 //! spawn reads as the new process's start time (info.rs).
 //!
@@ -20,6 +27,7 @@
 //! worker there is nobody to hand to, and it only trims.
 //!
 //! [`Builder::handoff_after`]: crate::Builder::handoff_after
+//! [`Builder::blocked_after`]: crate::Builder::blocked_after
 
 use std::sync::Arc;
 use std::thread;
@@ -57,7 +65,7 @@ impl Watch {
 
 fn watch(shared: &Shared) {
     let interval = shared.config.handoff_after;
-    let mut last = vec![u32::MAX; shared.config.workers];
+    let mut looks = vec![crate::scheduler::Look::new(); shared.config.workers];
     let hand_off = shared.config.workers > 1;
     while !shared.is_shutdown() {
         let asleep = shared.all_asleep();
@@ -75,8 +83,8 @@ fn watch(shared: &Shared) {
         );
         if asleep && shared.all_asleep() {
             shared.trim_spares(false);
-        } else if hand_off {
-            shared.hand_off_stuck(&mut last);
+        } else {
+            shared.hand_off_stuck(&mut looks, hand_off);
         }
     }
 }
