@@ -600,3 +600,96 @@ fn stop_and_wait_times_out_and_the_stop_stands() {
         assert_eq!(ended, Ok(Exit::Stopped));
     });
 }
+
+/// Records whether its `stopped` hook ran.
+struct Hooked {
+    stopped: std::sync::mpsc::Sender<()>,
+}
+
+impl Process for Hooked {
+    type Message = ();
+    fn handle(&mut self, _: (), _cx: &mut Context<Self>) {}
+    fn stopped(&mut self, _cx: &mut Context<Self>) {
+        let _ = self.stopped.send(());
+    }
+}
+
+#[test]
+fn a_stop_with_a_reason_runs_the_stopped_hook_and_ends_with_the_reason() {
+    use std::time::Duration;
+    within(30, || {
+        let rt = runtime();
+        let t = Duration::from_secs(10);
+        let handle = rt.handle();
+        let why = Exit::done(std::io::Error::other("maintenance"));
+
+        // A handler: its hook runs, its monitors see the reason.
+        let (tx, hook_ran) = std::sync::mpsc::channel();
+        let hooked = handle
+            .spawn_named("hooked", Hooked { stopped: tx })
+            .unwrap();
+        let seen = rt.block_on({
+            let why = why.clone();
+            move |cx| {
+                let watch = cx.monitor(&hooked);
+                let ended = cx.runtime().stop_named_and_wait_with("hooked", why, t);
+                loop {
+                    if let Notice::Down(down) = cx.receive_notice() {
+                        assert_eq!(down.monitor, watch);
+                        break (ended, down.reason);
+                    }
+                }
+            }
+        });
+        assert_eq!(seen, (Ok(why.clone()), why.clone()));
+        hook_ran.try_recv().expect("the stopped hook ran");
+
+        // A normal reason does not travel along links: a linked helper lives on.
+        rt.block_on(|cx| {
+            let target = cx.spawn_fn(|cx: &mut FnContext<()>| cx.receive());
+            let linked_to = target.pid().any();
+            let helper = cx.spawn_fn(move |cx: &mut FnContext<()>| {
+                cx.link(linked_to);
+                cx.receive()
+            });
+            let watch = cx.monitor(&helper.pid());
+            let target_id = target.pid().id();
+            common::eventually(|| {
+                helper
+                    .pid()
+                    .any()
+                    .info()
+                    .is_some_and(|info| info.links.contains(&target_id))
+            });
+            target.pid().any().stop_with(Exit::Normal);
+            assert_eq!(target.join(), Err(Exit::Normal));
+            assert!(
+                cx.receive_notice_timeout(Duration::from_millis(50))
+                    .is_none(),
+                "the helper ended with its link"
+            );
+            helper.pid().send(()).unwrap();
+            helper.join().unwrap();
+            let _ = watch;
+        });
+
+        // A supervisor stops its children first, then ends with the reason, and
+        // the first reason sent wins.
+        let sup = Supervisor::new(Strategy::OneForOne)
+            .child(ChildSpec::free("worker", || {
+                |cx: &mut FnContext<()>| cx.receive()
+            }))
+            .spawn(&handle)
+            .unwrap();
+        let worker = sup
+            .which_child("worker", t)
+            .unwrap()
+            .pid()
+            .cloned()
+            .unwrap();
+        let (first, second) = (why.clone(), Exit::done(std::io::Error::other("later")));
+        sup.any().stop_with(first.clone());
+        assert_eq!(sup.any().stop_and_wait_with(second, t), Ok(first));
+        assert!(!worker.is_alive(), "the supervisor ended before its child");
+    });
+}

@@ -47,6 +47,8 @@ where
     F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
 {
     fn finish(&self, result: Result<T, Exit>) {
+        // A stop sent with a reason ends the process with that reason.
+        let result = result.map_err(|exit| crate::signal::stop_reason(self, exit));
         let exit = match &result {
             Ok(_) => Exit::Normal,
             Err(exit) => exit.clone(),

@@ -156,6 +156,20 @@ impl Handle {
         }
     }
 
+    /// [`stop_named_and_wait`](Self::stop_named_and_wait), ending the process
+    /// with `reason` (see [`AnyPid::stop_with`]).
+    pub fn stop_named_and_wait_with(
+        &self,
+        name: &str,
+        reason: Exit,
+        timeout: Duration,
+    ) -> Result<Exit, StopError> {
+        match self.whereis_any(name) {
+            Some(pid) => pid.stop_and_wait_with(reason, timeout),
+            None => Err(StopError::NoProc),
+        }
+    }
+
     /// Spawns a handler process registered under `name` from the start: its
     /// `started` hook, and anyone else, find it by name before it first runs. If
     /// the name cannot be had (held by a live process, for one), the process

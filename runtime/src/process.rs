@@ -459,9 +459,8 @@ impl AnyPid {
     /// Fails with [`StopError::NoProc`] if it had ended already,
     /// [`StopError::StoppingSelf`] when a process names itself, and
     /// [`StopError::Timeout`] if it still runs at the timeout (the stop stands).
-    /// Unlike OTP's, the reason is always `Stopped`: a process's graceful end has
-    /// one reason, which its supervisor and links read as a clean shutdown; to end
-    /// a process with another reason, send it [`Scope::send_exit`](crate::Scope::send_exit).
+    /// [`stop_and_wait_with`](Self::stop_and_wait_with) stops it with another
+    /// reason than `Stopped`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -485,6 +484,32 @@ impl AnyPid {
     /// ```
     pub fn stop_and_wait(&self, timeout: Duration) -> Result<Exit, StopError> {
         crate::call::signal_and_wait(self, || self.stop(), timeout)
+    }
+
+    /// Stops the process as [`stop`](Self::stop) does (a handler's `stopped`
+    /// hook runs; a supervisor stops its children first), but it ends with
+    /// `reason` instead of [`Exit::Stopped`]: its links and monitors, and its
+    /// supervisor, see `reason`. The first reason sent wins. [`Exit::Normal`] is
+    /// not carried along links, so linked helpers live on; a failure reason is a
+    /// crash to a supervisor.
+    pub fn stop_with(&self, reason: Exit) {
+        crate::signal::stop_with(&*self.0, reason);
+    }
+
+    /// [`stop_with`](Self::stop_with), then waits for the end, as
+    /// [`stop_and_wait`](Self::stop_and_wait) does (OTP's `gen_server:stop/3`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// let worker = rt.spawn_fn(|cx: &mut FnContext<()>| cx.receive()).unwrap();
+    /// let why = Exit::done(std::io::Error::other("maintenance"));
+    /// assert_eq!(worker.pid().any().stop_and_wait_with(why.clone(), Duration::from_secs(5)), Ok(why));
+    /// ```
+    pub fn stop_and_wait_with(&self, reason: Exit, timeout: Duration) -> Result<Exit, StopError> {
+        crate::call::signal_and_wait(self, || self.stop_with(reason), timeout)
     }
 }
 

@@ -216,6 +216,9 @@ struct Lists {
     /// The process that spawned this one linked to it (a supervisor, or the
     /// caller of a `spawn_link`), for introspection.
     parent: Option<ProcessId>,
+    /// The reason of the first stop sent with one ([`stop_with`]): the process
+    /// ends with it instead of `Stopped`.
+    stop_reason: Option<Exit>,
 }
 
 /// A slab that has emptied out after holding this many entries gives its memory
@@ -380,6 +383,36 @@ pub(crate) fn deliver(target: &dyn Run, signal: Signal) {
         return;
     }
     wake(target, Waker::Signal);
+}
+
+/// Asks `target` to stop, ending with `reason` instead of [`Exit::Stopped`]: the
+/// reason is recorded first (the first one sent wins), then the stop flagged,
+/// so that the stop, once seen, finds it.
+pub(crate) fn stop_with(target: &dyn Run, reason: Exit) {
+    {
+        let mut relations = target.header().relations.lock();
+        if relations.ended {
+            return;
+        }
+        relations.lists().stop_reason.get_or_insert(reason);
+    }
+    deliver(target, Signal::Stop);
+}
+
+/// The reason a process that is ending with `exit` ends with: a recorded stop
+/// reason if `exit` is the stop's [`Exit::Stopped`].
+pub(crate) fn stop_reason(process: &dyn Run, exit: Exit) -> Exit {
+    if exit != Exit::Stopped {
+        return exit;
+    }
+    process
+        .header()
+        .relations
+        .lock()
+        .lists
+        .as_mut()
+        .and_then(|lists| lists.stop_reason.take())
+        .unwrap_or(exit)
 }
 
 /// Records `parent` as the process that spawned `child` linked to it.
@@ -675,6 +708,7 @@ pub(crate) fn announce_exit(process: &dyn Run, exit: &Exit) {
         hooks,
         hook_ids: _,
         parent: _,
+        stop_reason: _,
         timers,
     } = *lists;
     for (_, (_, hook)) in hooks {
