@@ -54,7 +54,9 @@
 //! * Sending never blocks and never panics: to an exited process it fails and hands
 //!   the message back ([`SendError`]).
 //! * A panic ends only the process that panicked, with [`Exit::Panicked`] carrying
-//!   the message; it is also reported through `tracing`.
+//!   the message; it is reported once, through `tracing`, with the process, where
+//!   it happened and (with `RUST_BACKTRACE`) a backtrace, instead of also by std's
+//!   panic hook ([`Builder::std_panic_hook`] keeps that one too).
 //! * Dropping the [`Runtime`] (or [`Runtime::shutdown`]) stops every process,
 //!   runs their destructors and joins the threads; later spawns fail with
 //!   [`SpawnError::Shutdown`].

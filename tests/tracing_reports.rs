@@ -54,9 +54,16 @@ impl Process for Parser {
     }
 }
 
+/// Panics that reached the hook installed before the runtime.
+static STD_REPORTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[test]
 fn a_panic_is_reported_with_the_process_and_the_message() {
     let errors = capture_errors();
+    // Stands in for std's hook: counts what it is asked to report.
+    std::panic::set_hook(Box::new(|_| {
+        STD_REPORTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
     let rt = Runtime::builder().workers(2).build().unwrap();
     let parser = rt.spawn(Parser).unwrap();
     parser.send("12".to_string()).unwrap();
@@ -70,6 +77,10 @@ fn a_panic_is_reported_with_the_process_and_the_message() {
         report.contains(&format!("pid={}", parser.id())),
         "report names the process: {report}"
     );
+    assert!(
+        report.contains("location=\"tests/tracing_reports.rs:"),
+        "report says where: {report}"
+    );
     // The report comes after the process has ended: sends now fail.
     assert!(parser.send("13".to_string()).is_err());
     // The free-running kind reports the same way.
@@ -81,6 +92,11 @@ fn a_panic_is_reported_with_the_process_and_the_message() {
     let report = next(&errors, "ERROR");
     assert!(report.contains("free-running failure"), "report: {report}");
     assert!(report.contains(&format!("pid={id}")), "report: {report}");
+    // One report per panic: the previous hook heard of neither, but still hears
+    // of a panic outside any process.
+    assert_eq!(STD_REPORTS.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let _ = std::thread::spawn(|| panic!("outside any process")).join();
+    assert_eq!(STD_REPORTS.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // A process that blocks its worker (a blocking call made by mistake) is
     // reported once, by name, while it blocks.

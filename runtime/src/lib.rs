@@ -32,6 +32,8 @@ mod os_signal;
 #[cfg(not(loom))]
 mod overflow;
 #[cfg(not(loom))]
+mod panic_report;
+#[cfg(not(loom))]
 pub mod park;
 #[cfg(not(loom))]
 mod process;

@@ -259,10 +259,14 @@ impl<M: Send + 'static> Core<M> {
             report(payload);
         }
         match exit {
-            Exit::Panicked(message) => tracing::error!(
-                pid = %ProcessId(self.header.id),
-                "process panicked: {message}"
-            ),
+            Exit::Panicked(message) => {
+                let location = crate::panic_report::take_location().unwrap_or_default();
+                tracing::error!(
+                    pid = %ProcessId(self.header.id),
+                    location,
+                    "process panicked: {message}"
+                )
+            }
             Exit::NoStack(message) => tracing::error!(
                 pid = %ProcessId(self.header.id),
                 "process ended without a stack: {message}"

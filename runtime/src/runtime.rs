@@ -74,6 +74,8 @@ pub struct Builder {
     handoff_after: Duration,
     /// See [`Builder::blocked_after`].
     blocked_after: Duration,
+    /// See [`Builder::std_panic_hook`].
+    std_panic_hook: bool,
 }
 
 /// The default of [`Builder::handoff_after`].
@@ -90,6 +92,7 @@ impl Default for Builder {
             name: "fibra".to_owned(),
             handoff_after: DEFAULT_HANDOFF_AFTER,
             blocked_after: DEFAULT_BLOCKED_AFTER,
+            std_panic_hook: false,
         }
     }
 }
@@ -147,6 +150,18 @@ impl Builder {
         self
     }
 
+    /// Whether a panic in a process is also reported by the panic hook installed
+    /// before the runtime (std's, printing to standard error), besides the
+    /// runtime's own `tracing` error (default false: one report per panic).
+    ///
+    /// The runtime's report names the process and carries the message, where it
+    /// happened, and a backtrace when `RUST_BACKTRACE` asks for one. Panics
+    /// outside processes always go to the previous hook.
+    pub fn std_panic_hook(mut self, report: bool) -> Self {
+        self.std_panic_hook = report;
+        self
+    }
+
     /// Names the runtime; its worker threads are called `<name>-worker-<i>`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -175,7 +190,9 @@ impl Builder {
             name: self.name,
             handoff_after: self.handoff_after,
             blocked_after: self.blocked_after,
+            std_panic_hook: self.std_panic_hook,
         };
+        crate::panic_report::install();
         // The timeout thread gets its own handle once it runs, for re-arming
         // intervals; nothing is inserted before that.
         let own_handle: Arc<OnceLock<TimerHandle<TimerAction>>> = Arc::default();

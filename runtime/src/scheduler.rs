@@ -118,6 +118,8 @@ pub(crate) struct Config {
     /// How long one activation may run before the watch thread reports its
     /// worker as blocked.
     pub(crate) blocked_after: Duration,
+    /// Whether std's panic hook reports panics in processes too.
+    pub(crate) std_panic_hook: bool,
 }
 
 /// What the watch thread saw of one worker at its last look.
