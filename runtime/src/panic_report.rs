@@ -5,10 +5,11 @@
 //!
 //! The first runtime built installs a panic hook that wraps the one installed
 //! before it. A panic on a thread that is running a process (of a runtime that
-//! has not asked for std's report, [`Builder::std_panic_hook`]) leaves where and
-//! how in a thread-local for the runtime's report, which comes right after, on
-//! the same thread, as the process ends. Every other panic goes to the previous
-//! hook, as if this one were not there.
+//! has not asked for std's report, [`Builder::std_panic_hook`]), while a
+//! `tracing` subscriber is set, leaves where and how in a thread-local for the
+//! runtime's report, which comes right after, on the same thread, as the process
+//! ends. Every other panic goes to the previous hook, as if this one were not
+//! there: with no subscriber set, std's report is the one that is seen.
 //!
 //! [`Builder::std_panic_hook`]: crate::Builder::std_panic_hook
 
@@ -34,7 +35,9 @@ pub(crate) fn install() {
             let in_process = with_current(|frame| {
                 frame.is_some_and(|frame| !frame.header().shared.config.std_panic_hook)
             });
-            if !in_process {
+            // Without a subscriber the runtime's report goes nowhere: then std's
+            // is the one report.
+            if !in_process || !tracing::dispatcher::has_been_set() {
                 return previous(info);
             }
             let mut place = info
