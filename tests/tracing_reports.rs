@@ -1,5 +1,6 @@
 //! A process panic is reported through `tracing`, naming the process and carrying
-//! the panic message; so is a process that holds its worker far too long. Its own
+//! the panic message; so is a process that holds its worker far too long, and a
+//! supervisor's reports name it. Its own
 //! test binary, because it installs the global subscriber that the worker threads
 //! report to.
 
@@ -121,6 +122,28 @@ fn a_panic_is_reported_with_the_process_and_the_message() {
         "reported only after it was done"
     );
     finished.recv_timeout(Duration::from_secs(20)).unwrap();
+    // A supervisor's reports name it by its registered name.
+    let sup = Supervisor::new(Strategy::OneForOne)
+        .name("top")
+        .child(ChildSpec::handler("parser", || Parser))
+        .spawn(&rt.handle())
+        .unwrap();
+    let child = sup
+        .which_child("parser", Duration::from_secs(20))
+        .unwrap()
+        .address::<String>()
+        .unwrap();
+    child.send("not a number".to_string()).unwrap();
+    let report = loop {
+        let report = next(&errors, "WARN");
+        if report.contains("child failed") {
+            break report;
+        }
+    };
+    assert!(
+        report.contains(&format!("supervisor=top {}", sup.id())),
+        "report: {report}"
+    );
     let again = errors.recv_timeout(Duration::from_millis(100));
     assert!(
         !again.as_deref().is_ok_and(|r| r.contains("sleepy")),

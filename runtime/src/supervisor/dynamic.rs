@@ -159,9 +159,13 @@ impl<A: Send + 'static> DynamicSupervisor<A> {
     /// [`ChildInfo::dynamic_supervisor`].
     pub fn child_spec(self, id: impl Into<String>) -> ChildSpec {
         let mut spec = ChildSpec::worker(id, move |sup: &Task, name: Option<&str>, _| {
-            let child =
-                spawn(&sup.header().shared, self.clone(), Some(sup)).map_err(spawn_failure)?;
-            super::spec::register(sup, name, child.pid.clone()).map(Some)
+            // Named from the start, like a top-level one.
+            let mut dynamic = self.clone();
+            if let Some(name) = name {
+                dynamic.name = Some(name.to_string());
+            }
+            let child = spawn(&sup.header().shared, dynamic, Some(sup)).map_err(spawn_failure)?;
+            Ok(Some(super::spec::Started::new(child.pid.clone())))
         });
         spec.supervisor = true;
         spec.shutdown = super::Shutdown::Infinity;

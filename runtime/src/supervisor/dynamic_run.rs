@@ -36,8 +36,10 @@ pub(super) fn run<A: Send + 'static>(
     supervisor: DynamicSupervisor<A>,
     parent: Option<ProcessId>,
 ) {
+    let me = cx.me();
     let mut state = Dynamic {
-        me: cx.me(),
+        label: super::run::label(&me),
+        me,
         parent,
         template: supervisor.template,
         max_children: supervisor.max_children,
@@ -108,6 +110,8 @@ struct Pending {
 /// Everything the dynamic supervisor knows.
 struct Dynamic<A> {
     me: AnyPid,
+    /// How its logs name it.
+    label: String,
     /// The process that spawned it linked, if any: its exit ends the supervisor.
     parent: Option<ProcessId>,
     template: Arc<Template<A>>,
@@ -270,7 +274,7 @@ impl<A: Send + 'static> Dynamic<A> {
                     child.run.reason = Some(reason);
                 } else if Some(from) == self.parent {
                     tracing::info!(
-                        supervisor = %self.me.id(),
+                        supervisor = %self.label,
                         parent = %from,
                         %reason,
                         "parent ended; shutting down"
@@ -278,7 +282,7 @@ impl<A: Send + 'static> Dynamic<A> {
                     self.exit_with(reason);
                 } else {
                     tracing::debug!(
-                        supervisor = %self.me.id(),
+                        supervisor = %self.label,
                         from = %from,
                         %reason,
                         "ignored an exit signal from a process that is not a child"
@@ -321,7 +325,7 @@ impl<A: Send + 'static> Dynamic<A> {
             ran_for,
             failed_start,
         } = ended;
-        let sup = self.me.id();
+        let sup = self.label.clone();
         let id = record.spec.id.clone();
         if reason.is_failure() {
             tracing::warn!(supervisor = %sup, child = %id, %reason, "child failed");
@@ -373,7 +377,7 @@ impl<A: Send + 'static> Dynamic<A> {
             }
             Ok(Some(run)) => {
                 tracing::info!(
-                    supervisor = %self.me.id(),
+                    supervisor = %self.label,
                     child = %record.spec.id,
                     pid = %run.pid.id(),
                     "child restarted"
@@ -390,7 +394,7 @@ impl<A: Send + 'static> Dynamic<A> {
             Err(Exit::Shutdown) => self.exit_with(Exit::Shutdown),
             Err(reason) => {
                 tracing::warn!(
-                    supervisor = %self.me.id(),
+                    supervisor = %self.label,
                     child = %record.spec.id,
                     %reason,
                     "child failed to restart"
@@ -435,7 +439,7 @@ impl<A: Send + 'static> Dynamic<A> {
                         deadlines.pop();
                         if let Some(child) = self.running.get(&id) {
                             tracing::warn!(
-                                supervisor = %self.me.id(),
+                                supervisor = %self.label,
                                 child = %child.record.spec.id,
                                 pid = %id,
                                 shutdown = ?child.record.spec.shutdown,

@@ -50,6 +50,16 @@ pub(super) fn run(
     supervise(cx, &mut state);
 }
 
+/// How a supervisor's logs name it: its registered name (registered before it
+/// first runs, when it has one) and its pid, or the pid alone.
+pub(super) fn label(me: &AnyPid) -> String {
+    let shared = &me.0.header().shared;
+    match shared.registry.name_of(me) {
+        Some(name) => format!("{name} {}", me.id()),
+        None => me.id().to_string(),
+    }
+}
+
 /// What both kinds of supervisor do as processes (see the module comment).
 pub(super) trait Supervising<M: Send + 'static> {
     /// This supervisor.
@@ -218,6 +228,8 @@ impl Child {
 struct State {
     /// This supervisor.
     me: AnyPid,
+    /// How its logs name it (see [`label`]).
+    label: String,
     /// The process that spawned it linked, if any: its exit ends the supervisor.
     parent: Option<ProcessId>,
     /// Which children a restart takes along.
@@ -241,6 +253,7 @@ struct State {
 impl State {
     fn new(supervisor: Supervisor, parent: Option<ProcessId>, me: AnyPid, ack: InitAck) -> State {
         State {
+            label: label(&me),
             me,
             parent,
             strategy: supervisor.strategy,
@@ -425,7 +438,7 @@ impl State {
             if let Err(reason) = self.start(i) {
                 let child = self.children[i].spec.id.clone();
                 tracing::warn!(
-                    supervisor = %self.me.id(),
+                    supervisor = %self.label,
                     child = %child,
                     %reason,
                     "child failed to start"
@@ -456,7 +469,7 @@ impl State {
                 let child = &self.children[i];
                 if let Some(run) = child.running() {
                     tracing::info!(
-                        supervisor = %self.me.id(),
+                        supervisor = %self.label,
                         child = %child.spec.id,
                         pid = %run.pid.id(),
                         "child restarted"
@@ -466,7 +479,7 @@ impl State {
             Err(Exit::Shutdown) => self.exit_with(Exit::Shutdown),
             Err(reason) => {
                 tracing::warn!(
-                    supervisor = %self.me.id(),
+                    supervisor = %self.label,
                     child = %self.children[i].spec.id,
                     %reason,
                     "child failed to restart"
@@ -492,7 +505,7 @@ impl State {
                     run.reason = Some(reason);
                 } else if Some(from) == self.parent {
                     tracing::info!(
-                        supervisor = %self.me.id(),
+                        supervisor = %self.label,
                         parent = %from,
                         %reason,
                         "parent ended; shutting down"
@@ -500,7 +513,7 @@ impl State {
                     self.exit_with(reason);
                 } else {
                     tracing::debug!(
-                        supervisor = %self.me.id(),
+                        supervisor = %self.label,
                         from = %from,
                         %reason,
                         "ignored an exit signal from a process that is not a child"
@@ -531,7 +544,7 @@ impl State {
         else {
             return;
         };
-        let sup = self.me.id();
+        let sup = self.label.clone();
         let child = &self.children[i];
         let id = child.spec.id.clone();
         if reason.is_failure() {
@@ -615,7 +628,7 @@ impl State {
         };
         if shut_down {
             tracing::info!(
-                supervisor = %self.me.id(),
+                supervisor = %self.label,
                 child = %id,
                 auto_shutdown = ?self.auto_shutdown,
                 "a significant child ended; shutting down"
@@ -670,7 +683,7 @@ impl State {
                     let left = at.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         tracing::warn!(
-                            supervisor = %self.me.id(),
+                            supervisor = %self.label,
                             child = %self.children[i].spec.id,
                             pid = %pid.id(),
                             ?shutdown,

@@ -55,7 +55,7 @@ pub(crate) struct Started {
 }
 
 impl Started {
-    fn new<M: Send + 'static>(pid: Pid<M>) -> Started {
+    pub(super) fn new<M: Send + 'static>(pid: Pid<M>) -> Started {
         Started {
             pid: pid.any(),
             typed: Arc::new(pid),
