@@ -1172,6 +1172,11 @@ fn a_supervisor_whose_child_keeps_failing_to_restart_still_answers_and_stops() {
     });
 }
 
+/// A significant worker child of this restart type.
+fn significant(id: &'static str, log: &Pid<LogMsg>, restart: Restart) -> ChildSpec {
+    worker(id, log).restart(restart).significant(true)
+}
+
 /// The auto-shutdown reason of a supervisor's exit, if it is one.
 fn auto_shutdown_child(reason: &Exit) -> Option<String> {
     match supervisor_error(reason)? {
@@ -1191,11 +1196,7 @@ fn a_significant_child_that_ends_ends_an_any_significant_supervisor() {
                     Supervisor::new(Strategy::OneForOne)
                         .auto_shutdown(AutoShutdown::AnySignificant)
                         .child(worker("helper", &log))
-                        .child(
-                            worker("job", &log)
-                                .restart(Restart::Temporary)
-                                .significant(true),
-                        ),
+                        .child(significant("job", &log, Restart::Temporary)),
                 )
                 .unwrap();
             let watch = cx.monitor(&sup);
@@ -1223,16 +1224,8 @@ fn an_all_significant_supervisor_ends_with_its_last_significant_child() {
                 .spawn_supervisor(
                     Supervisor::new(Strategy::OneForOne)
                         .auto_shutdown(AutoShutdown::AllSignificant)
-                        .child(
-                            worker("a", &log)
-                                .restart(Restart::Transient)
-                                .significant(true),
-                        )
-                        .child(
-                            worker("b", &log)
-                                .restart(Restart::Transient)
-                                .significant(true),
-                        ),
+                        .child(significant("a", &log, Restart::Transient))
+                        .child(significant("b", &log, Restart::Transient)),
                 )
                 .unwrap();
             let watch = cx.monitor(&sup);
@@ -1271,11 +1264,7 @@ fn a_significant_child_stopped_by_its_supervisor_ends_nothing() {
                 .spawn_supervisor(
                     Supervisor::new(Strategy::OneForOne)
                         .auto_shutdown(AutoShutdown::AnySignificant)
-                        .child(
-                            worker("job", &log)
-                                .restart(Restart::Transient)
-                                .significant(true),
-                        ),
+                        .child(significant("job", &log, Restart::Transient)),
                 )
                 .unwrap();
             sup.terminate_child("job", LONG).unwrap();
@@ -1303,33 +1292,23 @@ fn significant_children_are_checked_against_the_rules() {
                 .child(worker("p", &log).significant(true)),
         );
         assert!(why.contains("permanent"), "{why}");
-        let why = refused(
-            Supervisor::new(Strategy::OneForOne).child(
-                worker("t", &log)
-                    .restart(Restart::Temporary)
-                    .significant(true),
-            ),
-        );
+        let why = refused(Supervisor::new(Strategy::OneForOne).child(significant(
+            "t",
+            &log,
+            Restart::Temporary,
+        )));
         assert!(why.contains("Never"), "{why}");
         // Started on a running supervisor, and on a dynamic one.
         let sup = Supervisor::new(Strategy::OneForOne).spawn(&handle).unwrap();
         let err = sup
-            .start_child(
-                worker("t", &log)
-                    .restart(Restart::Temporary)
-                    .significant(true),
-                LONG,
-            )
+            .start_child(significant("t", &log, Restart::Temporary), LONG)
             .unwrap_err();
         assert!(matches!(err, ChildError::Invalid(_)), "{err}");
         let log2 = log.clone();
-        let jobs = DynamicSupervisor::new(move |(): ()| {
-            worker("job", &log2)
-                .restart(Restart::Temporary)
-                .significant(true)
-        })
-        .spawn(&handle)
-        .unwrap();
+        let jobs =
+            DynamicSupervisor::new(move |(): ()| significant("job", &log2, Restart::Temporary))
+                .spawn(&handle)
+                .unwrap();
         let err = jobs.start_child((), LONG).unwrap_err();
         assert!(matches!(err, ChildError::Invalid(_)), "{err}");
         assert_eq!(jobs.count_children(LONG).unwrap().specs, 0);

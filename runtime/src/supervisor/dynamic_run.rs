@@ -23,10 +23,10 @@ use crate::process::{AnyPid, ProcessId};
 use crate::signal::{Notice, Terminated};
 use crate::time::deadline_after;
 
-use super::address::{ChildError, ChildInfo, SupervisorError};
+use super::address::{ChildError, ChildInfo};
 use super::dynamic::{DynControl, DynamicSupervisor, Started, Template};
 use super::intensity::RestartWindow;
-use super::run::{start_incarnation, supervise, Incarnation, Supervising};
+use super::run::{exit_from_outside, start_incarnation, supervise, Incarnation, Supervising};
 use super::spec::{ChildSpec, Restart, Shutdown};
 use super::Backoff;
 
@@ -272,21 +272,10 @@ impl<A: Send + 'static> Dynamic<A> {
             Notice::Exit { from, reason } => {
                 if let Some(child) = self.running.get_mut(&from) {
                     child.run.reason = Some(reason);
-                } else if Some(from) == self.parent {
-                    tracing::info!(
-                        supervisor = %self.label,
-                        parent = %from,
-                        %reason,
-                        "parent ended; shutting down"
-                    );
+                } else if let Some(reason) =
+                    exit_from_outside(&self.label, self.parent, from, reason)
+                {
                     self.exit_with(reason);
-                } else {
-                    tracing::debug!(
-                        supervisor = %self.label,
-                        from = %from,
-                        %reason,
-                        "ignored an exit signal from a process that is not a child"
-                    );
                 }
             }
             // A supervisor monitors no group.
@@ -337,20 +326,8 @@ impl<A: Send + 'static> Dynamic<A> {
             Restart::Transient if !reason.is_failure() => return,
             _ => {}
         }
-        if !self.window.admit(Instant::now()) {
-            tracing::warn!(
-                supervisor = %sup,
-                child = %id,
-                max_restarts = self.window.max_restarts,
-                period = ?self.window.period,
-                "restart intensity exceeded; shutting down"
-            );
-            self.exit_with(Exit::done(SupervisorError::IntensityExceeded {
-                max_restarts: self.window.max_restarts,
-                period: self.window.period,
-                child: id,
-                reason,
-            }));
+        if let Some(exit) = self.window.admit_or_give_up(&sup, &id, &reason) {
+            self.exit_with(exit);
             return;
         }
         if ran_for >= self.window.period {

@@ -4,6 +4,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::error::Exit;
+
+use super::address::SupervisorError;
+
 /// The restarts of the last period.
 pub(super) struct RestartWindow {
     /// At most this many restarts...
@@ -38,6 +42,34 @@ impl RestartWindow {
         }
         self.times.push_back(now);
         true
+    }
+
+    /// Counts the restart of child `child` (ended with `reason`) now; if it is one
+    /// too many, logs it and returns the reason the supervisor `label` exits
+    /// with: a clean end, as in OTP (its `shutdown`), so that the supervisor's own
+    /// transient parent does not restart it; the reason says why.
+    pub(super) fn admit_or_give_up(
+        &mut self,
+        label: &str,
+        child: &str,
+        reason: &Exit,
+    ) -> Option<Exit> {
+        if self.admit(Instant::now()) {
+            return None;
+        }
+        tracing::warn!(
+            supervisor = %label,
+            child = %child,
+            max_restarts = self.max_restarts,
+            period = ?self.period,
+            "restart intensity exceeded; shutting down"
+        );
+        Some(Exit::done(SupervisorError::IntensityExceeded {
+            max_restarts: self.max_restarts,
+            period: self.period,
+            child: child.to_string(),
+            reason: reason.clone(),
+        }))
     }
 }
 

@@ -60,6 +60,27 @@ pub(super) fn label(me: &AnyPid) -> String {
     }
 }
 
+/// An exit signal from a process that is not a child: the parent's end ends the
+/// supervisor (the reason to exit with is returned); any other is ignored.
+pub(super) fn exit_from_outside(
+    label: &str,
+    parent: Option<ProcessId>,
+    from: ProcessId,
+    reason: Exit,
+) -> Option<Exit> {
+    if Some(from) == parent {
+        tracing::info!(supervisor = %label, parent = %from, %reason, "parent ended; shutting down");
+        return Some(reason);
+    }
+    tracing::debug!(
+        supervisor = %label,
+        from = %from,
+        %reason,
+        "ignored an exit signal from a process that is not a child"
+    );
+    None
+}
+
 /// What both kinds of supervisor do as processes (see the module comment).
 pub(super) trait Supervising<M: Send + 'static> {
     /// This supervisor.
@@ -503,21 +524,10 @@ impl State {
                     .find(|s| matches!(s, Status::Running(run) if run.pid.id() == from))
                 {
                     run.reason = Some(reason);
-                } else if Some(from) == self.parent {
-                    tracing::info!(
-                        supervisor = %self.label,
-                        parent = %from,
-                        %reason,
-                        "parent ended; shutting down"
-                    );
+                } else if let Some(reason) =
+                    exit_from_outside(&self.label, self.parent, from, reason)
+                {
                     self.exit_with(reason);
-                } else {
-                    tracing::debug!(
-                        supervisor = %self.label,
-                        from = %from,
-                        %reason,
-                        "ignored an exit signal from a process that is not a child"
-                    );
                 }
             }
             // A supervisor monitors no group.
@@ -569,22 +579,8 @@ impl State {
             }
             _ => {}
         }
-        if !self.window.admit(Instant::now()) {
-            tracing::warn!(
-                supervisor = %sup,
-                child = %id,
-                max_restarts = self.window.max_restarts,
-                period = ?self.window.period,
-                "restart intensity exceeded; shutting down"
-            );
-            // A clean end, as in OTP (its `shutdown`): the supervisor's own transient
-            // parent does not restart it; the reason says why.
-            self.exit_with(Exit::done(SupervisorError::IntensityExceeded {
-                max_restarts: self.window.max_restarts,
-                period: self.window.period,
-                child: id,
-                reason,
-            }));
+        if let Some(exit) = self.window.admit_or_give_up(&sup, &id, &reason) {
+            self.exit_with(exit);
             return;
         }
         let delay = self.next_delay(i);
