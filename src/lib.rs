@@ -144,6 +144,7 @@ pub use fibra_runtime::{
     SupervisorError, SupervisorPid, DEFAULT_START_TIMEOUT,
 };
 pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
+pub use fibra_runtime::{ExitedMetrics, Metrics, WorkerMetrics};
 pub use fibra_runtime::{GroupMonitor, GroupNotice, GroupScope, Membership};
 pub use fibra_runtime::{Init, ProcessInfo, ProcessKind, ProcessState, WaitingOn};
 

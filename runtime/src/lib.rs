@@ -26,6 +26,8 @@ mod init;
 #[cfg(not(loom))]
 mod join;
 #[cfg(not(loom))]
+mod metrics;
+#[cfg(not(loom))]
 mod names;
 #[cfg(not(loom))]
 mod os_signal;
@@ -107,6 +109,8 @@ pub use info::{ProcessInfo, ProcessKind, ProcessState, WaitingOn};
 pub use init::Init;
 #[cfg(not(loom))]
 pub use join::JoinHandle;
+#[cfg(not(loom))]
+pub use metrics::{ExitedMetrics, Metrics, WorkerMetrics};
 #[cfg(not(loom))]
 pub use names::GroupScope;
 #[cfg(not(loom))]

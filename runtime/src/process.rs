@@ -235,6 +235,7 @@ impl<M: Send + 'static> Core<M> {
             return false;
         }
         self.header.state.exit();
+        self.header.shared.count_exit(exit);
         // The queued messages and signals are dropped here, and their destructors are
         // user code: a panic there is reported and ends nothing else (the mailbox
         // still drops every other message before the panic comes out of `close`).

@@ -55,6 +55,7 @@ use crate::error::{Exit, SpawnError};
 use crate::group::Groups;
 use crate::idle::{Idle, Woken};
 use crate::lifo::LifoSlot;
+use crate::metrics::{bump, ExitCounters, WorkerCounters};
 use crate::overflow;
 use crate::registry::Registry;
 use crate::rights::RunRights;
@@ -155,6 +156,8 @@ pub(crate) struct Visible {
     /// The id of the process whose activation the worker runs, 0 between
     /// activations: for the watch thread's report of a blocked worker.
     running: AtomicU64,
+    /// The worker's counters for the metrics (metrics.rs).
+    counters: WorkerCounters,
 }
 
 /// What the workers and every process share.
@@ -164,6 +167,9 @@ pub(crate) struct Shared {
     /// When the runtime started, on the coarse clock and as an `Instant`: what
     /// processes' spawn times count from (info.rs).
     pub(crate) epoch: (u64, std::time::Instant),
+    /// Exits counted off the workers (a shutdown ends processes on its own
+    /// thread), for the metrics.
+    pub(crate) exits_elsewhere: ExitCounters,
     /// Whole seconds since `epoch`, kept current by the watch thread: a
     /// process's spawn time, read without a clock at every spawn.
     pub(crate) clock_secs: std::sync::atomic::AtomicU32,
@@ -277,12 +283,14 @@ impl Shared {
                         lifo: LifoSlot::new(),
                         beat: AtomicU32::new(0),
                         running: AtomicU64::new(0),
+                        counters: WorkerCounters::default(),
                     })
                 })
                 .collect(),
             spares: Spares::default(),
             epoch: (crate::info::coarse_now(), std::time::Instant::now()),
             clock_secs: std::sync::atomic::AtomicU32::new(0),
+            exits_elsewhere: ExitCounters::default(),
             config,
         });
         (shared, deques)
@@ -291,6 +299,35 @@ impl Shared {
     /// A fresh process id.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Processes spawned so far (ids start at 1).
+    pub(crate) fn spawned(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed) - 1
+    }
+
+    /// Each worker's metric counters.
+    pub(crate) fn worker_counters(&self) -> impl Iterator<Item = &WorkerCounters> {
+        self.visible.iter().map(|visible| &visible.counters)
+    }
+
+    /// Process stacks mapped, in use or pooled.
+    pub(crate) fn stacks_mapped(&self) -> usize {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
+    /// Stacks in the spare pool.
+    pub(crate) fn stacks_spare(&self) -> usize {
+        self.spares.len.load(Ordering::Relaxed)
+    }
+
+    /// Counts a process's end for the metrics: on this worker's own counters when
+    /// it ends on one of this runtime's workers.
+    pub(crate) fn count_exit(self: &Arc<Self>, exit: &Exit) {
+        self.with_worker(|worker| match worker {
+            Some(worker) => self.visible[worker.index].counters.exits.count_owned(exit),
+            None => self.exits_elsewhere.count_shared(exit),
+        });
     }
 
     /// Runs `f` with this thread's worker if it belongs to this runtime.
@@ -703,6 +740,12 @@ impl WorkerCore {
         }
     }
 
+    /// This worker's metric counters (only this worker writes them).
+    #[inline]
+    fn counters(&self) -> &WorkerCounters {
+        &self.shared.visible[self.index].counters
+    }
+
     /// This worker's LIFO slot (only this worker calls the owner side).
     #[inline]
     fn lifo(&self) -> &LifoSlot<RunRights> {
@@ -734,7 +777,10 @@ impl WorkerCore {
         }
         loop {
             match self.shared.injector.steal_batch_and_pop(&self.deque) {
-                Steal::Success(rights) => return Some(rights),
+                Steal::Success(rights) => {
+                    bump(&self.counters().injector_takes);
+                    return Some(rights);
+                }
                 Steal::Empty => return None,
                 Steal::Retry => continue,
             }
@@ -782,7 +828,10 @@ impl WorkerCore {
                     continue;
                 }
                 match self.shared.stealers[victim].steal_batch_and_pop(&self.deque) {
-                    Steal::Success(rights) => return Some(rights),
+                    Steal::Success(rights) => {
+                        bump(&self.counters().steals);
+                        return Some(rights);
+                    }
                     Steal::Retry => retry = true,
                     Steal::Empty => {}
                 }
@@ -804,6 +853,7 @@ impl WorkerCore {
 
     /// Sleeps until woken (see idle.rs for why no work is stranded).
     fn park(&self) {
+        bump(&self.counters().parks);
         let shared = &self.shared;
         let woken = shared.idle.park(self.index, || {
             shared.has_work_for(self.index) || self.can_lend_a_stack() || shared.is_shutdown()
@@ -883,6 +933,7 @@ impl WorkerCore {
             self.shared.config.stack_size,
         );
         let visible = &self.shared.visible[self.index];
+        bump(&visible.counters.activations);
         visible.running.store(rights.header().id, Ordering::Relaxed);
         let why = carrier.resume(rights.task(), self.index);
         visible.running.store(0, Ordering::Relaxed);
