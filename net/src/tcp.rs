@@ -80,12 +80,20 @@ impl TcpListener {
         })
     }
 
-    /// Closes the listener for every handle: processes waiting in `accept` on it
-    /// and any later call fail with [`io::ErrorKind::NotConnected`]. The port is
-    /// released when the last handle is dropped. Dropping the only handle closes
-    /// it too.
+    /// Closes the listener for every handle: it stops listening at once (new
+    /// connections are refused, and those queued in the kernel and not yet
+    /// accepted are reset), and processes waiting in `accept` on it and any later
+    /// call fail with [`io::ErrorKind::NotConnected`]. The port is released when
+    /// the last handle is dropped. Dropping the only handle closes it too.
     pub fn close(&self) {
         self.socket.close();
+        // Shutting a listening socket down for reading takes it out of the
+        // listening state; without it the kernel would go on completing
+        // handshakes into the queue until the last handle is dropped.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.socket.io());
+        // Safety: `fd` is the listener's own descriptor, open for as long as
+        // `self` (which holds the socket) lives; shutdown does not close it.
+        let _ = unsafe { libc::shutdown(fd, libc::SHUT_RD) };
     }
 
     /// Sets the `IP_TTL` option.

@@ -495,3 +495,30 @@ fn a_process_reading_a_socket_that_is_always_ready_still_yields() {
         drop(client);
     });
 }
+
+#[test]
+fn a_closed_listener_stops_listening_at_once() {
+    watchdog(20, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Queued in the kernel, never accepted.
+        let queued = std::net::TcpStream::connect(addr).unwrap();
+        let other_handle = listener.try_clone().unwrap();
+        listener.close();
+        // Another handle still holds the port, yet nothing is taken any more.
+        let refused = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        // The queued one was reset: it reads no data, only its end.
+        let mut queued = queued;
+        queued
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut byte = [0; 1];
+        match queued.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
+            Ok(n) => panic!("read {n} bytes from a reset connection"),
+        }
+        drop(other_handle);
+    });
+}
