@@ -43,6 +43,7 @@
 //! | `call` | a caller and a server, 1,000,000 request/reply round trips; fibra: a handler process answering `Pid::call` requests, each call with a 5 s timeout; tokio: a task answering `(n, oneshot::Sender)` pairs from an unbounded `mpsc`, the caller awaiting the `oneshot` with no timeout (fibra's `call` always carries one) | `ns_per_call`: wall time / calls |
 //! | `restart` | fibra only: a one-for-one supervisor with one permanent handler child, registered under a name; the child is made to panic 10,000 times | `crashes`; `p50_us`, `p99_us`: median and 99th percentile, in µs, of the time from sending the crash to a new incarnation answering a call |
 //! | `blocked_worker` | one process calls `std::thread::sleep(50 ms)` in a loop (a blocking call made by mistake), yielding between calls, while 100 ping-pong pairs each time 1,000 round trips; fibra: handler processes, the blocker free-running; tokio: tasks and unbounded channels, the blocker a task | `rt_p50_us`, `rt_p99_us`, `rt_max_us`: percentiles and maximum of the 100,000 round trips, in µs |
+//! | `block_on_future` | `future=ready`: 1,000,000 awaits of `std::future::ready`; `future=remote`: 50,000 awaits, one after another, of a tokio `oneshot` that a plain thread completes (the sender handed to it through a std channel); fibra: `fibra::block_on` in a process; tokio: `.await` in a task | `ns_per_op`: wall time / awaits |
 //! | `async_call` | 100,000 request/reply round trips awaited by a task on a default tokio runtime; fibra: `Pid::call_async` to a handler process on a default fibra runtime (each call crosses between the two runtimes' threads); tokio: the `call` workload's server task answering through a `oneshot` | `ns_per_call`: wall time / calls |
 //! | `dynamic_churn` | one child per cycle, 100,000 cycles: fibra: a `DynamicSupervisor` starts a handler child with the cycle's number (`start_child_typed`), the driver calls it once, and `terminate_child` stops it and returns once it has ended; tokio: a task spawned into a `JoinSet` gets a `oneshot` sender through another `oneshot`, answers through it, is aborted, and `join_next` awaits its end | `cycles`; `ns_per_cycle`: wall time / cycles |
 //! | `blocking` | fibra only: 8 processes each make 20,000 calls, one after another, of `fibra::blocking(|| n)`, which runs the closure on the blocking pool while only the calling process waits | `calls_per_sec`: calls (160,000) / time from spawning the first process to the last result |
@@ -235,7 +236,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 18] = [
+const WORKLOADS: [Workload; 19] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -328,6 +329,31 @@ const WORKLOADS: [Workload; 18] = [
         tokio: &[Case::only(|| {
             blocked::blocked_worker(on_tokio::blocked_worker())
         })],
+    },
+    Workload {
+        name: "block_on_future",
+        fibra: &[
+            Case {
+                label: "future=ready",
+                measure: || calls::block_on_future(on_fibra::block_on_ready(), calls::READY_AWAITS),
+            },
+            Case {
+                label: "future=remote",
+                measure: || {
+                    calls::block_on_future(on_fibra::block_on_remote(), calls::REMOTE_AWAITS)
+                },
+            },
+        ],
+        tokio: &[
+            Case {
+                label: "future=ready",
+                measure: || calls::block_on_future(on_tokio::await_ready(), calls::READY_AWAITS),
+            },
+            Case {
+                label: "future=remote",
+                measure: || calls::block_on_future(on_tokio::await_remote(), calls::REMOTE_AWAITS),
+            },
+        ],
     },
     Workload {
         name: "async_call",

@@ -160,3 +160,53 @@ fn a_process_awaits_a_future_that_a_tokio_task_completes() {
         assert_eq!(block_on(rx), Ok(5));
     });
 }
+
+/// Pending once, after waking its task through the waker it was lent.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = &'static str;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<&'static str> {
+        if self.0 {
+            return std::task::Poll::Ready("polled twice");
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+#[test]
+fn a_future_that_wakes_through_its_borrowed_waker_or_a_clone_completes() {
+    within(30, || {
+        let rt = runtime();
+        let got = rt.block_on(|_cx| {
+            let by_ref = block_on(YieldOnce(false));
+            // A clone sent to another thread, woken from there.
+            let (tx, rx) = std::sync::mpsc::channel::<std::task::Waker>();
+            let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let set = std::sync::Arc::clone(&flag);
+            let waker_thread = std::thread::spawn(move || {
+                let waker = rx.recv().unwrap();
+                set.store(true, std::sync::atomic::Ordering::SeqCst);
+                waker.wake();
+            });
+            let mut sent = Some(tx);
+            let cloned = block_on(std::future::poll_fn(move |cx| {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return std::task::Poll::Ready("woken by a clone");
+                }
+                if let Some(tx) = sent.take() {
+                    tx.send(cx.waker().clone()).unwrap();
+                }
+                std::task::Poll::Pending
+            }));
+            waker_thread.join().unwrap();
+            (by_ref, cloned)
+        });
+        assert_eq!(got, ("polled twice", "woken by a clone"));
+    });
+}

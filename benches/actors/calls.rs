@@ -41,6 +41,16 @@ pub fn async_call(elapsed: Duration) -> String {
     format!("ns_per_call={:.1}", ns_per(elapsed, ASYNC_CALLS))
 }
 
+/// Awaits timed in `block_on_future` with a future that is ready at once.
+pub const READY_AWAITS: u64 = 1_000_000;
+/// Awaits timed in `block_on_future` with a future another thread completes.
+pub const REMOTE_AWAITS: u64 = 50_000;
+
+/// The `block_on_future` metric: wall time per await.
+pub fn block_on_future(elapsed: Duration, awaits: u64) -> String {
+    format!("ns_per_op={:.1}", ns_per(elapsed, awaits))
+}
+
 /// Cycles timed in `dynamic_churn`.
 pub const CHURN_CYCLES: u64 = 100_000;
 /// Cycles run before the clock starts, so that the supervisor's maps, the stack pool

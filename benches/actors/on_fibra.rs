@@ -15,8 +15,8 @@ use fibra::prelude::*;
 use super::blocked::{BLOCK, PAIRS as BLOCKED_PAIRS, ROUND_TRIPS as BLOCKED_ROUND_TRIPS};
 use super::calls::{
     answer, RestartOutcome, ASYNC_CALLS, CALLS, CALL_TIMEOUT, CHURN_CYCLES, CHURN_WARM_UP,
-    RESTART_CHILD, RESTART_CRASHES, RESTART_INTENSITY, RESTART_PATIENCE, RESTART_PERIOD,
-    RESTART_WARM_UP,
+    READY_AWAITS, REMOTE_AWAITS, RESTART_CHILD, RESTART_CRASHES, RESTART_INTENSITY,
+    RESTART_PATIENCE, RESTART_PERIOD, RESTART_WARM_UP,
 };
 use super::io::{
     connect_idle_clients, idle_cpu, tcp_echo_request, TcpEchoOutcome, BLOCKING_CALLS,
@@ -934,4 +934,43 @@ pub fn blocked_worker() -> Vec<Duration> {
         blocker.join().expect(GONE);
         samples
     })
+}
+
+/// `block_on_future`, `future=ready`: a process awaits ready futures.
+pub fn block_on_ready() -> Duration {
+    run(|_: &mut FnContext<()>| {
+        let start = Instant::now();
+        let mut sum = 0u64;
+        for n in 0..READY_AWAITS {
+            sum = sum.wrapping_add(fibra::block_on(std::future::ready(n)));
+        }
+        assert_eq!(
+            sum,
+            (0..READY_AWAITS).sum::<u64>(),
+            "a ready future lost its value"
+        );
+        start.elapsed()
+    })
+}
+
+/// `block_on_future`, `future=remote`: a process awaits oneshots that a plain
+/// thread completes.
+pub fn block_on_remote() -> Duration {
+    let (to_helper, senders) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<u64>>();
+    let helper = std::thread::spawn(move || {
+        for (n, sender) in senders.into_iter().enumerate() {
+            let _ = sender.send(n as u64);
+        }
+    });
+    let elapsed = run(move |_: &mut FnContext<()>| {
+        let start = Instant::now();
+        for n in 0..REMOTE_AWAITS {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            to_helper.send(tx).expect("the helper thread ended");
+            assert_eq!(fibra::block_on(rx), Ok(n), "wrong value from the helper");
+        }
+        start.elapsed()
+    });
+    helper.join().expect("the helper thread panicked");
+    elapsed
 }

@@ -16,7 +16,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::blocked::{BLOCK, PAIRS as BLOCKED_PAIRS, ROUND_TRIPS as BLOCKED_ROUND_TRIPS};
-use super::calls::{answer, ASYNC_CALLS, CALLS, CHURN_CYCLES, CHURN_WARM_UP};
+use super::calls::{
+    answer, ASYNC_CALLS, CALLS, CHURN_CYCLES, CHURN_WARM_UP, READY_AWAITS, REMOTE_AWAITS,
+};
 use super::io::{
     connect_idle_clients, idle_cpu, tcp_echo_request, TcpEchoOutcome, TCP_ECHO_CLIENTS,
     TCP_ECHO_PATIENCE, TCP_ECHO_REQUESTS, TCP_ECHO_SIZE,
@@ -506,4 +508,43 @@ pub fn blocked_worker() -> Vec<Duration> {
         blocker.await.expect("the blocker failed");
         samples
     })
+}
+
+/// `block_on_future`, `future=ready`: a task awaits ready futures.
+pub fn await_ready() -> Duration {
+    run(async {
+        let start = Instant::now();
+        let mut sum = 0u64;
+        for n in 0..READY_AWAITS {
+            sum = sum.wrapping_add(std::future::ready(n).await);
+        }
+        assert_eq!(
+            sum,
+            (0..READY_AWAITS).sum::<u64>(),
+            "a ready future lost its value"
+        );
+        start.elapsed()
+    })
+}
+
+/// `block_on_future`, `future=remote`: a task awaits oneshots that a plain thread
+/// completes.
+pub fn await_remote() -> Duration {
+    let (to_helper, senders) = std::sync::mpsc::channel::<oneshot::Sender<u64>>();
+    let helper = std::thread::spawn(move || {
+        for (n, sender) in senders.into_iter().enumerate() {
+            let _ = sender.send(n as u64);
+        }
+    });
+    let elapsed = run(async move {
+        let start = Instant::now();
+        for n in 0..REMOTE_AWAITS {
+            let (tx, rx) = oneshot::channel();
+            to_helper.send(tx).expect("the helper thread ended");
+            assert_eq!(rx.await, Ok(n), "wrong value from the helper");
+        }
+        start.elapsed()
+    });
+    helper.join().expect("the helper thread panicked");
+    elapsed
 }

@@ -15,9 +15,10 @@
 //! only their result be awaited here (a tokio `JoinHandle` or `oneshot` is fine).
 
 use std::future::{Future, IntoFuture};
+use std::mem::ManuallyDrop;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -223,7 +224,8 @@ pub fn block_on<F: IntoFuture>(future: F) -> F::Output {
     let mut future = pin!(future.into_future());
     with_suspendable(|frame| match frame {
         Some(frame) => {
-            let waker = Waker::from(Arc::new(ProcessWaker(frame.task())));
+            let task = frame.task();
+            let waker = borrowed_waker(&task);
             let mut cx = Context::from_waker(&waker);
             loop {
                 if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
@@ -246,6 +248,44 @@ pub fn block_on<F: IntoFuture>(future: F) -> F::Output {
         }
     })
 }
+
+/// A waker for `task` that lives on the caller's stack and allocates nothing: a
+/// future that is ready at once, or only wakes through the reference it is
+/// handed, costs no allocation. A future that keeps a waker clones it, and the
+/// clone is a [`ProcessWaker`] of its own.
+fn borrowed_waker(task: &Task) -> ManuallyDrop<Waker> {
+    let data: *const Task = task;
+    // Safety: the vtable's functions treat `data` as a `&Task` and only for the
+    // duration of each call; the waker built here is only lent out (through a
+    // `Context`) while `task` is borrowed, since `block_on` drops the future's
+    // context before it returns, and it is never dropped through the vtable (it
+    // is `ManuallyDrop`, and `drop_borrowed` does nothing anyway). Clones are
+    // independent, counted wakers.
+    ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data.cast(), &BORROWED)) })
+}
+
+/// The vtable of [`borrowed_waker`].
+static BORROWED: RawWakerVTable =
+    RawWakerVTable::new(clone_borrowed, wake_borrowed, wake_borrowed, drop_borrowed);
+
+/// # Safety
+/// `data` is the `&Task` of a live [`borrowed_waker`].
+unsafe fn clone_borrowed(data: *const ()) -> RawWaker {
+    // Safety: as the caller promises.
+    let task = unsafe { &*data.cast::<Task>() };
+    let owned = ManuallyDrop::new(Waker::from(Arc::new(ProcessWaker(Arc::clone(task)))));
+    RawWaker::new(owned.data(), owned.vtable())
+}
+
+/// # Safety
+/// As for [`clone_borrowed`].
+unsafe fn wake_borrowed(data: *const ()) {
+    // Safety: as the caller promises.
+    let task = unsafe { &*data.cast::<Task>() };
+    wake(&**task, Wakes::Event);
+}
+
+fn drop_borrowed(_: *const ()) {}
 
 /// Wakes a process waiting in [`block_on`].
 struct ProcessWaker(Task);
