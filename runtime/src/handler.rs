@@ -311,7 +311,13 @@ impl<P: Process> ProcessCell<P> {
     /// Ends the process: common retirement, then the value is dropped.
     fn finish(&self, exit: &Exit) {
         // A stop sent with a reason ends the process with that reason.
-        let exit = &crate::signal::stop_reason(self, exit.clone());
+        let substituted;
+        let exit = if *exit == Exit::Stopped {
+            substituted = crate::signal::stop_reason(self, Exit::Stopped);
+            &substituted
+        } else {
+            exit
+        };
         if self.core.retire(exit) {
             // Safety: the caller holds the run rights (see `Run::activate` and
             // `Run::terminate`).

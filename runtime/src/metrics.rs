@@ -3,10 +3,11 @@
 //!
 //! The scheduler's counters are per worker, on the worker's own cache line, and
 //! only that worker writes them (a plain load and store, no read-modify-write);
-//! a snapshot sums them. Exits are counted the same way by the worker a process
-//! ends on (a shared counter when it ends elsewhere, in a shutdown). The rest is
-//! read from where it is kept anyway: the process table, the id counter, the
-//! timer thread's statistics, the stack pool.
+//! a snapshot sums them. Ends other than normal (stops, kills, failures, rare by
+//! nature) are counted on shared counters; normal ends are the rest of the
+//! processes spawned and no longer alive, so the common exit costs nothing. The
+//! rest is read from where it is kept anyway: the process table, the id
+//! counter, the timer thread's statistics, the stack pool.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -33,7 +34,6 @@ pub(crate) struct WorkerCounters {
     pub(crate) steals: AtomicU64,
     pub(crate) injector_takes: AtomicU64,
     pub(crate) parks: AtomicU64,
-    pub(crate) exits: ExitCounters,
 }
 
 /// Processes ended, by kind of reason.
@@ -55,11 +55,6 @@ impl ExitCounters {
             Exit::Shutdown => 5,
             _ => 4,
         }
-    }
-
-    /// Counts `exit`, written only by the owning worker.
-    pub(crate) fn count_owned(&self, exit: &Exit) {
-        bump(&self.0[Self::kind(exit)]);
     }
 
     /// Counts `exit` from any thread.
@@ -154,25 +149,28 @@ impl Handle {
     /// ```
     pub fn metrics(&self) -> Metrics {
         let shared = self.shared();
+        // Read before the process count, so that a process spawned meanwhile is
+        // counted alive rather than ended.
+        let spawned = shared.spawned();
         let mut exits = [0u64; EXIT_KINDS];
-        shared.exits_elsewhere.add_to(&mut exits);
+        shared.exits.add_to(&mut exits);
         let workers = shared
             .worker_counters()
-            .map(|counters| {
-                counters.exits.add_to(&mut exits);
-                WorkerMetrics {
-                    activations: counters.activations.load(Relaxed),
-                    steals: counters.steals.load(Relaxed),
-                    injector_takes: counters.injector_takes.load(Relaxed),
-                    parks: counters.parks.load(Relaxed),
-                }
+            .map(|counters| WorkerMetrics {
+                activations: counters.activations.load(Relaxed),
+                steals: counters.steals.load(Relaxed),
+                injector_takes: counters.injector_takes.load(Relaxed),
+                parks: counters.parks.load(Relaxed),
             })
             .collect();
         let timers = shared.timers.stats();
-        let [normal, stopped, killed, panicked, failed, shutdown] = exits;
+        let processes = shared.table.len();
+        let [_, stopped, killed, panicked, failed, shutdown] = exits;
+        let otherwise = stopped + killed + panicked + failed + shutdown;
+        let normal = spawned.saturating_sub(processes as u64 + otherwise);
         Metrics {
-            processes: shared.table.len(),
-            spawned: shared.spawned(),
+            processes,
+            spawned,
             exited: ExitedMetrics {
                 normal,
                 stopped,

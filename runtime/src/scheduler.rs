@@ -167,9 +167,8 @@ pub(crate) struct Shared {
     /// When the runtime started, on the coarse clock and as an `Instant`: what
     /// processes' spawn times count from (info.rs).
     pub(crate) epoch: (u64, std::time::Instant),
-    /// Exits counted off the workers (a shutdown ends processes on its own
-    /// thread), for the metrics.
-    pub(crate) exits_elsewhere: ExitCounters,
+    /// Processes ended other than normally, for the metrics.
+    pub(crate) exits: ExitCounters,
     /// Whole seconds since `epoch`, kept current by the watch thread: a
     /// process's spawn time, read without a clock at every spawn.
     pub(crate) clock_secs: std::sync::atomic::AtomicU32,
@@ -290,7 +289,7 @@ impl Shared {
             spares: Spares::default(),
             epoch: (crate::info::coarse_now(), std::time::Instant::now()),
             clock_secs: std::sync::atomic::AtomicU32::new(0),
-            exits_elsewhere: ExitCounters::default(),
+            exits: ExitCounters::default(),
             config,
         });
         (shared, deques)
@@ -321,13 +320,14 @@ impl Shared {
         self.spares.len.load(Ordering::Relaxed)
     }
 
-    /// Counts a process's end for the metrics: on this worker's own counters when
-    /// it ends on one of this runtime's workers.
-    pub(crate) fn count_exit(self: &Arc<Self>, exit: &Exit) {
-        self.with_worker(|worker| match worker {
-            Some(worker) => self.visible[worker.index].counters.exits.count_owned(exit),
-            None => self.exits_elsewhere.count_shared(exit),
-        });
+    /// Counts a process's end for the metrics. Normal ends, nearly all of them,
+    /// are not counted: they are the spawned processes that are neither alive
+    /// nor counted otherwise (metrics.rs), so the common exit costs nothing.
+    #[inline]
+    pub(crate) fn count_exit(&self, exit: &Exit) {
+        if !matches!(exit, Exit::Normal | Exit::Done(_)) {
+            self.exits.count_shared(exit);
+        }
     }
 
     /// Runs `f` with this thread's worker if it belongs to this runtime.
