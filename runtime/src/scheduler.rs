@@ -121,6 +121,8 @@ pub(crate) struct Config {
     pub(crate) blocked_after: Duration,
     /// Whether std's panic hook reports panics in processes too.
     pub(crate) std_panic_hook: bool,
+    /// Whether every activation runs in a `process` span.
+    pub(crate) trace_processes: bool,
 }
 
 /// What the watch thread saw of one worker at its last look.
@@ -935,7 +937,17 @@ impl WorkerCore {
         let visible = &self.shared.visible[self.index];
         bump(&visible.counters.activations);
         visible.running.store(rights.header().id, Ordering::Relaxed);
+        // Entered here, on the worker's side of the switch, and left when the
+        // activation suspends or ends: never held by the process's own code across
+        // a suspension, yet its events inside carry the process.
+        let span = if self.shared.config.trace_processes {
+            tracing::info_span!("process", pid = %crate::process::ProcessId(rights.header().id))
+        } else {
+            tracing::Span::none()
+        };
+        let entered = span.enter();
         let why = carrier.resume(rights.task(), self.index);
+        drop(entered);
         visible.running.store(0, Ordering::Relaxed);
         overflow::leave();
         let parked = match why {
