@@ -512,6 +512,21 @@ pub(crate) fn spawn_as<P: Process>(
     Ok(pid)
 }
 
+/// A handler process pinned to one worker for its whole life: spawned onto it,
+/// and every later activation runs there (stealing and hand-offs pass it by).
+pub(crate) fn spawn_pinned<P: Process>(
+    shared: &Arc<Shared>,
+    process: P,
+) -> Result<Pid<P::Message>, SpawnError> {
+    let (rights, cell, pid) = prepare(shared, process, None, None)?;
+    let worker = shared.pin_target(cell.core.header.id);
+    // Safety: the process is not scheduled yet, so nobody else reads its header's
+    // pin.
+    unsafe { cell.core.header.set_pinned(worker) };
+    shared.schedule_spawned(rights);
+    Ok(pid)
+}
+
 /// [`spawn_as`], then waits at most `timeout` for the process's `init` (init.rs):
 /// returns it once `init` said [`Init::Ok`], fails with what it said otherwise.
 pub(crate) fn start_as<P: Process>(

@@ -95,6 +95,9 @@ impl Described {
     }
 }
 
+/// `Header::pinned` of a process that is not pinned.
+const NOT_PINNED: u32 = u32::MAX;
+
 /// Where a process's [`Header`] sits in it: every [`Run`] starts with a [`Core`],
 /// whose layout does not depend on its message type (a mailbox holds pointers and
 /// counts only; `layout_tests` pins this).
@@ -127,7 +130,13 @@ pub(crate) struct Header {
     carrier: UnsafeCell<Option<Box<Carrier>>>,
     /// The process's key in the process table. Written once by `spawn` before the
     /// process is first scheduled.
-    slot: UnsafeCell<usize>,
+    slot: UnsafeCell<u32>,
+    /// The worker the process is pinned to ([`Scope::spawn_pinned`]), or
+    /// `NOT_PINNED`. Written once by `spawn` before the process is first
+    /// scheduled.
+    ///
+    /// [`Scope::spawn_pinned`]: crate::Scope::spawn_pinned
+    pinned: UnsafeCell<u32>,
     /// Signals from other processes (links, monitors, kill, stop): see signal.rs.
     pub(crate) signals: Signals,
     /// Links, watchers and the trap-exits flag.
@@ -146,7 +155,8 @@ impl Header {
             id,
             shared,
             carrier: UnsafeCell::new(None),
-            slot: UnsafeCell::new(usize::MAX),
+            slot: UnsafeCell::new(u32::MAX),
+            pinned: UnsafeCell::new(NOT_PINNED),
             signals: Signals::new(),
             relations: RelationsLock::new(Relations::new(started)),
             reductions: AtomicU64::new(0),
@@ -189,7 +199,7 @@ impl Header {
     pub(crate) fn slot(&self) -> usize {
         // Safety: written once before the process became visible to other threads;
         // the scheduling that published it orders the write before every read.
-        unsafe { *self.slot.get() }
+        unsafe { *self.slot.get() as usize }
     }
 
     /// Records the process table key.
@@ -197,8 +207,27 @@ impl Header {
     /// # Safety
     /// Called once, by `spawn`, before the process is scheduled.
     pub(crate) unsafe fn set_slot(&self, slot: usize) {
+        // Four billion live processes would need terabytes: a table key fits.
+        let slot = u32::try_from(slot).expect("fewer than 2^32 live processes");
         // Safety: no other thread can see the process yet.
         unsafe { *self.slot.get() = slot }
+    }
+
+    /// The worker the process is pinned to, if it is.
+    pub(crate) fn pinned(&self) -> Option<usize> {
+        // Safety: as for `slot`.
+        let pinned = unsafe { *self.pinned.get() };
+        (pinned != NOT_PINNED).then_some(pinned as usize)
+    }
+
+    /// Pins the process to `worker`.
+    ///
+    /// # Safety
+    /// Called once, by `spawn`, before the process is scheduled.
+    pub(crate) unsafe fn set_pinned(&self, worker: usize) {
+        let worker = u32::try_from(worker).expect("fewer than 2^32 workers");
+        // Safety: no other thread can see the process yet.
+        unsafe { *self.pinned.get() = worker }
     }
 }
 

@@ -121,7 +121,7 @@ impl RunRights {
     #[inline]
     pub(crate) fn home(&self) -> Option<usize> {
         // Safety: the token is the run rights, so nobody else touches the carrier.
-        unsafe { self.header().carrier_home() }
+        unsafe { self.header().carrier_home() }.or_else(|| self.header().pinned())
     }
 
     /// Publishes a suspension (see [`StateWord::suspend`]): `Ok(())` if the process

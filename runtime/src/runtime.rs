@@ -491,6 +491,13 @@ impl Handle {
         crate::handler::spawn(&self.shared, process, None)
     }
 
+    /// Spawns a handler process pinned to one worker thread for its whole life
+    /// (see [`Scope::spawn_pinned`](crate::Scope::spawn_pinned)); from outside the workers, the worker is
+    /// picked by the process's id.
+    pub fn spawn_pinned<P: Process>(&self, process: P) -> Result<Pid<P::Message>, SpawnError> {
+        crate::handler::spawn_pinned(&self.shared, process)
+    }
+
     /// Spawns a handler process and waits, at most `timeout`, for its
     /// [`init`](Process::init) (OTP's `gen_server:start`): returns it once `init`
     /// said [`Init::Ok`](crate::Init::Ok); fails with [`SpawnError::Ignored`],

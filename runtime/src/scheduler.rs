@@ -458,13 +458,22 @@ impl Shared {
     /// its thread in a wait instead of stepping aside) it goes where any worker may
     /// take it.
     pub(crate) fn schedule_spawned(self: &Arc<Self>, rights: RunRights) {
-        debug_assert!(rights.home().is_none());
         let next_to_spawner = with_suspendable(|frame| frame.is_some());
-        self.with_worker(|w| match w {
-            Some(w) if next_to_spawner => w.put_lifo(rights),
-            Some(w) => w.push_stealable(rights),
-            None => self.inject(rights),
+        let home = rights.home();
+        self.with_worker(|w| match (w, home) {
+            (Some(w), Some(home)) if home == w.index && next_to_spawner => w.put_lifo(rights),
+            (_, Some(home)) => self.send_home(home, rights),
+            (Some(w), None) if next_to_spawner => w.put_lifo(rights),
+            (Some(w), None) => w.push_stealable(rights),
+            (None, None) => self.inject(rights),
         });
+    }
+
+    /// The worker a process pinned by the caller goes to: the caller's own if it
+    /// runs on one of this runtime's workers, else one picked by `seed`.
+    pub(crate) fn pin_target(self: &Arc<Self>, seed: u64) -> usize {
+        self.with_worker(|w| w.map(|w| w.index))
+            .unwrap_or(seed as usize % self.config.workers)
     }
 
     /// Schedules a process whose run rights were just acquired by a wake-up.
@@ -796,7 +805,15 @@ impl WorkerCore {
 
     /// A process that waits for a stack, if one is there.
     fn take_starved(&self) -> Option<RunRights> {
-        self.shared.starved.pop()
+        let rights = self.shared.starved.pop()?;
+        match rights.home() {
+            // A pinned process waits for a stack on its own worker.
+            Some(home) if home != self.index => {
+                self.shared.send_home(home, rights);
+                None
+            }
+            _ => Some(rights),
+        }
     }
 
     fn begin_search(&self) {

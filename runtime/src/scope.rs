@@ -160,6 +160,37 @@ impl Scope<'_> {
         crate::handler::spawn(&self.frame.header().shared, process, None)
     }
 
+    /// Spawns a handler process pinned to this process's worker thread for its
+    /// whole life: every message it handles, it handles on that thread (for
+    /// thread-bound state: a thread-local FFI handle, a GUI toolkit's thread).
+    /// Idle handler processes otherwise move to whichever worker has time; a
+    /// pinned one waits for its own, so a busy pinned worker delays it.
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// struct WhereAmI;
+    /// impl Process for WhereAmI {
+    ///     type Message = ReplyTo<std::thread::ThreadId>;
+    ///     fn handle(&mut self, reply: ReplyTo<std::thread::ThreadId>, _cx: &mut Context<Self>) {
+    ///         reply.reply(std::thread::current().id());
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// rt.block_on(|cx| {
+    ///     let pinned = cx.spawn_pinned(WhereAmI).unwrap();
+    ///     let t = std::time::Duration::from_secs(5);
+    ///     let first = pinned.call(|r| r, t).unwrap();
+    ///     for _ in 0..100 {
+    ///         assert_eq!(pinned.call(|r| r, t).unwrap(), first);
+    ///     }
+    /// });
+    /// ```
+    pub fn spawn_pinned<P: Process>(&self, process: P) -> Result<Pid<P::Message>, SpawnError> {
+        crate::handler::spawn_pinned(&self.frame.header().shared, process)
+    }
+
     /// Spawns a handler process and waits for its `init` (see [`Handle::start`]).
     pub fn start<P: Process>(
         &self,
