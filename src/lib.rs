@@ -113,6 +113,25 @@
 //! [`Pid::send_interval`], and a handler's idle timeout
 //! ([`Context::set_idle_timeout`] with [`Process::timeout`]).
 //!
+//! ## What the runtime logs
+//!
+//! Through `tracing`, at levels a production service can keep at `info`:
+//!
+//! * `error`: a process panicked (once per panic, with the process, where it
+//!   happened and, with `RUST_BACKTRACE`, a backtrace), a message or value
+//!   panicked in its destructor, a runtime thread could not start;
+//! * `warn`: a supervised child failed or failed to restart, a supervisor gave up
+//!   (restart intensity), a process held its worker past
+//!   [`Builder::blocked_after`], a child did not stop in time and was killed;
+//! * `info`: a child ended cleanly or was restarted (and after what delay), a
+//!   supervisor shut down because its parent or a significant child ended, an OS
+//!   signal was not forwarded;
+//! * `debug` and `trace`: every exit and spawn, supervisor internals.
+//!
+//! Supervisors are named by their registered name and pid.
+//! [`Builder::trace_processes`] puts each activation in a `process` span, so
+//! that a process's own events carry its pid.
+//!
 //! ## Rules for code inside a process
 //!
 //! * A process that suspends (in `receive`, `join`, `call`, `sleep`, socket IO,
