@@ -87,3 +87,29 @@ fn a_pinned_process_handles_every_message_on_one_thread_under_load() {
         assert_eq!(from_a_thread.any().stop_and_wait(LONG), Ok(Exit::Stopped));
     });
 }
+
+#[test]
+fn a_pinned_free_running_process_runs_on_its_spawners_thread() {
+    within(30, || {
+        let rt = Builder::default().workers(2).build().expect("runtime");
+        let (spawner, child) = rt.block_on(|cx| {
+            let here = std::thread::current().id();
+            let child = cx
+                .spawn_fn_pinned(|cx: &mut FnContext<()>| {
+                    let first = std::thread::current().id();
+                    // Suspended and resumed many times: it stays.
+                    for _ in 0..100 {
+                        cx.yield_now();
+                        assert_eq!(std::thread::current().id(), first);
+                    }
+                    first
+                })
+                .unwrap();
+            (here, child.join().unwrap())
+        });
+        assert_eq!(
+            spawner, child,
+            "it did not first run on its spawner's thread"
+        );
+    });
+}

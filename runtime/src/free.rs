@@ -176,6 +176,26 @@ where
     Ok(handle)
 }
 
+/// A free-running process that first runs on a chosen worker, the caller's (as
+/// [`crate::handler::spawn_pinned`] picks it), and so runs there for its whole
+/// life: its stack, once in use, never changes threads.
+pub(crate) fn spawn_pinned<M, T, F>(
+    shared: &Arc<Shared>,
+    body: F,
+) -> Result<JoinHandle<T, M>, SpawnError>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+{
+    let (rights, cell, handle) = prepare(shared, body, None, None)?;
+    let worker = shared.pin_target(cell.core.header.id);
+    // Safety: the process is not scheduled yet, so nobody else reads its pin.
+    unsafe { cell.core.header.set_pinned(worker) };
+    shared.schedule_spawned(rights);
+    Ok(handle)
+}
+
 /// [`spawn_as`] for a body that acknowledges its own start (init.rs): waits at
 /// most `timeout` for it to say it is up. The supervisors start so.
 pub(crate) fn start_as<M, T, F>(

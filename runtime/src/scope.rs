@@ -191,6 +191,18 @@ impl Scope<'_> {
         crate::handler::spawn_pinned(&self.frame.header().shared, process)
     }
 
+    /// Spawns a free-running process pinned to this process's worker thread (see
+    /// [`spawn_pinned`](Self::spawn_pinned)): it first runs there, and a
+    /// free-running process never leaves the thread of its first run.
+    pub fn spawn_fn_pinned<M, T, F>(&self, body: F) -> Result<JoinHandle<T, M>, SpawnError>
+    where
+        M: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
+    {
+        crate::free::spawn_pinned(&self.frame.header().shared, body)
+    }
+
     /// Spawns a handler process and waits for its `init` (see [`Handle::start`]).
     pub fn start<P: Process>(
         &self,
