@@ -189,9 +189,8 @@ where
     F: FnOnce(&mut FnContext<'_, M>) -> T + Send + 'static,
 {
     let (rights, cell, handle) = prepare(shared, body, None, None)?;
-    let worker = shared.pin_target(cell.core.header.id);
     // Safety: the process is not scheduled yet, so nobody else reads its pin.
-    unsafe { cell.core.header.set_pinned(worker) };
+    unsafe { cell.core.header.pin_to_spawner() };
     shared.schedule_spawned(rights);
     Ok(handle)
 }
@@ -223,16 +222,9 @@ where
         linked,
         name,
     )?;
-    let (starting, ack) = match crate::init::prepare(&(cell as Task), linked) {
-        Ok(prepared) => prepared,
-        Err(err) => {
-            shared.schedule_spawned(rights);
-            return Err(err);
-        }
-    };
-    *slot.lock() = Some(ack);
-    shared.schedule_spawned(rights);
-    starting.wait(timeout)?;
+    crate::init::start(shared, rights, &(cell as Task), linked, timeout, |ack| {
+        *slot.lock() = Some(ack);
+    })?;
     Ok(handle)
 }
 
@@ -258,20 +250,8 @@ where
         completion: Arc::clone(&completion),
     }));
     rights.put_carrier(carrier);
-    shared.admit(Arc::clone(&cell) as Task)?;
     let pid = Pid::new(Arc::clone(&cell) as Arc<dyn Deliver<M>>);
-    if let Some(name) = name {
-        if let Err(err) = shared.registry.register(name, &pid) {
-            // Never scheduled, never linked: nobody sees it end.
-            rights.terminate(Exit::Normal);
-            return Err(SpawnError::Name(err));
-        }
-    }
-    if let Some(parent) = linked {
-        // Before the child first runs, so it cannot end unobserved.
-        crate::signal::link(parent, &(Arc::clone(&cell) as Task));
-        crate::signal::record_parent(&*cell, &**parent);
-    }
+    let rights = shared.enrol(rights, Arc::clone(&cell) as Task, &pid, name, linked)?;
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a free-running process");
     Ok((rights, cell, JoinHandle::new(completion, pid)))
 }

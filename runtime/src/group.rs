@@ -296,7 +296,7 @@ impl Groups {
         let Some(entry) = state.scopes.get(scope).and_then(|groups| groups.get(group)) else {
             return Vec::new();
         };
-        let mut found: Vec<(u64, usize, Pid<M>)> = entry
+        let found: Vec<(u64, usize, Pid<M>)> = entry
             .members
             .iter()
             .filter(|(process, _)| process.is_alive())
@@ -306,11 +306,7 @@ impl Groups {
             })
             .collect();
         drop(state);
-        found.sort_unstable_by_key(|(token, _, _)| *token);
-        found
-            .into_iter()
-            .flat_map(|(_, joins, pid)| std::iter::repeat_n(pid, joins))
-            .collect()
+        in_join_order(found)
     }
 
     /// The groups of `scope` that have live members, sorted.
@@ -357,16 +353,13 @@ impl Groups {
                     hook: None,
                 },
             );
-            let mut members: Vec<(u64, usize, AnyPid)> = entry
-                .members
-                .iter()
-                .map(|(pid, member)| (member.token, member.joins, pid.clone()))
-                .collect();
-            members.sort_unstable_by_key(|(token, _, _)| *token);
-            let members = members
-                .into_iter()
-                .flat_map(|(_, joins, pid)| std::iter::repeat_n(pid, joins))
-                .collect();
+            let members = in_join_order(
+                entry
+                    .members
+                    .iter()
+                    .map(|(pid, member)| (member.token, member.joins, pid.clone()))
+                    .collect(),
+            );
             (monitor, members)
         };
         // Step 2.
@@ -416,6 +409,16 @@ impl Groups {
         }
         true
     }
+}
+
+/// Members as `(first join's token, joins, member)`, listed in the order they
+/// first joined, each as many times as it joined.
+fn in_join_order<T: Clone>(mut members: Vec<(u64, usize, T)>) -> Vec<T> {
+    members.sort_unstable_by_key(|(token, _, _)| *token);
+    members
+        .into_iter()
+        .flat_map(|(_, joins, member)| std::iter::repeat_n(member, joins))
+        .collect()
 }
 
 impl State {

@@ -519,10 +519,8 @@ pub(crate) fn spawn_pinned<P: Process>(
     process: P,
 ) -> Result<Pid<P::Message>, SpawnError> {
     let (rights, cell, pid) = prepare(shared, process, None, None)?;
-    let worker = shared.pin_target(cell.core.header.id);
-    // Safety: the process is not scheduled yet, so nobody else reads its header's
-    // pin.
-    unsafe { cell.core.header.set_pinned(worker) };
+    // Safety: the process is not scheduled yet, so nobody else reads its pin.
+    unsafe { cell.core.header.pin_to_spawner() };
     shared.schedule_spawned(rights);
     Ok(pid)
 }
@@ -537,20 +535,14 @@ pub(crate) fn start_as<P: Process>(
     timeout: Duration,
 ) -> Result<Pid<P::Message>, SpawnError> {
     let (rights, cell, pid) = prepare(shared, process, linked, name)?;
-    let (starting, ack) = match crate::init::prepare(&(Arc::clone(&cell) as Task), linked) {
-        Ok(prepared) => prepared,
-        Err(err) => {
-            shared.schedule_spawned(rights);
-            return Err(err);
-        }
-    };
-    // Safety: the process is not scheduled yet, so nobody else touches its cell.
-    *unsafe { cell.extras() } = Some(Box::new(Extras {
-        idle: None,
-        ack: Some(ack),
-    }));
-    shared.schedule_spawned(rights);
-    starting.wait(timeout)?;
+    let child = Arc::clone(&cell) as Task;
+    crate::init::start(shared, rights, &child, linked, timeout, |ack| {
+        // Safety: the process is not scheduled yet, so nobody else touches its cell.
+        *unsafe { cell.extras() } = Some(Box::new(Extras {
+            idle: None,
+            ack: Some(ack),
+        }));
+    })?;
     Ok(pid)
 }
 
@@ -569,20 +561,8 @@ fn prepare<P: Process>(
         started: UnsafeCell::new(false),
         extras: UnsafeCell::new(None),
     }));
-    shared.admit(Arc::clone(&cell) as Task)?;
     let pid = Pid::new(Arc::clone(&cell) as Arc<dyn Deliver<P::Message>>);
-    if let Some(name) = name {
-        if let Err(err) = shared.registry.register(name, &pid) {
-            // Never scheduled, never linked: nobody sees it end.
-            rights.terminate(Exit::Normal);
-            return Err(SpawnError::Name(err));
-        }
-    }
-    if let Some(parent) = linked {
-        // Before the child first runs, so it cannot end unobserved.
-        crate::signal::link(parent, &(Arc::clone(&cell) as Task));
-        crate::signal::record_parent(&*cell, &**parent);
-    }
+    let rights = shared.enrol(rights, Arc::clone(&cell) as Task, &pid, name, linked)?;
     tracing::trace!(pid = %ProcessId(cell.core.header.id), "spawned a handler process");
     Ok((rights, cell, pid))
 }

@@ -23,6 +23,8 @@ use crate::call::{open_reply, Call, CallError, ReplyTo};
 use crate::carrier::Frame;
 use crate::error::{Exit, SpawnError};
 use crate::process::{Run, Task};
+use crate::rights::RunRights;
+use crate::scheduler::Shared;
 use crate::signal::{self, Signal};
 
 /// What a handler process's [`Process::init`](crate::Process::init) says.
@@ -83,13 +85,33 @@ pub(crate) struct Starting {
     starter: Option<Task>,
 }
 
-/// Prepares the start of `child`, spawned but not yet scheduled, by `starter` if
-/// it spawned it linked: the wait, and the acknowledgement to hand the child.
-/// Fails if the child has ended already (a runtime shutdown took it).
-pub(crate) fn prepare(
+/// Starts `child`, spawned but not yet scheduled (`rights`), by `starter` if it
+/// spawned it linked: hands the child its acknowledgement through `hand_ack`,
+/// schedules it, and waits at most `timeout` for its answer. Fails at once if
+/// the child has ended already (a runtime shutdown took it).
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    rights: RunRights,
     child: &Task,
     starter: Option<&Task>,
-) -> Result<(Starting, InitAck), SpawnError> {
+    timeout: Duration,
+    hand_ack: impl FnOnce(InitAck),
+) -> Result<(), SpawnError> {
+    match prepare(child, starter) {
+        Ok((starting, ack)) => {
+            hand_ack(ack);
+            shared.schedule_spawned(rights);
+            starting.wait(timeout)
+        }
+        Err(err) => {
+            shared.schedule_spawned(rights);
+            Err(err)
+        }
+    }
+}
+
+/// The wait for `child`'s start, and the acknowledgement to hand it.
+fn prepare(child: &Task, starter: Option<&Task>) -> Result<(Starting, InitAck), SpawnError> {
     let (wait, reply) = open_reply::<Outcome>(Arc::clone(child)).ok_or(SpawnError::Shutdown)?;
     let ack = InitAck {
         reply,

@@ -36,36 +36,34 @@ pub(crate) struct WorkerCounters {
     pub(crate) parks: AtomicU64,
 }
 
-/// Processes ended, by kind of reason.
+/// Processes ended other than normally, by kind of reason: stopped, killed,
+/// panicked, failed otherwise, at shutdown. Normal ends are not counted (see
+/// the module comment).
 #[derive(Default)]
-pub(crate) struct ExitCounters([AtomicU64; EXIT_KINDS]);
+pub(crate) struct ExitCounters([AtomicU64; 5]);
 
-const EXIT_KINDS: usize = 6;
-const EXIT_NAMES: [&str; EXIT_KINDS] = [
+/// The `reason` labels, normal ends first.
+const EXIT_NAMES: [&str; 6] = [
     "normal", "stopped", "killed", "panicked", "failed", "shutdown",
 ];
 
 impl ExitCounters {
-    fn kind(exit: &Exit) -> usize {
-        match exit {
-            Exit::Normal | Exit::Done(_) => 0,
-            Exit::Stopped => 1,
-            Exit::Killed => 2,
-            Exit::Panicked(_) => 3,
-            Exit::Shutdown => 5,
-            _ => 4,
-        }
+    /// Counts a process's end, from any thread; a normal one costs a match.
+    #[inline]
+    pub(crate) fn count(&self, exit: &Exit) {
+        let kind = match exit {
+            Exit::Normal | Exit::Done(_) => return,
+            Exit::Stopped => 0,
+            Exit::Killed => 1,
+            Exit::Panicked(_) => 2,
+            Exit::Shutdown => 4,
+            _ => 3,
+        };
+        self.0[kind].fetch_add(1, Relaxed);
     }
 
-    /// Counts `exit` from any thread.
-    pub(crate) fn count_shared(&self, exit: &Exit) {
-        self.0[Self::kind(exit)].fetch_add(1, Relaxed);
-    }
-
-    fn add_to(&self, totals: &mut [u64; EXIT_KINDS]) {
-        for (total, counter) in totals.iter_mut().zip(&self.0) {
-            *total += counter.load(Relaxed);
-        }
+    fn snapshot(&self) -> [u64; 5] {
+        self.0.each_ref().map(|counter| counter.load(Relaxed))
     }
 }
 
@@ -152,8 +150,6 @@ impl Handle {
         // Read before the process count, so that a process spawned meanwhile is
         // counted alive rather than ended.
         let spawned = shared.spawned();
-        let mut exits = [0u64; EXIT_KINDS];
-        shared.exits.add_to(&mut exits);
         let workers = shared
             .worker_counters()
             .map(|counters| WorkerMetrics {
@@ -165,7 +161,7 @@ impl Handle {
             .collect();
         let timers = shared.timers.stats();
         let processes = shared.table.len();
-        let [_, stopped, killed, panicked, failed, shutdown] = exits;
+        let [stopped, killed, panicked, failed, shutdown] = shared.exits.snapshot();
         let otherwise = stopped + killed + panicked + failed + shutdown;
         let normal = spawned.saturating_sub(processes as u64 + otherwise);
         Metrics {

@@ -220,11 +220,12 @@ impl Header {
         (pinned != NOT_PINNED).then_some(pinned as usize)
     }
 
-    /// Pins the process to `worker`.
+    /// Pins the process to its spawner's worker (see [`Shared::pin_target`]).
     ///
     /// # Safety
     /// Called once, by `spawn`, before the process is scheduled.
-    pub(crate) unsafe fn set_pinned(&self, worker: usize) {
+    pub(crate) unsafe fn pin_to_spawner(&self) {
+        let worker = self.shared.pin_target(self.id);
         let worker = u32::try_from(worker).expect("fewer than 2^32 workers");
         // Safety: no other thread can see the process yet.
         unsafe { *self.pinned.get() = worker }
@@ -264,7 +265,7 @@ impl<M: Send + 'static> Core<M> {
             return false;
         }
         self.header.state.exit();
-        self.header.shared.count_exit(exit);
+        self.header.shared.exits.count(exit);
         // The queued messages and signals are dropped here, and their destructors are
         // user code: a panic there is reported and ends nothing else (the mailbox
         // still drops every other message before the panic comes out of `close`).

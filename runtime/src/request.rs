@@ -13,7 +13,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::call::{send_request, Call, CallError, ReplyTo};
+use crate::call::{send_request, Call, CallError, ReplyTo, Waiting};
 use crate::carrier::with_suspendable;
 use crate::process::Pid;
 use crate::time::deadline_after;
@@ -116,17 +116,19 @@ impl<R: Send + 'static> Request<R> {
     /// });
     /// ```
     pub fn check(mut self) -> Result<Result<R, CallError>, Request<R>> {
-        match self.take() {
+        match self.take(None) {
             Some(outcome) => Ok(outcome),
             None => Err(self),
         }
     }
 
-    /// Takes the outcome if it is in; after `Some`, the request is spent.
-    fn take(&mut self) -> Option<Result<R, CallError>> {
-        match &mut self.state {
-            State::Sent(call) => call.try_take(),
-            State::Failed(e) => Some(Err(e.clone())),
+    /// Takes the outcome if it is in, and otherwise records `waiting` as the
+    /// waiter, if given; after `Some`, the request is spent.
+    fn take(&mut self, waiting: Option<&Waiting<'_>>) -> Option<Result<R, CallError>> {
+        match (&mut self.state, waiting) {
+            (State::Sent(call), Some(waiting)) => call.take_or_watch(waiting),
+            (State::Sent(call), None) => call.try_take(),
+            (State::Failed(e), _) => Some(Err(e.clone())),
         }
     }
 }
@@ -207,9 +209,6 @@ impl<K, R: Send + 'static> Requests<K, R> {
     /// collection is empty, or if no outcome came within `timeout`; then every
     /// request stays in, to be waited on again.
     pub fn wait_any(&mut self, timeout: Duration) -> Option<(K, Result<R, CallError>)> {
-        if let Some(done) = self.check_any() {
-            return Some(done);
-        }
         if self.pending.is_empty() {
             return None;
         }
@@ -217,35 +216,28 @@ impl<K, R: Send + 'static> Requests<K, R> {
         let settled = with_suspendable(|frame| {
             // During a shutdown drain nothing may wait: only what is in counts.
             if frame.is_none() && crate::shutdown::draining() {
-                return None;
+                return self.settled(None);
             }
-            crate::call::wait_event(frame, deadline, |waiting| {
-                self.pending
-                    .iter_mut()
-                    .enumerate()
-                    .find_map(|(k, (_, request))| {
-                        let outcome = match &mut request.state {
-                            State::Sent(call) => call.take_or_watch(waiting),
-                            State::Failed(e) => Some(Err(e.clone())),
-                        };
-                        outcome.map(|outcome| (k, outcome))
-                    })
-            })
+            crate::call::wait_event(frame, deadline, |waiting| self.settled(Some(waiting)))
         });
         let (k, outcome) = settled?;
-        let (label, _) = self.pending.remove(k);
-        Some((label, outcome))
+        Some((self.pending.remove(k).0, outcome))
     }
+
     /// The next outcome already in, if any, without waiting; its request is
     /// taken out.
     pub fn check_any(&mut self) -> Option<(K, Result<R, CallError>)> {
-        let (k, outcome) = self
-            .pending
+        let (k, outcome) = self.settled(None)?;
+        Some((self.pending.remove(k).0, outcome))
+    }
+
+    /// The first request whose outcome is in, and the outcome (the request is
+    /// spent); with `waiting`, the others record it as their waiter.
+    fn settled(&mut self, waiting: Option<&Waiting<'_>>) -> Option<(usize, Result<R, CallError>)> {
+        self.pending
             .iter_mut()
             .enumerate()
-            .find_map(|(k, (_, request))| request.take().map(|outcome| (k, outcome)))?;
-        let (label, _) = self.pending.remove(k);
-        Some((label, outcome))
+            .find_map(|(k, (_, request))| request.take(waiting).map(|outcome| (k, outcome)))
     }
 }
 

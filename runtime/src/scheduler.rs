@@ -57,6 +57,7 @@ use crate::idle::{Idle, Woken};
 use crate::lifo::LifoSlot;
 use crate::metrics::{bump, ExitCounters, WorkerCounters};
 use crate::overflow;
+use crate::process::Pid;
 use crate::registry::Registry;
 use crate::rights::RunRights;
 use crate::shutdown::{Drain, Draining};
@@ -322,16 +323,6 @@ impl Shared {
         self.spares.len.load(Ordering::Relaxed)
     }
 
-    /// Counts a process's end for the metrics. Normal ends, nearly all of them,
-    /// are not counted: they are the spawned processes that are neither alive
-    /// nor counted otherwise (metrics.rs), so the common exit costs nothing.
-    #[inline]
-    pub(crate) fn count_exit(&self, exit: &Exit) {
-        if !matches!(exit, Exit::Normal | Exit::Done(_)) {
-            self.exits.count_shared(exit);
-        }
-    }
-
     /// Runs `f` with this thread's worker if it belongs to this runtime.
     ///
     /// Never inlined, so that the thread-local's address is computed afresh on each
@@ -348,6 +339,35 @@ impl Shared {
     /// Whether the calling thread is one of this runtime's workers.
     pub(crate) fn on_worker(self: &Arc<Self>) -> bool {
         self.with_worker(|w| w.is_some())
+    }
+
+    /// Admits a new process (not yet scheduled) into the process table, then
+    /// registers it under `name` and links it to `linked`, before it first runs,
+    /// so that it cannot run unnamed nor end unobserved. If the name cannot be
+    /// had, the process never runs: it ends, nobody seeing it, and the registry's
+    /// error comes back.
+    pub(crate) fn enrol<M: Send + 'static>(
+        self: &Arc<Self>,
+        rights: RunRights,
+        task: crate::process::Task,
+        pid: &Pid<M>,
+        name: Option<String>,
+        linked: Option<&crate::process::Task>,
+    ) -> Result<RunRights, SpawnError> {
+        // The table keeps `task`; a second reference only for a link.
+        let to_link = linked.map(|_| Arc::clone(&task));
+        self.admit(task)?;
+        if let Some(name) = name {
+            if let Err(err) = self.registry.register(name, pid) {
+                rights.terminate(Exit::Normal);
+                return Err(SpawnError::Name(err));
+            }
+        }
+        if let (Some(parent), Some(task)) = (linked, to_link) {
+            crate::signal::link(parent, &task);
+            crate::signal::record_parent(&*task, &**parent);
+        }
+        Ok(rights)
     }
 
     /// Adds a new process to the process table.
