@@ -3,7 +3,8 @@
 //! Every workload is written twice, once with fibra processes (`actors/on_fibra.rs`) and
 //! once the way a tokio user would write it, with tasks and unbounded `mpsc` channels
 //! (`actors/on_tokio.rs`). Both use their runtime's defaults: one worker per core and no
-//! hand placement of processes or tasks. Absolute numbers on a shared machine drift from
+//! hand placement of processes or tasks. The channel workloads (`actors/channels.rs`)
+//! also run on crossbeam-channel between plain threads. Absolute numbers on a shared machine drift from
 //! run to run; the ratio between the two lines of a workload is the number to quote.
 //!
 //! # Running
@@ -24,7 +25,7 @@
 //!
 //! # Output and metrics
 //!
-//! One line per case, `name=<workload> runtime=<fibra|tokio> [<case label>]
+//! One line per case, `name=<workload> runtime=<fibra|tokio|crossbeam> [<case label>]
 //! <metric>=<value> ...`, values are plain numbers; a case label, where a workload has
 //! several cases, is `key=value` pairs too:
 //!
@@ -48,6 +49,7 @@
 //! | `dynamic_churn` | one child per cycle, 100,000 cycles: fibra: a `DynamicSupervisor` starts a handler child with the cycle's number (`start_child_typed`), the driver calls it once, and `terminate_child` stops it and returns once it has ended; tokio: a task spawned into a `JoinSet` gets a `oneshot` sender through another `oneshot`, answers through it, is aborted, and `join_next` awaits its end | `cycles`; `ns_per_cycle`: wall time / cycles |
 //! | `blocking` | fibra only: 8 processes each make 20,000 calls, one after another, of `fibra::blocking(|| n)`, which runs the closure on the blocking pool while only the calling process waits | `calls_per_sec`: calls (160,000) / time from spawning the first process to the last result |
 //! | `tcp_echo` | an acceptor spawns one echo process (task) per connection; 100 client processes (tasks) each make 10,000 round trips of 64 bytes over loopback, server and clients in the one OS process; fibra: `fibra::net`, tokio: `tokio::net` | `clients`, `requests` (1,000,000); `req_per_sec`: requests / time from spawning the first client to the last client's last response; `cpu_us_per_req`: user plus system CPU time of the whole child process (runtime start to shutdown included) / requests |
+//! | `channel_spsc`, `channel_mpsc` | 10,000,000 `u64`s through a bounded channel of capacity 1,024 from one producer (spsc) or four (mpsc) to one consumer; fibra: `fibra::channel` between processes (`ends=processes`) and plain threads (`ends=threads`); tokio: its bounded `mpsc` between tasks; crossbeam: crossbeam-channel between threads | `msgs_per_sec`: messages / time from creating the channel to the consumer's last receipt |
 //! | `idle_cpu` | a default runtime with nothing to do (`connections=0`), and one serving 1,000 idle connections, each by a process (task) blocked in a socket read whose client never sends; 10 s watched | `cpu_pct`: user plus system CPU time of the whole child process over the 10 s, as a share of one core |
 //!
 //! The `timers` lines and how their processes wait:
@@ -125,6 +127,8 @@ use std::time::{Duration, Instant};
 mod blocked;
 #[path = "actors/calls.rs"]
 mod calls;
+#[path = "actors/channels.rs"]
+mod channels;
 #[path = "actors/io.rs"]
 mod io;
 #[path = "actors/memory.rs"]
@@ -182,15 +186,18 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 enum Contender {
     Fibra,
     Tokio,
+    /// crossbeam-channel, for the channel workloads' plain threads.
+    Crossbeam,
 }
 
 impl Contender {
-    const ALL: [Contender; 2] = [Contender::Fibra, Contender::Tokio];
+    const ALL: [Contender; 3] = [Contender::Fibra, Contender::Tokio, Contender::Crossbeam];
 
     fn name(self) -> &'static str {
         match self {
             Contender::Fibra => "fibra",
             Contender::Tokio => "tokio",
+            Contender::Crossbeam => "crossbeam",
         }
     }
 
@@ -224,6 +231,8 @@ struct Workload {
     fibra: &'static [Case],
     /// Its cases on tokio; none where there is no tokio version.
     tokio: &'static [Case],
+    /// Its cases on crossbeam; only the channel workloads have them.
+    crossbeam: &'static [Case],
 }
 
 impl Workload {
@@ -231,51 +240,60 @@ impl Workload {
         match contender {
             Contender::Fibra => self.fibra,
             Contender::Tokio => self.tokio,
+            Contender::Crossbeam => self.crossbeam,
         }
     }
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 19] = [
+const WORKLOADS: [Workload; 21] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
         tokio: &[Case::only(|| ping_pong(on_tokio::ping_pong()))],
+        crossbeam: &[],
     },
     Workload {
         name: "ring",
         fibra: &[Case::only(|| ring(on_fibra::ring()))],
         tokio: &[Case::only(|| ring(on_tokio::ring()))],
+        crossbeam: &[],
     },
     Workload {
         name: "skynet",
         fibra: &[Case::only(|| skynet(on_fibra::skynet()))],
         tokio: &[Case::only(|| skynet(on_tokio::skynet()))],
+        crossbeam: &[],
     },
     Workload {
         name: "fan_in",
         fibra: &[Case::only(|| fan_in(on_fibra::fan_in()))],
         tokio: &[Case::only(|| fan_in(on_tokio::fan_in()))],
+        crossbeam: &[],
     },
     Workload {
         name: "spawn_idle",
         fibra: &[Case::only(|| spawn_idle(on_fibra::spawn_idle()))],
         tokio: &[Case::only(|| spawn_idle(on_tokio::spawn_idle()))],
+        crossbeam: &[],
     },
     Workload {
         name: "spawn_join",
         fibra: &[Case::only(|| spawn_join(on_fibra::spawn_join()))],
         tokio: &[Case::only(|| spawn_join(on_tokio::spawn_join()))],
+        crossbeam: &[],
     },
     Workload {
         name: "free_blocked",
         fibra: &[Case::only(|| free_blocked(on_fibra::free_blocked()))],
         tokio: &[],
+        crossbeam: &[],
     },
     Workload {
         name: "million_idle",
         fibra: &[Case::only(|| million_idle(on_fibra::million_idle()))],
         tokio: &[],
+        crossbeam: &[],
     },
     Workload {
         name: "timers",
@@ -303,6 +321,7 @@ const WORKLOADS: [Workload; 19] = [
                 measure: || timing::timers(on_tokio::timers(TIMERS_MANY)),
             },
         ],
+        crossbeam: &[],
     },
     Workload {
         name: "timeout_churn",
@@ -310,16 +329,19 @@ const WORKLOADS: [Workload; 19] = [
             timing::timeout_churn(on_fibra::timeout_churn())
         })],
         tokio: &[],
+        crossbeam: &[],
     },
     Workload {
         name: "call",
         fibra: &[Case::only(|| calls::call(on_fibra::call()))],
         tokio: &[Case::only(|| calls::call(on_tokio::call()))],
+        crossbeam: &[],
     },
     Workload {
         name: "restart",
         fibra: &[Case::only(|| calls::restart(on_fibra::restart()))],
         tokio: &[],
+        crossbeam: &[],
     },
     Workload {
         name: "blocked_worker",
@@ -329,6 +351,7 @@ const WORKLOADS: [Workload; 19] = [
         tokio: &[Case::only(|| {
             blocked::blocked_worker(on_tokio::blocked_worker())
         })],
+        crossbeam: &[],
     },
     Workload {
         name: "block_on_future",
@@ -354,11 +377,13 @@ const WORKLOADS: [Workload; 19] = [
                 measure: || calls::block_on_future(on_tokio::await_remote(), calls::REMOTE_AWAITS),
             },
         ],
+        crossbeam: &[],
     },
     Workload {
         name: "async_call",
         fibra: &[Case::only(|| calls::async_call(on_fibra::async_call()))],
         tokio: &[Case::only(|| calls::async_call(on_tokio::async_call()))],
+        crossbeam: &[],
     },
     Workload {
         name: "dynamic_churn",
@@ -368,16 +393,19 @@ const WORKLOADS: [Workload; 19] = [
         tokio: &[Case::only(|| {
             calls::dynamic_churn(on_tokio::dynamic_churn())
         })],
+        crossbeam: &[],
     },
     Workload {
         name: "blocking",
         fibra: &[Case::only(|| io::blocking(on_fibra::blocking()))],
         tokio: &[],
+        crossbeam: &[],
     },
     Workload {
         name: "tcp_echo",
         fibra: &[Case::only(|| io::tcp_echo(on_fibra::tcp_echo()))],
         tokio: &[Case::only(|| io::tcp_echo(on_tokio::tcp_echo()))],
+        crossbeam: &[],
     },
     Workload {
         name: "idle_cpu",
@@ -401,6 +429,49 @@ const WORKLOADS: [Workload; 19] = [
                 measure: || on_tokio::idle_cpu_with(io::IDLE_CONNECTIONS),
             },
         ],
+        crossbeam: &[],
+    },
+    Workload {
+        name: "channel_spsc",
+        fibra: &[
+            Case {
+                label: "ends=processes",
+                measure: || channels::msgs_per_sec(channels::fibra_spsc_processes()),
+            },
+            Case {
+                label: "ends=threads",
+                measure: || channels::msgs_per_sec(channels::fibra_threads(1)),
+            },
+        ],
+        tokio: &[Case::only(|| {
+            channels::msgs_per_sec(channels::tokio_tasks(1))
+        })],
+        crossbeam: &[Case::only(|| {
+            channels::msgs_per_sec(channels::crossbeam_threads(1))
+        })],
+    },
+    Workload {
+        name: "channel_mpsc",
+        fibra: &[
+            Case {
+                label: "ends=processes",
+                measure: || {
+                    channels::msgs_per_sec(channels::fibra_processes(channels::MPSC_PRODUCERS))
+                },
+            },
+            Case {
+                label: "ends=threads",
+                measure: || {
+                    channels::msgs_per_sec(channels::fibra_threads(channels::MPSC_PRODUCERS))
+                },
+            },
+        ],
+        tokio: &[Case::only(|| {
+            channels::msgs_per_sec(channels::tokio_tasks(channels::MPSC_PRODUCERS))
+        })],
+        crossbeam: &[Case::only(|| {
+            channels::msgs_per_sec(channels::crossbeam_threads(channels::MPSC_PRODUCERS))
+        })],
     },
 ];
 

@@ -105,6 +105,27 @@
 //! assert_eq!(top.count_children(t).unwrap().supervisors, 1);
 //! ```
 //!
+//! ## Channels
+//!
+//! Besides mailboxes, processes (and plain threads) can talk over typed
+//! [`channel`]s: bounded single-producer, bounded and unbounded multi-producer,
+//! many-to-many, and oneshot, with std's and crossbeam's errors, and
+//! [`channel::Select`] to wait on several at once. A process that waits on a
+//! channel suspends like one in `receive`; its worker runs other processes.
+//!
+//! ```
+//! use fibra::channel::mpsc;
+//! use fibra::prelude::*;
+//!
+//! let rt = Runtime::builder().workers(2).build().unwrap();
+//! let sum = rt.block_on(|cx| {
+//!     let (tx, rx) = mpsc::bounded::<u64>(16);
+//!     cx.spawn_fn(move |_: &mut FnContext<()>| (1..=100).for_each(|n| tx.send(n).unwrap()));
+//!     rx.iter().sum::<u64>()
+//! });
+//! assert_eq!(sum, 5050);
+//! ```
+//!
 //! ## Time
 //!
 //! A dedicated timeout thread keeps every deadline in one heap and fires within
@@ -147,9 +168,7 @@
 //!   two ([`Builder::handoff_after`]).
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
-pub use fibra_mailbox as mailbox;
 pub use fibra_net as net;
-pub use fibra_runtime::park;
 pub use fibra_runtime::{block_on, CallFuture, JoinFuture, OsSignal, OsSignals};
 pub use fibra_runtime::{
     blocking, sleep, AnyPid, BuildError, Builder, Context, Down, Exit, ExitError, FnContext,
@@ -157,6 +176,7 @@ pub use fibra_runtime::{
     RegisterError, Runtime, Scope, SendError, SpawnError, TimerRef, DEFAULT_BLOCKED_AFTER,
     DEFAULT_HANDOFF_AFTER, DEFAULT_STACK_SIZE,
 };
+pub use fibra_runtime::{channel, park};
 pub use fibra_runtime::{
     AutoShutdown, Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, DynamicSupervisor,
     DynamicSupervisorPid, Restart, Shutdown, SpawnSupervisor, Strategy, Supervisor,

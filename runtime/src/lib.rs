@@ -10,6 +10,8 @@ mod call;
 #[cfg(not(loom))]
 mod carrier;
 #[cfg(not(loom))]
+pub mod channel;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod free;
@@ -81,6 +83,13 @@ mod idle;
 pub mod lifo;
 #[cfg(not(loom))]
 mod lifo;
+
+/// The protocol under the channels: a queue and its wait lists. Public only
+/// under `--cfg loom`, for the model in `tests/loom_channel.rs`.
+#[cfg(loom)]
+pub mod chan;
+#[cfg(not(loom))]
+mod chan;
 
 /// The state word and its reschedule protocol. Public only under `--cfg loom`, for
 /// the model checker.
