@@ -35,6 +35,7 @@
 //! | `ring` | 1,000 processes in a ring, one token passed 1,000,000 hops | `ns_per_hop`: wall time / hops |
 //! | `skynet` | 10-ary tree of 1,111,111 processes; leaves send their number, parents sum | `secs`: from spawning the root to the root's sum; `peak_rss_mib`: the child's VmHWM |
 //! | `fan_in` | 4 senders x 1,000,000 messages to one receiver | `msgs_per_sec`: messages / time from spawning the senders to the last receipt |
+//! | `bounded_fan_in` | `fan_in` into a bounded mailbox of 1,024 (fibra: `set_mailbox_capacity`, senders `send_wait`; tokio: a bounded `mpsc` of 1,024, senders `send().await`) | `msgs_per_sec`, as `fan_in` |
 //! | `spawn_idle` | spawn 100,000 processes that wait for a message, then message each once | `ns_per_spawn`: spawn phase only; `bytes_per_process`: RSS growth over the spawn phase / 100,000 |
 //! | `spawn_join` | spawn 1,000,000 free-running processes (tasks) that return their number, joining (awaiting) the oldest whenever 1,000 are outstanding | `ns_per_spawn_join`: wall time / processes |
 //! | `free_blocked` | fibra only: spawn 10,000 free-running processes that each report in and then block in `receive`, all at once | `ns_per_spawn`: spawn phase / processes (each maps a fresh stack: more than the pools hold are alive at once); `bytes_per_process`: RSS growth from before the spawns to when all of them wait / processes |
@@ -161,6 +162,8 @@ const SKYNET_SUM: u64 = 499_999_500_000;
 const FAN_IN_SENDERS: u64 = 4;
 /// Messages each `fan_in` sender sends.
 const FAN_IN_MESSAGES: u64 = 1_000_000;
+/// The receiver's bound in `bounded_fan_in`.
+const BOUNDED_FAN_IN_CAPACITY: usize = 1_024;
 /// Processes spawned in `spawn_idle`.
 const SPAWN_IDLE_PROCESSES: usize = 100_000;
 /// Processes kept alive at once in `million_idle`.
@@ -246,7 +249,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 21] = [
+const WORKLOADS: [Workload; 22] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -269,6 +272,12 @@ const WORKLOADS: [Workload; 21] = [
         name: "fan_in",
         fibra: &[Case::only(|| fan_in(on_fibra::fan_in()))],
         tokio: &[Case::only(|| fan_in(on_tokio::fan_in()))],
+        crossbeam: &[],
+    },
+    Workload {
+        name: "bounded_fan_in",
+        fibra: &[Case::only(|| fan_in(on_fibra::bounded_fan_in()))],
+        tokio: &[Case::only(|| fan_in(on_tokio::bounded_fan_in()))],
         crossbeam: &[],
     },
     Workload {

@@ -492,6 +492,6 @@ fn timers_to_processes_that_exit_are_released_at_the_exit_not_the_deadline() {
         let pid = gone.pid();
         gone.join().unwrap();
         let late = pid.send_after(Some(letters.token()), Duration::from_secs(3600));
-        assert!(matches!(late, Err(SendError(Some(_)))));
+        assert!(matches!(late, Err(SendError::Exited(Some(_)))));
     });
 }

@@ -28,10 +28,10 @@ use super::timing::{
 };
 use super::{
     fan_in_message, memory, ring_successor, skynet_child, FanInCheck, MillionIdleOutcome,
-    RingOutcome, SkynetOutcome, SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS,
-    FREE_BLOCKED_PROCESSES, MILLION_IDLE_PROCESSES, PING_PONG_ROUND_TRIPS, RING_HOPS,
-    RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, SPAWN_JOIN_OUTSTANDING,
-    SPAWN_JOIN_PROCESSES, WARM_UP,
+    RingOutcome, SkynetOutcome, SpawnIdleOutcome, BOUNDED_FAN_IN_CAPACITY, FAN_IN_MESSAGES,
+    FAN_IN_SENDERS, FREE_BLOCKED_PROCESSES, MILLION_IDLE_PROCESSES, PING_PONG_ROUND_TRIPS,
+    RING_HOPS, RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES,
+    SPAWN_JOIN_OUTSTANDING, SPAWN_JOIN_PROCESSES, WARM_UP,
 };
 
 /// Runs `driver` as a free-running process with mailbox type `M` on a fresh default
@@ -240,6 +240,35 @@ pub fn fan_in() -> Duration {
                 cx.spawn_fn(move |_: &mut FnContext<()>| {
                     for seq in 0..FAN_IN_MESSAGES {
                         receiver.send(fan_in_message(sender, seq)).expect(GONE);
+                    }
+                })
+            })
+            .collect();
+        let mut check = FanInCheck::new();
+        for _ in 0..FAN_IN_SENDERS * FAN_IN_MESSAGES {
+            check.record(cx.receive());
+        }
+        let elapsed = start.elapsed();
+        check.finish();
+        for sender in senders {
+            sender.join().expect("a fan-in sender failed");
+        }
+        elapsed
+    })
+}
+
+/// `fan_in` into a mailbox bounded to [`BOUNDED_FAN_IN_CAPACITY`] messages,
+/// the senders waiting for room with `send_wait`.
+pub fn bounded_fan_in() -> Duration {
+    run(|cx: &mut FnContext<u64>| {
+        cx.set_mailbox_capacity(Some(BOUNDED_FAN_IN_CAPACITY));
+        let start = Instant::now();
+        let senders: Vec<_> = (0..FAN_IN_SENDERS)
+            .map(|sender| {
+                let receiver = cx.pid();
+                cx.spawn_fn(move |_: &mut FnContext<()>| {
+                    for seq in 0..FAN_IN_MESSAGES {
+                        receiver.send_wait(fan_in_message(sender, seq)).expect(GONE);
                     }
                 })
             })

@@ -26,9 +26,9 @@ use super::io::{
 use super::timing::{timer_delay, TimerOutcome, TimerReport};
 use super::{
     fan_in_message, memory, ring_successor, skynet_child, FanInCheck, RingOutcome, SkynetOutcome,
-    SpawnIdleOutcome, FAN_IN_MESSAGES, FAN_IN_SENDERS, PING_PONG_ROUND_TRIPS, RING_HOPS,
-    RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT, SPAWN_IDLE_PROCESSES, SPAWN_JOIN_OUTSTANDING,
-    SPAWN_JOIN_PROCESSES, WARM_UP,
+    SpawnIdleOutcome, BOUNDED_FAN_IN_CAPACITY, FAN_IN_MESSAGES, FAN_IN_SENDERS,
+    PING_PONG_ROUND_TRIPS, RING_HOPS, RING_PROCESSES, SKYNET_DEPTH, SKYNET_FAN_OUT,
+    SPAWN_IDLE_PROCESSES, SPAWN_JOIN_OUTSTANDING, SPAWN_JOIN_PROCESSES, WARM_UP,
 };
 
 /// Runs `driver` as a task on a fresh default multi-thread runtime and returns its
@@ -197,6 +197,38 @@ pub fn fan_in() -> Duration {
                 tokio::spawn(async move {
                     for seq in 0..FAN_IN_MESSAGES {
                         to_receiver.send(fan_in_message(sender, seq)).expect(CLOSED);
+                    }
+                })
+            })
+            .collect();
+        let mut check = FanInCheck::new();
+        for _ in 0..FAN_IN_SENDERS * FAN_IN_MESSAGES {
+            check.record(inbox.recv().await.expect(CLOSED));
+        }
+        let elapsed = start.elapsed();
+        check.finish();
+        for sender in senders {
+            sender.await.expect("a fan-in sender failed");
+        }
+        elapsed
+    })
+}
+
+/// `fan_in` through tokio's bounded `mpsc` of [`BOUNDED_FAN_IN_CAPACITY`],
+/// the senders awaiting room.
+pub fn bounded_fan_in() -> Duration {
+    run(async {
+        let (to_receiver, mut inbox) = tokio::sync::mpsc::channel(BOUNDED_FAN_IN_CAPACITY);
+        let start = Instant::now();
+        let senders: Vec<_> = (0..FAN_IN_SENDERS)
+            .map(|sender| {
+                let to_receiver = to_receiver.clone();
+                tokio::spawn(async move {
+                    for seq in 0..FAN_IN_MESSAGES {
+                        to_receiver
+                            .send(fan_in_message(sender, seq))
+                            .await
+                            .expect(CLOSED);
                     }
                 })
             })

@@ -98,7 +98,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::carrier::{with_current, with_suspendable, Frame, Suspend, Suspended};
-use crate::error::Exit;
+use crate::error::{Exit, SendError};
 use crate::process::{AnyPid, Pid, Run, Task};
 use crate::signal::{on_exit, remove_exit_hook, ExitHook, ExitSink, HookId};
 use crate::state::Wait;
@@ -575,13 +575,22 @@ where
         return Err(CallError::CallingSelf);
     }
     let call = watch(callee).ok_or(CallError::Exited(Exit::NoProc))?;
-    let mut call = send(to, call, make_request);
+    // A bounded callee may make the request wait for room, within the timeout.
+    let deadline = match to.header().bounded() {
+        Some(_) => crate::channel::deadline_after(timeout),
+        None => None,
+    };
+    let mut call = send(to, call, make_request, deadline)?;
+    let timeout = match deadline {
+        Some(deadline) => deadline.saturating_duration_since(std::time::Instant::now()),
+        None => timeout,
+    };
     // Steps 3 to 6; step 7 when `call` drops.
     call.wait(timeout)
 }
 
 /// Whether `process` is the one running on this thread.
-fn is_current(process: &Task) -> bool {
+pub(crate) fn is_current(process: &Task) -> bool {
     with_current(|frame| {
         frame.is_some_and(|frame| process_address(frame.process()) == process_address(&**process))
     })
@@ -619,7 +628,8 @@ pub(crate) fn open_reply<R: Send + 'static>(callee: Task) -> Option<(Call<R>, Re
     Some((call, reply))
 }
 
-/// Steps 1 and 2: the call in progress, its request sent; fails at once with
+/// Steps 1 and 2: the call in progress, its request sent (waiting for room
+/// while a bounded callee's mailbox is full); fails at once with
 /// `Exited(NoProc)` if the callee has ended.
 pub(crate) fn send_request<M, R>(
     to: &Pid<M>,
@@ -630,22 +640,33 @@ where
     R: Send + 'static,
 {
     let call = watch(to.any().0).ok_or(CallError::Exited(Exit::NoProc))?;
-    Ok(send(to, call, make_request))
+    send(to, call, make_request, None)
 }
 
-/// Step 2: builds the request around the call's `ReplyTo` and sends it.
+/// Step 2: builds the request around the call's `ReplyTo` and sends it; a
+/// bounded callee's full mailbox makes it wait until `deadline`, then the call
+/// times out.
 fn send<M: Send + 'static, R: Send + 'static>(
     to: &Pid<M>,
     call: Call<R>,
     make_request: impl FnOnce(ReplyTo<R>) -> M,
-) -> Call<R> {
+    deadline: Option<std::time::Instant>,
+) -> Result<Call<R>, CallError> {
     let request = make_request(ReplyTo {
         slot: Some(Arc::clone(&call.slot)),
     });
-    if let Err(undelivered) = to.send(request) {
-        drop(undelivered);
+    match to.send_until(request, deadline) {
+        Ok(()) => Ok(call),
+        Err(SendError::Full(undelivered)) => {
+            drop(undelivered);
+            Err(CallError::Timeout)
+        }
+        // The callee ended: its exit hook settles the call with the reason.
+        Err(undelivered) => {
+            drop(undelivered);
+            Ok(call)
+        }
     }
-    call
 }
 
 /// Why [`AnyPid::stop_and_wait`] returned before the process had ended.

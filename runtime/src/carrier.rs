@@ -218,6 +218,11 @@ impl Frame<'_> {
         self.raise_recorded_exit();
         self.run_deferred();
         self.bank_reductions();
+        if let Some(bounded) = self.header().bounded() {
+            // bounded.rs, step 4: no sender waits for a free place while this
+            // process waits for something else.
+            bounded.flush();
+        }
         set_current(ptr::null::<Frame<'static>>());
         match self.yielder.suspend(why) {
             Resume::Continue => {

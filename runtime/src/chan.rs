@@ -537,7 +537,7 @@ impl<T, U: Unpark> Drop for ReceiverWait<'_, T, U> {
 /// The module's waiting loop: `attempt` until it returns a result, parking in
 /// between; `None` once `deadline` passed. `still_ready` says whether the
 /// condition the waiters wait for holds (to pass a wake-up on).
-fn wait<U: Unpark, P: Park<Unparker = U>, R>(
+pub fn wait<U: Unpark, P: Park<Unparker = U>, R>(
     list: &WaitList<U>,
     park: &P,
     deadline: Option<Instant>,

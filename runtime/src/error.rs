@@ -130,27 +130,58 @@ impl fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-/// A message could not be delivered because its process has exited (or the runtime
-/// shut down, which ends every process). The message is handed back.
+/// A message could not be delivered; the message is handed back.
 #[derive(PartialEq, Eq, Clone, Copy)]
-pub struct SendError<M>(pub M);
+#[non_exhaustive]
+pub enum SendError<M> {
+    /// The process has exited (or the runtime shut down, which ends every
+    /// process), or no process is registered under the name sent to.
+    Exited(M),
+    /// The process's mailbox is bounded and full
+    /// ([`Process::mailbox_capacity`](crate::Process::mailbox_capacity)); a
+    /// later send may succeed, and [`Pid::send_wait`](crate::Pid::send_wait)
+    /// waits for room.
+    Full(M),
+}
 
 impl<M> SendError<M> {
     /// Takes the undelivered message back.
     pub fn into_inner(self) -> M {
-        self.0
+        match self {
+            SendError::Exited(msg) | SendError::Full(msg) => msg,
+        }
+    }
+
+    /// Whether the process had exited.
+    pub fn is_exited(&self) -> bool {
+        matches!(self, SendError::Exited(_))
+    }
+
+    /// Whether the mailbox was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, SendError::Full(_))
     }
 }
 
 impl<M> fmt::Debug for SendError<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SendError(..)")
+        match self {
+            SendError::Exited(_) => f.write_str("Exited(..)"),
+            SendError::Full(_) => f.write_str("Full(..)"),
+        }
     }
 }
 
 impl<M> fmt::Display for SendError<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the receiving process has exited; the message was not delivered")
+        match self {
+            SendError::Exited(_) => {
+                f.write_str("the receiving process has exited; the message was not delivered")
+            }
+            SendError::Full(_) => f.write_str(
+                "the receiving process's mailbox is full; the message was not delivered",
+            ),
+        }
     }
 }
 

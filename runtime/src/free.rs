@@ -385,6 +385,9 @@ impl<M: Send + 'static> FnContext<'_, M> {
     fn poll<R>(&mut self, mut take: impl FnMut(&Mailbox<M>) -> Option<R>) -> Option<R> {
         let received = take(&self.core.mailbox);
         if received.is_some() {
+            self.core.header.took_message();
+        }
+        if received.is_some() {
             self.frame.tick();
         }
         received
@@ -406,6 +409,7 @@ impl<M: Send + 'static> FnContext<'_, M> {
         let mut first = true;
         let received = loop {
             if let Some(msg) = take(&self.core.mailbox) {
+                self.core.header.took_message();
                 break Some(msg);
             }
             let Some(deadline) = deadline else {

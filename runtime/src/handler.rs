@@ -140,6 +140,25 @@ pub trait Process: Sized + Send + 'static {
         Init::Ok
     }
 
+    /// The most messages this process's mailbox holds; `None` (the default)
+    /// for no bound. Asked once, when the process is spawned (by any spawn or
+    /// start, and by a supervisor for its children), so a process can take it
+    /// from its own fields. A send to a full mailbox fails with
+    /// [`SendError::Full`](crate::SendError::Full), handing the message back;
+    /// [`Pid::send_wait`](crate::Pid::send_wait) and `send_timeout` wait for
+    /// room, and a [`Pid::call`](crate::Pid::call) waits within its timeout.
+    /// Signals (exits, downs, stops, kills) never wait for room. See
+    /// [`Scope::set_mailbox_capacity`](crate::Scope::set_mailbox_capacity) to
+    /// change it while the process runs.
+    ///
+    /// # Panics
+    ///
+    /// The spawn panics if this returns `Some(0)`: a mailbox that holds nothing
+    /// could never be sent to.
+    fn mailbox_capacity(&self) -> Option<usize> {
+        None
+    }
+
     /// Runs once, before the first message, right after `init` returned
     /// [`Init::Ok`].
     fn started(&mut self, cx: &mut Context<'_, Self>) {
@@ -420,6 +439,7 @@ unsafe impl<P: Process> Run for ProcessCell<P> {
                     }
                     continue;
                 };
+                self.core.header.took_message();
                 frame.spend(1);
                 user.handle(msg, &mut cx);
                 if cx.stop {
@@ -438,6 +458,12 @@ unsafe impl<P: Process> Run for ProcessCell<P> {
             (Some(exit), _) => Ok(Step::End(exit)),
             (None, step) => step,
         };
+        if let (Some(bounded), Ok(Step::Idle(_) | Step::More)) = (self.core.header.bounded(), &step)
+        {
+            // bounded.rs, step 4: the places of the messages handled go back
+            // before the process waits or yields.
+            bounded.flush();
+        }
         match step {
             Ok(Step::Idle(deadline)) => Outcome::Idle(deadline),
             Ok(Step::More) => Outcome::More,
@@ -555,8 +581,17 @@ fn prepare<P: Process>(
     linked: Option<&Task>,
     name: Option<String>,
 ) -> Result<(RunRights, Arc<ProcessCell<P>>, Pid<P::Message>), SpawnError> {
+    let capacity = process.mailbox_capacity();
+    assert_ne!(
+        capacity,
+        Some(0),
+        "Process::mailbox_capacity: a mailbox needs room for at least one message"
+    );
+    let core = Core::new(Arc::clone(shared), shared.next_id());
+    // Before the process is visible to anyone: no send can race with it.
+    core.header.set_mailbox_capacity(capacity, 0);
     let (rights, cell) = RunRights::new_process(Arc::new(ProcessCell {
-        core: Core::new(Arc::clone(shared), shared.next_id()),
+        core,
         user: UnsafeCell::new(Some(process)),
         started: UnsafeCell::new(false),
         extras: UnsafeCell::new(None),

@@ -84,6 +84,13 @@ pub mod lifo;
 #[cfg(not(loom))]
 mod lifo;
 
+/// Bounded mailboxes' places and waiting senders. Public only under
+/// `--cfg loom`, for the model in `tests/loom_bounded.rs`.
+#[cfg(loom)]
+pub mod bounded;
+#[cfg(not(loom))]
+mod bounded;
+
 /// The protocol under the channels: a queue and its wait lists. Public only
 /// under `--cfg loom`, for the model in `tests/loom_channel.rs`.
 #[cfg(loom)]

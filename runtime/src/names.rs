@@ -91,7 +91,7 @@ impl Handle {
     pub fn send_named<M: Send + 'static>(&self, name: &str, msg: M) -> Result<(), SendError<M>> {
         match self.whereis::<M>(name) {
             Some(pid) => pid.send(msg),
-            None => Err(SendError(msg)),
+            None => Err(SendError::Exited(msg)),
         }
     }
 

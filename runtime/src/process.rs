@@ -28,15 +28,17 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fibra_mailbox::Mailbox;
 
+use crate::bounded::Bounded;
 use crate::call::StopError;
 use crate::carrier::{with_current, Carrier, Frame, Outcome};
 use crate::error::{Exit, SendError};
+use crate::park::Unparker;
 use crate::rights::{wake_at, Waker};
 use crate::scheduler::Shared;
 use crate::signal::{Relations, RelationsLock, Signal, Signals};
@@ -121,6 +123,10 @@ impl dyn Run {
 pub(crate) struct Header {
     /// The state word of the reschedule protocol.
     pub(crate) state: StateWord,
+    /// The mailbox's bound (bounded.rs), or null for none. Set by the process
+    /// itself (or before it is first scheduled), read by every send; the
+    /// `Bounded` lives until the header drops.
+    bounded: AtomicPtr<Bounded<Unparker>>,
     /// The process id, unique within its runtime.
     pub(crate) id: u64,
     /// The runtime it belongs to.
@@ -152,6 +158,7 @@ impl Header {
         let started = shared.clock_secs.load(std::sync::atomic::Ordering::Relaxed);
         Header {
             state: StateWord::new_running(),
+            bounded: AtomicPtr::new(std::ptr::null_mut()),
             id,
             shared,
             carrier: UnsafeCell::new(None),
@@ -160,6 +167,40 @@ impl Header {
             signals: Signals::new(),
             relations: RelationsLock::new(Relations::new(started)),
             reductions: AtomicU64::new(0),
+        }
+    }
+
+    /// The mailbox's bound, if it has one.
+    #[inline]
+    pub(crate) fn bounded(&self) -> Option<&Bounded<Unparker>> {
+        let bounded = self.bounded.load(Ordering::Acquire);
+        // Safety: a non-null pointer comes from `Box::into_raw` in
+        // `set_mailbox_capacity` and is freed only when the header drops.
+        unsafe { bounded.as_ref() }
+    }
+
+    /// Bounds the mailbox to `capacity` messages (`None`: no bound). Messages
+    /// already queued stay; sends fail (or wait) while the mailbox holds as many
+    /// as the capacity. Called by the process itself, or before it is first
+    /// scheduled, so that two calls never race.
+    pub(crate) fn set_mailbox_capacity(&self, capacity: Option<usize>, queued: usize) {
+        let capacity = capacity.unwrap_or(usize::MAX);
+        match self.bounded() {
+            Some(bounded) => bounded.set_capacity(capacity),
+            None if capacity == usize::MAX => {}
+            None => {
+                let bounded = Box::into_raw(Box::new(Bounded::new(capacity, queued)));
+                self.bounded.store(bounded, Ordering::Release);
+            }
+        }
+    }
+
+    /// After the process took a message out: gives its place back, if the
+    /// mailbox is bounded.
+    #[inline]
+    pub(crate) fn took_message(&self) {
+        if let Some(bounded) = self.bounded() {
+            bounded.release();
         }
     }
 
@@ -232,15 +273,26 @@ impl Header {
     }
 }
 
+impl Drop for Header {
+    fn drop(&mut self) {
+        let bounded = *self.bounded.get_mut();
+        if !bounded.is_null() {
+            // Safety: it came from `Box::into_raw` and nothing can reach it now.
+            drop(unsafe { Box::from_raw(bounded) });
+        }
+    }
+}
+
 // Safety: the UnsafeCell fields are only touched under the rules stated on their
 // accessors: the carrier by the holder of the run rights, the slot once before
 // publication.
 unsafe impl Sync for Header {}
 
 /// The part of a process a [`Pid`] reaches: mailbox and header, in that order
-/// (`repr(C)`), so that the mailbox's head and counts and the state word lie in 32
-/// contiguous bytes: every send and every park touches all three, and together
-/// they take one cache line in most allocations (`layout_tests` pins this).
+/// (`repr(C)`), so that the mailbox's head and counts, the state word and the
+/// mailbox's bound lie in 40 contiguous bytes: every send and every park touches
+/// them, and together they take one cache line in most allocations
+/// (`layout_tests` pins this).
 #[repr(C)]
 pub(crate) struct Core<M> {
     /// The process's mailbox.
@@ -282,6 +334,11 @@ impl<M: Send + 'static> Core<M> {
             unsafe { self.mailbox.close() }
         })) {
             report(payload);
+        }
+        if let Some(bounded) = self.header.bounded() {
+            // Senders waiting for room find the mailbox closed and take their
+            // messages back.
+            bounded.room.notify_all();
         }
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| {
             // Safety: as above, for its signal queue.
@@ -371,7 +428,9 @@ impl<M: Send + 'static> Pid<M> {
         Pid { inner }
     }
 
-    /// Sends a message. Fails, handing the message back, if the process has exited.
+    /// Sends a message. Fails, handing the message back, if the process has
+    /// exited ([`SendError::Exited`]) or its mailbox is bounded and full
+    /// ([`SendError::Full`]; see [`send_wait`](Self::send_wait)).
     ///
     /// Sending never suspends the sender, so it is safe with a lock held. Inside a
     /// process a send counts towards the process's reduction budget: a process
@@ -379,7 +438,31 @@ impl<M: Send + 'static> Pid<M> {
     /// sleep, socket IO) or, for a handler process, before its next message.
     pub fn send(&self, msg: M) -> Result<(), SendError<M>> {
         let core = self.inner.core();
-        core.mailbox.push(msg).map_err(SendError)?;
+        let bounded = core.header.bounded();
+        if bounded.is_some_and(|bounded| !bounded.reserve()) {
+            // An ended process keeps the places its dropped messages held.
+            return Err(match core.mailbox.is_closed() {
+                true => SendError::Exited(msg),
+                false => SendError::Full(msg),
+            });
+        }
+        self.push_reserved(msg, bounded)
+    }
+
+    /// Steps 2 of bounded.rs's protocol (and the whole of an unbounded send):
+    /// pushes a message whose place, if the mailbox is bounded, is reserved.
+    fn push_reserved(
+        &self,
+        msg: M,
+        bounded: Option<&Bounded<Unparker>>,
+    ) -> Result<(), SendError<M>> {
+        let core = self.inner.core();
+        if let Err(msg) = core.mailbox.push(msg) {
+            if let Some(bounded) = bounded {
+                bounded.release();
+            }
+            return Err(SendError::Exited(msg));
+        }
         wake_at(&core.header, || self.inner.as_run(), Waker::Message);
         with_current(|frame| {
             if let Some(frame) = frame {
@@ -387,6 +470,81 @@ impl<M: Send + 'static> Pid<M> {
             }
         });
         Ok(())
+    }
+
+    /// Sends a message, waiting while the process's mailbox is full: only the
+    /// calling process suspends (or, outside any process, the thread blocks).
+    /// Fails if the process exits meanwhile, handing the message back.
+    ///
+    /// A process that sends to its own full mailbox gets [`SendError::Full`]
+    /// at once: it could only make room by receiving, which it cannot do while
+    /// it waits.
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// struct Slow;
+    /// impl Process for Slow {
+    ///     type Message = u32;
+    ///     fn mailbox_capacity(&self) -> Option<usize> { Some(1) }
+    ///     fn handle(&mut self, _n: u32, _cx: &mut Context<Self>) {
+    ///         std::thread::sleep(std::time::Duration::from_millis(1));
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// let slow = rt.spawn(Slow).unwrap();
+    /// // `send` may find the one place taken; `send_wait` waits for it.
+    /// for n in 0..10 {
+    ///     slow.send_wait(n).unwrap();
+    /// }
+    /// ```
+    pub fn send_wait(&self, msg: M) -> Result<(), SendError<M>> {
+        self.send_until(msg, None)
+    }
+
+    /// [`send_wait`](Self::send_wait), waiting at most `timeout`; then fails
+    /// with [`SendError::Full`].
+    pub fn send_timeout(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        self.send_until(msg, crate::channel::deadline_after(timeout))
+    }
+
+    /// The waiting sends: chan.rs's waiting loop on the bound's wait list.
+    pub(crate) fn send_until(
+        &self,
+        msg: M,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), SendError<M>> {
+        let core = self.inner.core();
+        let Some(bounded) = core.header.bounded() else {
+            return self.push_reserved(msg, None);
+        };
+        if bounded.reserve() {
+            return self.push_reserved(msg, Some(bounded));
+        }
+        if core.mailbox.is_closed() {
+            return Err(SendError::Exited(msg));
+        }
+        if crate::call::is_current(&self.any().0) {
+            return Err(SendError::Full(msg));
+        }
+        let mut msg = Some(msg);
+        let mut attempt = || {
+            if core.mailbox.is_closed() {
+                return Some(Err(SendError::Exited(msg.take().expect("message present"))));
+            }
+            bounded
+                .reserve()
+                .then(|| self.push_reserved(msg.take().expect("message present"), Some(bounded)))
+        };
+        let park = crate::channel::Current::new();
+        let sent = crate::chan::wait(&bounded.room, &park, deadline, &mut attempt, || {
+            bounded.has_room() || core.mailbox.is_closed()
+        });
+        match sent {
+            Some(sent) => sent,
+            None => Err(SendError::Full(msg.take().expect("message present"))),
+        }
     }
 
     /// The process's id.
@@ -614,9 +772,9 @@ mod layout_tests {
         assert_eq!(free.join().unwrap(), 1);
     }
 
-    /// The mailbox (head, then counts) and the state word are 32 contiguous bytes
-    /// at the front of every process, and an idle process stays small: the core
-    /// is two cache lines, the reduction count for introspection included.
+    /// The mailbox (head, then counts), the state word and the mailbox's bound
+    /// are 40 contiguous bytes at the front of every process, and an idle
+    /// process stays small.
     #[test]
     fn the_state_word_and_the_mailbox_share_the_front_of_a_process() {
         assert_eq!(offset_of!(Core<u64>, mailbox), 0);
@@ -630,8 +788,13 @@ mod layout_tests {
         assert_eq!(offset_of!(Core<u8>, header), HEADER_OFFSET);
         assert_eq!(offset_of!(Core<u64>, header.state), 24);
         assert_eq!(size_of::<StateWord>(), 8);
+        // The mailbox's bound follows the state word, on the same line.
+        assert_eq!(offset_of!(Core<u64>, header.bounded), 32);
+        // 136 since mailboxes can be bounded: an idle handler process still
+        // takes 224 bytes (million_idle), as at 128, the allocator's size class
+        // being what counts.
         assert!(
-            size_of::<Core<u64>>() <= 128,
+            size_of::<Core<u64>>() <= 136,
             "the per-process core grew to {} bytes",
             size_of::<Core<u64>>()
         );

@@ -32,6 +32,45 @@ impl Scope<'_> {
         AnyPid(self.frame.task())
     }
 
+    /// Bounds this process's mailbox to `capacity` messages, or lifts the
+    /// bound (`None`); see
+    /// [`Process::mailbox_capacity`](crate::Process::mailbox_capacity) for what a
+    /// bound does. Messages already queued stay, even past the new capacity;
+    /// sends that start after the call see it. A larger capacity lets waiting
+    /// senders go on.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is `Some(0)`: a mailbox that holds nothing could never be
+    /// sent to.
+    ///
+    /// ```
+    /// use fibra_runtime::*;
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// rt.block_on(|cx| {
+    ///     let child = cx.spawn_fn(|cx: &mut FnContext<u32>| {
+    ///         cx.set_mailbox_capacity(Some(1));
+    ///         let _ = cx.receive();
+    ///         cx.receive()
+    ///     });
+    ///     child.pid().send_wait(1).unwrap();
+    ///     child.pid().send_wait(2).unwrap();
+    ///     assert_eq!(child.join(), Ok(2));
+    /// });
+    /// ```
+    pub fn set_mailbox_capacity(&self, capacity: Option<usize>) {
+        assert_ne!(
+            capacity,
+            Some(0),
+            "a mailbox needs room for at least one message"
+        );
+        let process = self.frame.process();
+        process
+            .header()
+            .set_mailbox_capacity(capacity, process.describe().mailbox_len);
+    }
+
     /// Links this process to `other`: when either ends with any reason but
     /// [`Exit::Normal`] (a failure, but also a stop or a shutdown, as in OTP), the
     /// other ends too with the same reason, unless it traps exits (then it gets a

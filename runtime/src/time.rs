@@ -169,12 +169,25 @@ impl<M: Send + 'static> Delivery for Letter<M> {
     fn deliver(self: Box<Self>) {
         self.unbind();
         let Letter { to, msg, .. } = *self;
-        // The target ended after this timer fired but before it could cancel it.
-        if let Err(SendError(msg)) = to.send(msg) {
-            drop_quietly(
+        match to.send(msg) {
+            Ok(()) => {}
+            // The target ended after this timer fired but before it could cancel it.
+            Err(SendError::Exited(msg)) => drop_quietly(
                 "the destructor of a send_after message (its target exited)",
                 msg,
-            );
+            ),
+            // The timeout thread may not wait for room: the message is dropped,
+            // and said so.
+            Err(error) => {
+                tracing::warn!(
+                    pid = %to.id(),
+                    "a timed message was dropped: its target's bounded mailbox was full"
+                );
+                drop_quietly(
+                    "the destructor of a send_after message (its target's mailbox was full)",
+                    error.into_inner(),
+                );
+            }
         }
     }
 
@@ -246,14 +259,14 @@ pub(crate) fn send_after<M: Send + 'static>(
         }),
         Some(Err(TimerAction::Deliver(letter))) => {
             match letter.into_any().downcast::<Letter<M>>() {
-                Ok(letter) => Err(SendError(letter.msg)),
+                Ok(letter) => Err(SendError::Exited(letter.msg)),
                 Err(_) => unreachable!("the letter was built just above"),
             }
         }
         Some(Err(_)) => unreachable!("insert hands back what it was given"),
         // The target has exited: the message comes back, as from a send.
         None => match unsent {
-            Some(msg) => Err(SendError(msg)),
+            Some(msg) => Err(SendError::Exited(msg)),
             None => unreachable!("not armed, so not taken"),
         },
     }

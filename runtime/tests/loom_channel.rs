@@ -5,83 +5,19 @@
 //! an `Arc` that its ends drop as they finish, so whichever thread is last frees
 //! it, possibly the one that just woke another.
 //!
-//! Each model runs within a preemption bound (below).
+//! Each model runs within a preemption bound (`loom_park/mod.rs`).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p fibra-runtime --release --test loom_channel`
 #![cfg(loom)]
 
-use std::time::Instant;
+mod loom_park;
 
-use fibra_runtime::chan::{Chan, Park, RecvFailure, SendFailure, Unpark};
-use loom::sync::{Arc, Condvar, Mutex};
+use fibra_runtime::chan::{Chan, Park, RecvFailure, SendFailure};
+use loom::sync::Arc;
 use loom::thread;
-
-/// A thread's park permit, as std's: an unpark before the park is kept.
-/// (Built from a mutex and a condvar rather than loom's `thread::park`: loom
-/// clears a pending unpark when the thread later blocks on a mutex, which
-/// std's park does not, and would report wake-ups as lost that are not.)
-#[derive(Default)]
-struct Permit {
-    /// Whether an unpark is pending.
-    set: Mutex<bool>,
-    /// Where the thread waits for one.
-    cond: Condvar,
-}
-
-/// Wakes the thread that owns the permit.
-#[derive(Clone)]
-struct Waker(Arc<Permit>);
-
-impl Unpark for Waker {
-    fn unpark(&self) {
-        *self.0.set.lock().unwrap() = true;
-        self.0.cond.notify_one();
-    }
-}
-
-/// One thread's way to park; no deadlines in these models.
-#[derive(Default)]
-struct Parker(Arc<Permit>);
-
-impl Park for Parker {
-    type Unparker = Waker;
-
-    fn unparker(&self) -> Waker {
-        Waker(self.0.clone())
-    }
-
-    fn park(&self, deadline: Option<Instant>) -> bool {
-        assert!(deadline.is_none(), "the models use no deadlines");
-        let mut set = self.0.set.lock().unwrap();
-        while !*set {
-            set = self.0.cond.wait(set).unwrap();
-        }
-        *set = false;
-        true
-    }
-
-    fn spins(&self) -> bool {
-        false
-    }
-}
+use loom_park::{model, Parker, Waker};
 
 type Channel = Arc<Chan<u32, Waker>>;
-
-/// Most preemptions loom tries per execution. Two threads that each take several
-/// locks make the full space too large for CI; the wake-up races here need one or
-/// two preemptions (a change landing between a waiter's registration and its
-/// park), and three leaves a margin.
-const PREEMPTION_BOUND: usize = 3;
-
-/// Runs `f` under loom within [`PREEMPTION_BOUND`], unless `LOOM_MAX_PREEMPTIONS`
-/// asks for another bound.
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(PREEMPTION_BOUND);
-    }
-    builder.check(f);
-}
 
 /// Receives until the channel disconnects; returns the sum of what came.
 fn drain(chan: &Channel) -> u32 {
