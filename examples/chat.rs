@@ -34,7 +34,10 @@
 //!   connection has two processes because a process waits for one thing at a time:
 //!   the reader for its client's next line, the writer for the room's next message.
 //!   Each client's writes happen in its own writer, so a client that is slow to read
-//!   holds up nobody but itself.
+//!   holds up nobody but itself. A writer's mailbox is bounded ([`MAX_BACKLOG`]
+//!   lines, [`Process::mailbox_capacity`]): a line the room hands to a full one
+//!   is refused, and that client is dropped, so one that stops reading costs a
+//!   bounded amount of memory however busy the room.
 //! * The room is a process group ([`Handle::join_group`]) whose members are the
 //!   writers. The runtime takes a writer out of the group when it ends, however it
 //!   ends, so the room never holds a dead client and needs no process of its own.
@@ -68,7 +71,7 @@ use std::time::{Duration, Instant};
 
 use fibra::net::{TcpListener, TcpStream};
 use fibra::prelude::*;
-use fibra::MonitorRef;
+use fibra::{MonitorRef, Scope};
 
 /// The port `main` listens on when given none.
 const DEFAULT_PORT: u16 = 7878;
@@ -81,10 +84,19 @@ const READ_CHUNK: usize = 4096;
 /// How long a writer waits for its client to take one line before it gives the
 /// client up. A client that reads nothing for this long is gone or stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Lines a writer may have waiting before its client counts as too slow and is
-/// dropped; this bounds the memory a client that never reads can cost. Picked out
-/// of thin air: a few seconds of a busy room.
-const MAX_BACKLOG: usize = 1024;
+/// Lines a writer's mailbox holds (its bound: [`Process::mailbox_capacity`]);
+/// a client whose writer has this many waiting counts as too slow and is
+/// dropped. This bounds what a client that never reads can cost: a line is one
+/// shared string for the whole room, so each waiting line costs the client a
+/// mailbox node (32 bytes) and the string at most `MAX_LINE` bytes, shared; a
+/// client that stops reading holds at most 1,024 × 32 bytes of its own plus the
+/// lines it holds up, 4 MiB at the very worst. Picked out of thin air: a few
+/// seconds of a busy room.
+pub const MAX_BACKLOG: usize = 1024;
+/// How long a line waits for room in a writer's full mailbox before its client
+/// counts as too slow. A client that reads keeps its writer's mailbox from
+/// staying full for this long; one that has stopped reading does not.
+const SLOW_CLIENT_GRACE: Duration = Duration::from_millis(500);
 /// How long a reader that has said goodbye keeps reading, and throwing away, what
 /// the client still sends. Closing a socket with unread input makes the kernel
 /// reset the connection, and a reset can cost the client the goodbye; reading on
@@ -165,11 +177,13 @@ impl Server {
         let writers = self.handle.group_members::<Out>(&self.room);
         let mut waiting: Vec<MonitorRef> = writers.iter().map(|w| cx.monitor(w)).collect();
         let goodbye = format!("{GOING_AWAY}\n");
-        for writer in &writers {
-            // One that has ended already has no client left to tell.
-            let _ = writer.send(Out::Close(Some(goodbye.clone())));
-        }
         let deadline = Instant::now() + timeout;
+        for writer in &writers {
+            // One that has ended already has no client left to tell; one whose
+            // mailbox stays full is not read, and the tree's stop ends it.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = writer.send_timeout(Out::Close(Some(goodbye.clone())), left);
+        }
         while !waiting.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match cx.receive_notice_timeout(left) {
@@ -344,7 +358,7 @@ fn converse(
         n => format!("{n} others here"),
     };
     let _ = writer.send(Out::Line(format!("* welcome, {peer}; {others}\n").into()));
-    tell_room(&handle, room, &writer, format!("* {peer} joined\n"));
+    tell_room(cx, room, &writer, format!("* {peer} joined\n"));
     tracing::info!("{peer}: joined");
 
     let mut lines = Lines::default();
@@ -352,13 +366,13 @@ fn converse(
     let end = loop {
         match lines.next(&stream) {
             Heard::Line(line) if line.is_empty() => {}
-            Heard::Line(line) => tell_room(&handle, room, &writer, format!("{peer}: {line}\n")),
+            Heard::Line(line) => tell_room(cx, room, &writer, format!("{peer}: {line}\n")),
             Heard::End(end) => break end,
         }
     };
 
     handle.leave_group(room, &writer);
-    tell_room(&handle, room, &writer, format!("* {peer} left\n"));
+    tell_room(cx, room, &writer, format!("* {peer} left\n"));
     let goodbye = match end {
         End::Closed => {
             tracing::info!("{peer}: left");
@@ -381,20 +395,32 @@ fn converse(
         }
     };
     let lingers = goodbye.is_some();
-    // The writer may have ended already; then there is nobody left to tell.
-    let _ = writer.send(Out::Close(goodbye));
+    // The writer may have ended already; then there is nobody left to tell. A
+    // full mailbox makes this wait for room: the goodbye comes after what the
+    // client was still owed.
+    let _ = writer.send_timeout(Out::Close(goodbye), WRITE_TIMEOUT);
     if lingers {
         linger(&stream);
     }
 }
 
-/// Hands `line` to every member of `room` except `sender`.
-fn tell_room(handle: &Handle, room: &str, sender: &Pid<Out>, line: String) {
+/// Hands `line` to every member of `room` except `sender`. A member whose
+/// mailbox is full gets [`SLOW_CLIENT_GRACE`] to make room (so the speaker
+/// slows to the pace of the slowest client that reads); one that stays full is
+/// too slow to read: it gets an exit signal that ends it at once, even in the
+/// middle of a write, and its reader with it (they are linked), as a clean end
+/// ([`Exit::done`]), not a crash.
+fn tell_room(cx: &Scope, room: &str, sender: &Pid<Out>, line: String) {
     let line: Arc<str> = line.into();
-    for member in handle.group_members::<Out>(room) {
-        if member != *sender {
-            // A member that has just ended has left the room anyway.
-            let _ = member.send(Out::Line(Arc::clone(&line)));
+    for member in cx.runtime().group_members::<Out>(room) {
+        if member == *sender {
+            continue;
+        }
+        // A member that has just ended has left the room anyway.
+        let sent = member.send_timeout(Out::Line(Arc::clone(&line)), SLOW_CLIENT_GRACE);
+        if let Err(SendError::Full(_)) = sent {
+            tracing::info!("{}: too slow to read, dropped", member.id());
+            cx.send_exit(&member, Exit::done(io::Error::other("too slow to read")));
         }
     }
 }
@@ -514,12 +540,14 @@ impl Writer {
 impl Process for Writer {
     type Message = Out;
 
+    fn mailbox_capacity(&self) -> Option<usize> {
+        Some(MAX_BACKLOG)
+    }
+
     fn handle(&mut self, msg: Out, cx: &mut Context<Self>) {
         match msg {
             Out::Line(line) => {
-                if cx.pid().mailbox_len() > MAX_BACKLOG {
-                    self.give_up("too slow to read, dropped", cx);
-                } else if let Err(e) = self.stream.write_all(line.as_bytes()) {
+                if let Err(e) = self.stream.write_all(line.as_bytes()) {
                     self.give_up(&format!("write failed: {e}"), cx);
                 }
             }

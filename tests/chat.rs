@@ -365,3 +365,89 @@ fn a_shutdown_tells_every_client_and_stops_the_tree() {
     bob.expect_closed_with(chat::GOING_AWAY);
     assert!(!supervisor.is_alive());
 }
+
+/// The resident memory of this test process, in bytes.
+fn resident_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
+
+/// One chatter sends 4 KB lines flat out to four clients that read as fast as
+/// they can and one that never reads. The readers get every line (none is
+/// dropped as too slow); the one that does not read is dropped once its
+/// writer's mailbox is full, and the server's memory stays bounded meanwhile
+/// (without the bound it would hold every line for the stuck client: 80 MB).
+#[test]
+fn a_client_that_stops_reading_is_dropped_and_readers_keep_up_with_a_flood() {
+    const LINES: usize = 20_000;
+    let _watchdog =
+        Watchdog::start("a_client_that_stops_reading_is_dropped_and_readers_keep_up_with_a_flood");
+    let (_runtime, server) = start_server(LONG_IDLE);
+    let stuck = Client::join(&server);
+    let readers: Vec<Client> = (0..4).map(|_| Client::join(&server)).collect();
+    let mut chatter = Client::join(&server);
+    let name = chatter.name.clone();
+    let before = resident_bytes();
+    let readers: Vec<_> = readers
+        .into_iter()
+        .map(|mut reader| {
+            let prefix = format!("{name}: ");
+            thread::spawn(move || {
+                let mut got = 0;
+                while got < LINES {
+                    match reader.line() {
+                        Some(line) if line.starts_with(&prefix) => got += 1,
+                        Some(_) => {}
+                        None => panic!("{}: dropped after {got} lines", reader.name),
+                    }
+                }
+            })
+        })
+        .collect();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, flooding) = (peak.clone(), flooding.clone());
+        thread::spawn(move || {
+            while flooding.load(std::sync::atomic::Ordering::SeqCst) {
+                peak.fetch_max(resident_bytes(), std::sync::atomic::Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let line = "f".repeat(4000);
+    for _ in 0..LINES {
+        chatter.say(&line);
+    }
+    for reader in readers {
+        reader.join().expect("a reader that reads was dropped");
+    }
+    flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+    sampler.join().unwrap();
+    let grew = peak
+        .load(std::sync::atomic::Ordering::SeqCst)
+        .saturating_sub(before);
+    assert!(
+        grew < 40 << 20,
+        "the server's memory grew by {} MiB under a client that does not read",
+        grew >> 20
+    );
+    // The stuck client was dropped: after what the kernel had buffered for
+    // it (the last line may break off: its writer was ended mid-write), its
+    // connection ends, well short of the whole flood.
+    let mut rest = Vec::new();
+    let mut stuck = stuck.reader;
+    stuck.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+    std::io::Read::read_to_end(&mut stuck, &mut rest).expect("the connection ends");
+    assert!(
+        rest.len() < LINES * 4000,
+        "the stuck client got the whole flood ({} bytes): never dropped",
+        rest.len()
+    );
+}
