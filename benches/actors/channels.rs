@@ -149,3 +149,127 @@ pub fn tokio_tasks(producers: u64) -> Duration {
         .expect("driver")
     })
 }
+
+/// Events published in `broadcast_ring`.
+pub const BROADCAST_EVENTS: u64 = 10_000_000;
+/// Subscribers in `broadcast_ring`.
+pub const BROADCAST_SUBSCRIBERS: usize = 4;
+/// Events per batch in `broadcast_ring`.
+pub const BROADCAST_BATCH: usize = 64;
+/// The ring's (tokio: the channel's) capacity in `broadcast_ring`.
+pub const BROADCAST_CAPACITY: usize = 1_024;
+
+/// What a `broadcast_ring` run measured: the time, and the fewest events any
+/// subscriber got (tokio's subscribers lose the events they lag behind by).
+pub struct BroadcastOutcome {
+    /// From the first publish to the last subscriber's last event.
+    pub elapsed: Duration,
+    /// The fewest events one subscriber received.
+    pub delivered: u64,
+}
+
+/// The output line's metrics: events that reached every subscriber, per
+/// second, and how many some subscriber missed.
+pub fn events_per_sec(outcome: BroadcastOutcome) -> String {
+    format!(
+        "events_per_sec={:.0} missed={}",
+        outcome.delivered as f64 / outcome.elapsed.as_secs_f64(),
+        BROADCAST_EVENTS - outcome.delivered
+    )
+}
+
+/// fibra: a publisher process fills batches of 64; four subscriber processes
+/// take up to 64 at a time and add them up.
+pub fn fibra_broadcast() -> BroadcastOutcome {
+    let rt = Runtime::builder().build().expect("runtime");
+    rt.block_on(move |cx| {
+        let (mut publisher, first) = fibra::channel::broadcast::ring::<u64>(BROADCAST_CAPACITY);
+        let mut subscribers = vec![first];
+        while subscribers.len() < BROADCAST_SUBSCRIBERS {
+            subscribers.push(publisher.subscribe());
+        }
+        let started = Instant::now();
+        let readers: Vec<_> = subscribers
+            .into_iter()
+            .map(|mut subscriber| {
+                cx.spawn_fn(move |_: &mut FnContext<()>| {
+                    let (mut count, mut sum) = (0u64, 0u64);
+                    while let Ok(events) = subscriber.recv_n(BROADCAST_BATCH) {
+                        count += events.len() as u64;
+                        sum += events.iter().sum::<u64>();
+                    }
+                    assert_eq!(sum, BROADCAST_EVENTS * (BROADCAST_EVENTS - 1) / 2);
+                    count
+                })
+            })
+            .collect();
+        cx.spawn_fn(move |_: &mut FnContext<()>| {
+            let mut n = 0;
+            while n < BROADCAST_EVENTS {
+                let mut batch = publisher.next_n(BROADCAST_BATCH);
+                for _ in 0..BROADCAST_BATCH {
+                    batch.push(n);
+                    n += 1;
+                }
+            }
+        });
+        let delivered = readers
+            .into_iter()
+            .map(|r| r.join().expect("subscriber"))
+            .min()
+            .expect("subscribers");
+        BroadcastOutcome {
+            elapsed: started.elapsed(),
+            delivered,
+        }
+    })
+}
+
+/// tokio: `tokio::sync::broadcast`, a publisher task yielding after every 64
+/// sends; four subscriber tasks, which count what they get and skip what they
+/// lagged behind by.
+pub fn tokio_broadcast() -> BroadcastOutcome {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            let (tx, _) = tokio::sync::broadcast::channel::<u64>(BROADCAST_CAPACITY);
+            let started = Instant::now();
+            let readers: Vec<_> = (0..BROADCAST_SUBSCRIBERS)
+                .map(|_| {
+                    let mut rx = tx.subscribe();
+                    tokio::spawn(async move {
+                        let mut count = 0u64;
+                        loop {
+                            match rx.recv().await {
+                                Ok(_) => count += 1,
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    return count
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for n in 0..BROADCAST_EVENTS {
+                let _ = tx.send(n);
+                if (n + 1) % BROADCAST_BATCH as u64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            drop(tx);
+            let mut delivered = u64::MAX;
+            for reader in readers {
+                delivered = delivered.min(reader.await.expect("subscriber"));
+            }
+            BroadcastOutcome {
+                elapsed: started.elapsed(),
+                delivered,
+            }
+        })
+        .await
+        .expect("driver")
+    })
+}

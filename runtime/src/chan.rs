@@ -173,6 +173,16 @@ impl<U: Unpark> WaitList<U> {
         }
     }
 
+    /// Wakes every waiter, if any, after a change they wait for: the fast
+    /// path of [`notify_one`](Self::notify_one) (a fence and a load), then all
+    /// of them.
+    pub fn notify_waiting(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) != 0 {
+            self.notify_all();
+        }
+    }
+
     /// Wakes every waiter (a disconnection). Takes the lock whatever the count
     /// says, so that a waiter registering concurrently either is on the list
     /// now or sees the caller's change after its registration.

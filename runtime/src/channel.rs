@@ -29,6 +29,9 @@
 //!   channel whose receivers are all gone are dropped at once.
 //! * [`Select`] waits on several receivers and a timeout at once.
 //!
+//! [`broadcast`] is a publisher/subscriber ring: every subscriber gets every
+//! event, read in place, in batches.
+//!
 //! Waiting goes through the runtime's own park and unpark ([`crate::park`]):
 //! a process blocked on a channel holds an event wait on its state word like
 //! any other, and a kill or exit signal ends it as it ends a `receive`.
@@ -63,6 +66,7 @@ use crate::carrier::with_suspendable;
 use crate::chan::{Chan, Park, RecvFailure, SendFailure, Unpark};
 use crate::park::{consume_budget, current_unparker, park_until, ParkOutcome, Unparker};
 
+pub mod broadcast;
 mod error;
 mod select;
 

@@ -98,6 +98,13 @@ pub mod chan;
 #[cfg(not(loom))]
 mod chan;
 
+/// The broadcast ring's slots and positions. Public only under `--cfg loom`,
+/// for the model in `tests/loom_ring.rs`.
+#[cfg(loom)]
+pub mod ring;
+#[cfg(not(loom))]
+mod ring;
+
 /// The state word and its reschedule protocol. Public only under `--cfg loom`, for
 /// the model checker.
 #[cfg(loom)]

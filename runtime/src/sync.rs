@@ -107,6 +107,13 @@ impl<T> UnsafeCell<T> {
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
+
+    /// Runs `f` on a pointer to the contents for reading; the caller's
+    /// protocol must keep writers away meanwhile.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
 }
 
 /// One turn of a spin-wait on another thread's short critical section. Under loom,
