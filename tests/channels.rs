@@ -545,3 +545,66 @@ fn stress_mixed_waiters_lose_and_duplicate_nothing() {
         assert_eq!(wrong, 0, "{wrong} messages not received exactly once");
     });
 }
+
+/// A free-running process waits on its mailbox and a channel at once, on a
+/// single worker: a message wakes it, a channel send wakes it, and the timeout
+/// ends the wait when neither comes; while it waits, introspection says it
+/// waits for either.
+#[test]
+fn select_waits_on_the_mailbox_and_channels_at_once() {
+    within(30, || {
+        #[derive(Debug, PartialEq)]
+        enum Got {
+            Message(&'static str),
+            Number(u64),
+            Quiet,
+        }
+        let rt = runtime(1);
+        let (tx, numbers) = mpsc::unbounded::<u64>();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
+        let worker = rt
+            .handle()
+            .spawn_fn(move |cx: &mut FnContext<&'static str>| {
+                let mut got = Vec::new();
+                for _ in 0..3 {
+                    ready_tx.send(()).unwrap();
+                    let event = Select::new()
+                        .receive(cx, Got::Message)
+                        .recv(&numbers, |n| n.map_or(Got::Quiet, Got::Number))
+                        .wait_timeout(Duration::from_millis(300))
+                        .unwrap_or(Got::Quiet);
+                    got.push(event);
+                }
+                got
+            })
+            .unwrap();
+        ready.recv().unwrap();
+        // Wait until it is parked in the select, then wake it with a message.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let waiting = |pid: &fibra::AnyPid| {
+            matches!(
+                pid.info().map(|i| i.state),
+                Some(fibra::ProcessState::Waiting {
+                    on: fibra::WaitingOn::MessageOrEvent,
+                    ..
+                })
+            )
+        };
+        while !waiting(&worker.pid().any()) {
+            assert!(Instant::now() < deadline, "never waited in the select");
+            thread::yield_now();
+        }
+        worker.pid().send("hello").unwrap();
+        ready.recv().unwrap();
+        while !waiting(&worker.pid().any()) {
+            assert!(Instant::now() < deadline, "never waited in the select");
+            thread::yield_now();
+        }
+        tx.send(7).unwrap();
+        ready.recv().unwrap();
+        let started = Instant::now();
+        let got = worker.join().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(got, [Got::Message("hello"), Got::Number(7), Got::Quiet]);
+    });
+}

@@ -27,7 +27,8 @@
 //!   or one calls [`Receiver::close`], sends fail with `Disconnected`
 //!   (after a close, receivers still drain what is queued). Messages left in a
 //!   channel whose receivers are all gone are dropped at once.
-//! * [`Select`] waits on several receivers and a timeout at once.
+//! * [`Select`] waits on several receivers, a free-running process's mailbox
+//!   and a timeout at once.
 //!
 //! [`broadcast`] is a publisher/subscriber ring: every subscriber gets every
 //! event, read in place, in batches.
@@ -64,7 +65,8 @@ use std::time::{Duration, Instant};
 
 use crate::carrier::with_suspendable;
 use crate::chan::{Chan, Park, RecvFailure, SendFailure, Unpark};
-use crate::park::{consume_budget, current_unparker, park_until, ParkOutcome, Unparker};
+use crate::park::{consume_budget, current_unparker, park_for, ParkOutcome, Unparker};
+use crate::state::Wait;
 
 pub mod broadcast;
 mod error;
@@ -88,12 +90,23 @@ impl Unpark for Unparker {
 pub(crate) struct Current {
     /// Outside any process: spin briefly before parking the thread.
     thread: bool,
+    /// What a process waits for: an event (an unpark), or also a message.
+    wait: Wait,
 }
 
 impl Current {
     pub(crate) fn new() -> Self {
         Current {
             thread: with_suspendable(|frame| frame.is_none()),
+            wait: Wait::Event,
+        }
+    }
+
+    /// A process's park that a message ends too.
+    pub(crate) fn or_message() -> Self {
+        Current {
+            wait: Wait::Any,
+            ..Current::new()
         }
     }
 }
@@ -106,7 +119,7 @@ impl Park for Current {
     }
 
     fn park(&self, deadline: Option<Instant>) -> bool {
-        park_until(deadline) == ParkOutcome::Unparked
+        park_for(self.wait, deadline) == ParkOutcome::Unparked
     }
 
     fn spins(&self) -> bool {

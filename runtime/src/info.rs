@@ -48,6 +48,7 @@ pub enum ProcessState {
 
 /// What a waiting process waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum WaitingOn {
     /// A message or a signal: an idle handler process, or a free-running process
     /// in `receive`.
@@ -57,6 +58,9 @@ pub enum WaitingOn {
     Event,
     /// Only its timer (`sleep`).
     Timer,
+    /// A message or an event, whichever comes first: a free-running process in
+    /// a [`Select`](crate::channel::Select) over its mailbox and channels.
+    MessageOrEvent,
 }
 
 /// A snapshot of one process ([`AnyPid::info`], [`Handle::process_infos`]).
@@ -171,6 +175,10 @@ fn info_of(process: &Task) -> Option<ProcessInfo> {
         },
         (3, timed) => ProcessState::Waiting {
             on: WaitingOn::Timer,
+            timed,
+        },
+        (5, timed) => ProcessState::Waiting {
+            on: WaitingOn::MessageOrEvent,
             timed,
         },
         _ => return None,

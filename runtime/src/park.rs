@@ -116,6 +116,12 @@ pub enum ParkOutcome {
 /// until it is unparked or `deadline` passes. Returns at once if a permit is
 /// pending.
 pub fn park_until(deadline: Option<Instant>) -> ParkOutcome {
+    park_for(Wait::Event, deadline)
+}
+
+/// [`park_until`] with the wait of one's choice: `Wait::Any` also ends when a
+/// message arrives (a `select` that includes the mailbox).
+pub(crate) fn park_for(wait: Wait, deadline: Option<Instant>) -> ParkOutcome {
     if deadline.is_some_and(|d| Instant::now() >= d) {
         return ParkOutcome::TimedOut;
     }
@@ -126,7 +132,7 @@ pub fn park_until(deadline: Option<Instant>) -> ParkOutcome {
                 Some(deadline) => timer.rearm(deadline),
                 None => crate::state::Deadline::None,
             };
-            frame.suspend(Suspend::Wait(Wait::Event, bound)) == Suspended::Resumed
+            frame.suspend(Suspend::Wait(wait, bound)) == Suspended::Resumed
         }
         None => false,
     });

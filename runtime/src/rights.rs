@@ -135,7 +135,8 @@ impl RunRights {
         let outcome = header.state.suspend(wait, deadline, || {
             // Signals end every wait; messages end a message wait (and an idle
             // handler's wait is a message wait).
-            header.signals.has_new() || (wait == Wait::Message && self.task.has_new())
+            header.signals.has_new()
+                || (matches!(wait, Wait::Message | Wait::Any) && self.task.has_new())
         });
         match outcome {
             Suspension::Resumed => Err(self),

@@ -92,6 +92,9 @@ const WAIT_EVENT: u64 = 2;
 const WAIT_SLEEP: u64 = 3;
 /// The process has ended; nobody may schedule it again.
 const EXITED: u64 = 4;
+/// Suspended until a message arrives or [`StateWord::notify`], whichever comes
+/// first (a free-running process in a `select` over its mailbox and channels).
+const WAIT_ANY: u64 = 5;
 /// Mask of the bits above.
 const KIND: u64 = 0b111;
 /// A notification arrived while the process was not waiting for one; the next
@@ -144,6 +147,8 @@ pub enum Wait {
     Event,
     /// Only its timer.
     Sleep,
+    /// A message or an event, whichever comes first.
+    Any,
 }
 
 /// Whether a wait has a deadline.
@@ -209,6 +214,7 @@ impl StateWord {
             Wait::Message => (WAIT_MSG, 0, MAIL | SIGNALED),
             Wait::Event => (WAIT_EVENT, NOTIFIED, SIGNALED),
             Wait::Sleep => (WAIT_SLEEP, 0, SIGNALED),
+            Wait::Any => (WAIT_ANY, NOTIFIED, MAIL | SIGNALED),
         };
         let (timed, permit) = match deadline {
             Deadline::None => (0, permit),
@@ -252,7 +258,7 @@ impl StateWord {
     /// message wait checks again).
     pub fn wake_for_message(&self) -> Rights {
         seqcst_order_for_loom();
-        self.take_or_mark(|kind| kind == WAIT_MSG, MAIL)
+        self.take_or_mark(|kind| kind == WAIT_MSG || kind == WAIT_ANY, MAIL)
     }
 
     /// Event side: wake the process if it waits for an event; otherwise leave a
@@ -261,7 +267,7 @@ impl StateWord {
         let mut current = self.word.load(SeqCst);
         loop {
             let next = match current & KIND {
-                WAIT_EVENT => current & !KIND & !NOTIFIED & !TIMED,
+                WAIT_EVENT | WAIT_ANY => current & !KIND & !NOTIFIED & !TIMED,
                 EXITED => return Rights::Failed,
                 _ if current & NOTIFIED != 0 => return Rights::Failed,
                 _ => current | NOTIFIED,
@@ -270,7 +276,9 @@ impl StateWord {
                 .word
                 .compare_exchange_weak(current, next, SeqCst, SeqCst)
             {
-                Ok(_) if current & KIND == WAIT_EVENT => return Rights::Acquired,
+                Ok(_) if matches!(current & KIND, WAIT_EVENT | WAIT_ANY) => {
+                    return Rights::Acquired
+                }
                 Ok(_) => return Rights::Failed,
                 Err(actual) => current = actual,
             }
@@ -287,7 +295,7 @@ impl StateWord {
                 return Rights::Failed;
             }
             let (next, rights) = match current & KIND {
-                WAIT_MSG | WAIT_EVENT | WAIT_SLEEP if current & TIMED != 0 => {
+                WAIT_MSG | WAIT_EVENT | WAIT_SLEEP | WAIT_ANY if current & TIMED != 0 => {
                     (current & !KIND & !TIMED, Rights::Acquired)
                 }
                 RUNNING if current & EXPIRED == 0 => (current | EXPIRED, Rights::Failed),
@@ -325,7 +333,8 @@ impl StateWord {
 
     /// What the word says now, for introspection: `(kind, timed)`, where kind
     /// is 0 while the process holds its rights, 1 to 3 for a message, event or
-    /// sleep wait, and 4 once it has ended. Stale the moment it returns.
+    /// sleep wait, 4 once it has ended and 5 for a wait for a message or an
+    /// event. Stale the moment it returns.
     pub fn observe(&self) -> (u8, bool) {
         let word = self.word.load(SeqCst);
         (
@@ -366,7 +375,7 @@ impl StateWord {
 
 /// Whether `kind` is a wait (signals and the shutdown drain end every wait).
 fn suspended(kind: u64) -> bool {
-    matches!(kind, WAIT_MSG | WAIT_EVENT | WAIT_SLEEP)
+    matches!(kind, WAIT_MSG | WAIT_EVENT | WAIT_SLEEP | WAIT_ANY)
 }
 
 #[cfg(all(test, not(loom)))]

@@ -136,6 +136,52 @@ fn a_message_and_a_notification_against_an_event_wait() {
     });
 }
 
+/// A wait for a message or an event (a `select` over the mailbox and
+/// channels), raced by a sender and a notifier: whichever comes first wakes it,
+/// exactly once, and neither is lost: the process, scheduled, finds the message
+/// or had the notification.
+#[test]
+fn a_message_and_a_notification_against_a_wait_for_either() {
+    loom::model(|| {
+        let p = process();
+        let sender = {
+            let p = p.clone();
+            thread::spawn(move || send(&p, 7))
+        };
+        let notifier = spawn_notifier(&p);
+        if p.state
+            .suspend(Wait::Any, Deadline::None, || p.mailbox.has_new())
+            == Suspension::Resumed
+        {
+            p.scheduled.fetch_add(1, Ordering::SeqCst);
+        }
+        sender.join().unwrap();
+        notifier.join().unwrap();
+        assert_eq!(p.scheduled.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// A wait for either kind with only a message coming: the message wakes it,
+/// whether it lands before the wait is published (the re-check) or after.
+#[test]
+fn a_message_against_a_wait_for_either() {
+    loom::model(|| {
+        let p = process();
+        let sender = {
+            let p = p.clone();
+            thread::spawn(move || send(&p, 7))
+        };
+        if p.state
+            .suspend(Wait::Any, Deadline::None, || p.mailbox.has_new())
+            == Suspension::Resumed
+        {
+            p.scheduled.fetch_add(1, Ordering::SeqCst);
+        }
+        sender.join().unwrap();
+        assert_eq!(p.scheduled.load(Ordering::SeqCst), 1);
+    });
+}
+
 /// Invariants 2 and 5 with a deadline: a timed message wait raced by a sender and
 /// by its own timer (which may fire before the wait is even published) ends exactly
 /// once, and a timer of an older wait never ends it.

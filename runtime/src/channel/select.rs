@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{deadline_after, Current, Receiver, RecvError};
 use crate::chan::{Park, ReceiverWait, RecvFailure, Unpark};
+use crate::free::FnContext;
 use crate::park::{consume_budget, Unparker};
 
 /// Waits on several receivers, and optionally a timeout, at once; the first
@@ -45,6 +46,9 @@ use crate::park::{consume_budget, Unparker};
 pub struct Select<'a, R> {
     /// The branches, in the order they were added.
     branches: Vec<Box<dyn Branch<'a, R> + 'a>>,
+    /// Whether one of them is the calling process's mailbox: then its park
+    /// ends on a message too.
+    mailbox: bool,
 }
 
 /// One receiver of a [`Select`] and what it maps its outcome with.
@@ -89,6 +93,37 @@ impl<'a, R, T, K, F: FnMut(Result<T, RecvError>) -> R> Branch<'a, R> for RecvBra
     }
 }
 
+/// The calling process's mailbox and its mapping.
+struct MailboxBranch<'a, 'c, M, F> {
+    /// The process's context.
+    cx: &'a mut FnContext<'c, M>,
+    /// Maps the message.
+    map: F,
+}
+
+/// A branch that needs no wait-list entry: the process's state word wakes it.
+struct Unlisted;
+
+impl Registered for Unlisted {}
+
+impl<'a, R, M: Send + 'static, F: FnMut(M) -> R> Branch<'a, R> for MailboxBranch<'a, '_, M, F> {
+    fn try_fire(&mut self) -> Option<R> {
+        self.cx.try_receive().map(&mut self.map)
+    }
+
+    fn fail(&mut self) -> R {
+        // `wait` fails the first branch only when it may not wait; a mailbox
+        // branch has nothing to fail with, so it waits for a message as
+        // `receive` does (which, in a shutdown drain, ends the process).
+        let msg = self.cx.receive();
+        (self.map)(msg)
+    }
+
+    fn register(&self, _unparker: Unparker) -> Box<dyn Registered + 'a> {
+        Box::new(Unlisted)
+    }
+}
+
 thread_local! {
     /// Where the next select on this thread looks first.
     static SELECT_START: Cell<usize> = const { Cell::new(0) };
@@ -105,6 +140,7 @@ impl<'a, R> Select<'a, R> {
     pub fn new() -> Self {
         Select {
             branches: Vec::new(),
+            mailbox: false,
         }
     }
 
@@ -117,6 +153,52 @@ impl<'a, R> Select<'a, R> {
         map: impl FnMut(Result<T, RecvError>) -> R + 'a,
     ) -> Self {
         self.branches.push(Box::new(RecvBranch { receiver, map }));
+        self
+    }
+
+    /// Adds the calling free-running process's mailbox: when a message is
+    /// there, the select takes it (the oldest, as [`FnContext::receive`] does)
+    /// and `map` turns it into the result. A process waits on its mailbox and
+    /// its channels at once this way, and with
+    /// [`wait_timeout`](Self::wait_timeout) on a timeout too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fibra_runtime::channel::{mpsc, Select};
+    /// use fibra_runtime::{FnContext, Runtime};
+    ///
+    /// enum Event { Message(String), Number(u64), Quiet }
+    ///
+    /// let rt = Runtime::builder().workers(2).build().unwrap();
+    /// let (tx, numbers) = mpsc::unbounded::<u64>();
+    /// let worker = rt.spawn_fn(move |cx: &mut FnContext<String>| {
+    ///     let mut seen = Vec::new();
+    ///     loop {
+    ///         let event = Select::new()
+    ///             .receive(cx, Event::Message)
+    ///             .recv(&numbers, |n| n.map_or(Event::Quiet, Event::Number))
+    ///             .wait_timeout(Duration::from_millis(50))
+    ///             .unwrap_or(Event::Quiet);
+    ///         match event {
+    ///             Event::Message(m) => seen.push(m),
+    ///             Event::Number(n) => seen.push(n.to_string()),
+    ///             Event::Quiet => return seen,
+    ///         }
+    ///     }
+    /// }).unwrap();
+    /// worker.pid().send("hello".to_string()).unwrap();
+    /// tx.send(7).unwrap();
+    /// let mut seen = worker.join().unwrap();
+    /// seen.sort();
+    /// assert_eq!(seen, ["7", "hello"]);
+    /// ```
+    pub fn receive<M: Send + 'static>(
+        mut self,
+        cx: &'a mut FnContext<'_, M>,
+        map: impl FnMut(M) -> R + 'a,
+    ) -> Self {
+        self.mailbox = true;
+        self.branches.push(Box::new(MailboxBranch { cx, map }));
         self
     }
 
@@ -171,7 +253,10 @@ impl<'a, R> Select<'a, R> {
         if let Some(fired) = self.try_fire() {
             return Some(fired);
         }
-        let park = Current::new();
+        let park = match self.mailbox {
+            true => Current::or_message(),
+            false => Current::new(),
+        };
         if park.spins() {
             let backoff = crossbeam_utils::Backoff::new();
             while !backoff.is_completed() {
