@@ -75,42 +75,51 @@ pub fn fibra_spsc_processes() -> Duration {
 
 /// fibra's channels between plain threads.
 pub fn fibra_threads(producers: u64) -> Duration {
-    let started = Instant::now();
     let (tx, rx) = mpsc::bounded::<u64>(CAPACITY);
-    let senders: Vec<_> = (0..producers)
-        .map(|index| {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for n in share(index, producers) {
-                    tx.send(n).expect("consumer alive");
-                }
-            })
-        })
-        .collect();
-    drop(tx);
-    assert_eq!(rx.iter().sum::<u64>(), SUM);
-    for sender in senders {
-        sender.join().expect("producer");
-    }
-    started.elapsed()
+    between_threads(
+        producers,
+        tx,
+        rx,
+        |tx, n| tx.send(n).is_ok(),
+        |rx| rx.iter().sum(),
+    )
 }
 
 /// crossbeam-channel between plain threads.
 pub fn crossbeam_threads(producers: u64) -> Duration {
-    let started = Instant::now();
     let (tx, rx) = crossbeam_channel::bounded::<u64>(CAPACITY);
+    between_threads(
+        producers,
+        tx,
+        rx,
+        |tx, n| tx.send(n).is_ok(),
+        |rx| rx.iter().sum(),
+    )
+}
+
+/// `producers` threads send their shares through `tx` (cloned for each) with
+/// `send`, while this thread adds up what `sum` takes from `rx`; the time
+/// from the first spawn to the sum.
+fn between_threads<S: Clone + Send + 'static, R>(
+    producers: u64,
+    tx: S,
+    rx: R,
+    send: fn(&S, u64) -> bool,
+    sum: fn(&R) -> u64,
+) -> Duration {
+    let started = Instant::now();
     let senders: Vec<_> = (0..producers)
         .map(|index| {
             let tx = tx.clone();
             thread::spawn(move || {
                 for n in share(index, producers) {
-                    tx.send(n).expect("consumer alive");
+                    assert!(send(&tx, n), "consumer alive");
                 }
             })
         })
         .collect();
     drop(tx);
-    assert_eq!(rx.iter().sum::<u64>(), SUM);
+    assert_eq!(sum(&rx), SUM);
     for sender in senders {
         sender.join().expect("producer");
     }

@@ -232,43 +232,32 @@ pub fn skynet() -> SkynetOutcome {
 }
 
 pub fn fan_in() -> Duration {
-    run(|cx: &mut FnContext<u64>| {
-        let start = Instant::now();
-        let senders: Vec<_> = (0..FAN_IN_SENDERS)
-            .map(|sender| {
-                let receiver = cx.pid();
-                cx.spawn_fn(move |_: &mut FnContext<()>| {
-                    for seq in 0..FAN_IN_MESSAGES {
-                        receiver.send(fan_in_message(sender, seq)).expect(GONE);
-                    }
-                })
-            })
-            .collect();
-        let mut check = FanInCheck::new();
-        for _ in 0..FAN_IN_SENDERS * FAN_IN_MESSAGES {
-            check.record(cx.receive());
-        }
-        let elapsed = start.elapsed();
-        check.finish();
-        for sender in senders {
-            sender.join().expect("a fan-in sender failed");
-        }
-        elapsed
-    })
+    fan_in_into(None)
 }
 
 /// `fan_in` into a mailbox bounded to [`BOUNDED_FAN_IN_CAPACITY`] messages,
 /// the senders waiting for room with `send_wait`.
 pub fn bounded_fan_in() -> Duration {
-    run(|cx: &mut FnContext<u64>| {
-        cx.set_mailbox_capacity(Some(BOUNDED_FAN_IN_CAPACITY));
+    fan_in_into(Some(BOUNDED_FAN_IN_CAPACITY))
+}
+
+/// `fan_in`, the receiver's mailbox bounded to `capacity` if given (then the
+/// senders use `send_wait`).
+fn fan_in_into(capacity: Option<usize>) -> Duration {
+    run(move |cx: &mut FnContext<u64>| {
+        cx.set_mailbox_capacity(capacity);
         let start = Instant::now();
         let senders: Vec<_> = (0..FAN_IN_SENDERS)
             .map(|sender| {
                 let receiver = cx.pid();
                 cx.spawn_fn(move |_: &mut FnContext<()>| {
                     for seq in 0..FAN_IN_MESSAGES {
-                        receiver.send_wait(fan_in_message(sender, seq)).expect(GONE);
+                        let message = fan_in_message(sender, seq);
+                        match capacity {
+                            Some(_) => receiver.send_wait(message),
+                            None => receiver.send(message),
+                        }
+                        .expect(GONE);
                     }
                 })
             })
