@@ -1,4 +1,5 @@
-//! fibra's networking: TCP and UDP sockets for code that runs in fibra processes.
+//! fibra's networking: TCP, UDP and Unix-domain stream sockets for code that runs in
+//! fibra processes.
 //!
 //! A fibra process has a stack of its own, so it can call functions that look
 //! blocking. The sockets here have the shape of `std::net`'s — `accept`, `read`,
@@ -78,6 +79,10 @@ mod poller;
 mod socket;
 mod tcp;
 mod udp;
+#[cfg(unix)]
+mod unix;
 
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
+#[cfg(unix)]
+pub use unix::{UnixListener, UnixStream};
