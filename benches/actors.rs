@@ -36,6 +36,7 @@
 //! | `skynet` | 10-ary tree of 1,111,111 processes; leaves send their number, parents sum | `secs`: from spawning the root to the root's sum; `peak_rss_mib`: the child's VmHWM |
 //! | `fan_in` | 4 senders x 1,000,000 messages to one receiver | `msgs_per_sec`: messages / time from spawning the senders to the last receipt |
 //! | `broadcast_ring` | one publisher, 4 subscribers, 10,000,000 `u64`s through a ring (channel) of 1,024; fibra: `channel::broadcast`, the publisher in batches of 64 (`next_n`), subscribers taking up to 64 (`recv_n`); tokio: `sync::broadcast`, the publisher yielding after every 64 sends, subscribers skipping what they lag behind by | `events_per_sec`: the fewest events any subscriber got / time from the first publish to the last subscriber's end; `missed`: events that subscriber did not get (fibra's ring never drops one) |
+//! | `shared_read` | fibra only: a handler process owns a published `(u64, u64)` (`Scope::publish`); a thread sends it 10,000 writes a second (`Shared::write`, each bumping both halves) while 2 threads read it (`Shared::read`) for 1 s, checking the halves agree | `reads_per_sec`: both readers' reads / 1 s; `writes_applied` |
 //! | `bounded_fan_in` | `fan_in` into a bounded mailbox of 1,024 (fibra: `set_mailbox_capacity`, senders `send_wait`; tokio: a bounded `mpsc` of 1,024, senders `send().await`) | `msgs_per_sec`, as `fan_in` |
 //! | `spawn_idle` | spawn 100,000 processes that wait for a message, then message each once | `ns_per_spawn`: spawn phase only; `bytes_per_process`: RSS growth over the spawn phase / 100,000 |
 //! | `spawn_join` | spawn 1,000,000 free-running processes (tasks) that return their number, joining (awaiting) the oldest whenever 1,000 are outstanding | `ns_per_spawn_join`: wall time / processes |
@@ -250,7 +251,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 23] = [
+const WORKLOADS: [Workload; 24] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -283,6 +284,14 @@ const WORKLOADS: [Workload; 23] = [
         tokio: &[Case::only(|| {
             channels::events_per_sec(channels::tokio_broadcast())
         })],
+        crossbeam: &[],
+    },
+    Workload {
+        name: "shared_read",
+        fibra: &[Case::only(|| {
+            channels::reads_per_sec(channels::fibra_shared_read())
+        })],
+        tokio: &[],
         crossbeam: &[],
     },
     Workload {

@@ -186,6 +186,7 @@ pub use fibra_runtime::{CallError, ReplyTo, Request, Requests, StopError};
 pub use fibra_runtime::{ExitedMetrics, Metrics, WorkerMetrics};
 pub use fibra_runtime::{GroupMonitor, GroupNotice, GroupScope, Membership};
 pub use fibra_runtime::{Init, ProcessInfo, ProcessKind, ProcessState, WaitingOn};
+pub use fibra_runtime::{Published, Shared, Write, WriteError};
 
 /// The names most programs need: `use fibra::prelude::*;`.
 pub mod prelude {

@@ -282,3 +282,80 @@ pub fn tokio_broadcast() -> BroadcastOutcome {
         .expect("driver")
     })
 }
+
+/// How long `shared_read` reads.
+pub const SHARED_READ_FOR: Duration = Duration::from_secs(1);
+/// Reading threads in `shared_read`.
+pub const SHARED_READERS: usize = 2;
+/// Writes per second the owner applies meanwhile.
+pub const SHARED_WRITES_PER_SEC: u64 = 10_000;
+
+/// The `shared_read` line's metrics.
+pub fn reads_per_sec((reads, writes): (u64, u64)) -> String {
+    format!(
+        "reads_per_sec={:.0} writes_applied={writes}",
+        reads as f64 / SHARED_READ_FOR.as_secs_f64()
+    )
+}
+
+/// A handler process owns a published `(u64, u64)`; a thread asks it for
+/// 10,000 writes a second (each bumps both halves) while two threads read the
+/// value as fast as they can for a second, checking that the halves agree.
+/// Returns the reads and the writes applied.
+pub fn fibra_shared_read() -> (u64, u64) {
+    use fibra::{Context, Process, Published, ReplyTo, Shared};
+
+    struct Owner(Option<Published<(u64, u64)>>);
+    impl Process for Owner {
+        type Message = ReplyTo<Shared<(u64, u64)>>;
+        fn started(&mut self, cx: &mut Context<Self>) {
+            self.0 = Some(cx.publish((0, 0)));
+        }
+        fn handle(&mut self, reply: ReplyTo<Shared<(u64, u64)>>, _cx: &mut Context<Self>) {
+            let _ = reply.reply(self.0.as_ref().expect("published").reader());
+        }
+    }
+
+    let rt = Runtime::builder().build().expect("runtime");
+    let owner = rt.spawn(Owner(None)).expect("owner");
+    let shared = owner
+        .call(|r| r, Duration::from_secs(5))
+        .expect("the owner's reader");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..SHARED_READERS)
+        .map(|_| {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        let (a, b) = shared.read(|v| *v);
+                        assert_eq!(a, b, "a torn value");
+                    }
+                    reads += 64;
+                }
+                reads
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let interval = Duration::from_secs(1) / SHARED_WRITES_PER_SEC as u32;
+    let mut last = None;
+    let mut sent = 0u64;
+    while started.elapsed() < SHARED_READ_FOR {
+        last = Some(shared.write(|&(a, b)| (a + 1, b + 1)));
+        sent += 1;
+        let next = started + interval * sent as u32;
+        while Instant::now() < next {
+            std::hint::spin_loop();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = readers.into_iter().map(|r| r.join().expect("reader")).sum();
+    last.expect("writes")
+        .wait()
+        .expect("the owner applies writes");
+    let (applied, _) = *shared.load();
+    assert_eq!(applied, sent);
+    (reads, applied)
+}

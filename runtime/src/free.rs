@@ -383,6 +383,7 @@ impl<M: Send + 'static> FnContext<'_, M> {
     /// A look at what is queued, without waiting: `take` as for
     /// [`receive_until`](Self::receive_until).
     fn poll<R>(&mut self, mut take: impl FnMut(&Mailbox<M>) -> Option<R>) -> Option<R> {
+        self.apply_pending();
         let received = take(&self.core.mailbox);
         if received.is_some() {
             self.core.header.took_message();
@@ -391,6 +392,15 @@ impl<M: Send + 'static> FnContext<'_, M> {
             self.frame.tick();
         }
         received
+    }
+
+    /// Runs the writes queued for values this process publishes (shared.rs),
+    /// in order, before it looks at its mailbox.
+    fn apply_pending(&self) {
+        // Safety: the running process is its signal queue's one consumer.
+        while let Some(apply) = unsafe { crate::signal::take_apply(self.frame.process()) } {
+            (apply.0)();
+        }
     }
 
     /// The receive loop: `take` picks a message from the mailbox (it is called only
@@ -408,6 +418,7 @@ impl<M: Send + 'static> FnContext<'_, M> {
         let mut timer = WaitTimer::new(self.frame);
         let mut first = true;
         let received = loop {
+            self.apply_pending();
             if let Some(msg) = take(&self.core.mailbox) {
                 self.core.header.took_message();
                 break Some(msg);

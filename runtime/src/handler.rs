@@ -405,6 +405,14 @@ unsafe impl<P: Process> Run for ProcessCell<P> {
                             exit => Step::End(exit),
                         };
                     }
+                    // Writes to a value this process publishes come before its
+                    // notices and messages (shared.rs).
+                    // Safety: as above.
+                    if let Some(apply) = unsafe { crate::signal::take_apply(self) } {
+                        frame.spend(1);
+                        (apply.0)();
+                        continue;
+                    }
                     // Safety: as above, and fatal signals were taken just before.
                     if let Some(notice) = unsafe { take_notice(self) } {
                         frame.spend(1);

@@ -54,6 +54,8 @@ mod scheduler;
 #[cfg(not(loom))]
 mod scope;
 #[cfg(not(loom))]
+mod shared;
+#[cfg(not(loom))]
 mod shutdown;
 #[cfg(not(loom))]
 mod signal;
@@ -150,6 +152,8 @@ pub use runtime::{
 };
 #[cfg(not(loom))]
 pub use scope::Scope;
+#[cfg(not(loom))]
+pub use shared::{Published, Shared, Write, WriteError};
 #[cfg(not(loom))]
 pub use signal::{Down, MonitorRef, Notice};
 #[cfg(not(loom))]

@@ -105,7 +105,13 @@ pub(crate) enum Signal {
     Down(Down),
     /// A process joined or left a monitored group.
     Group(GroupNotice),
+    /// Work for the process itself to run ahead of its next message: a write
+    /// to a value it publishes (shared.rs).
+    Apply(Apply),
 }
+
+/// A closure that a process runs on itself, ahead of its next message.
+pub(crate) struct Apply(pub(crate) Box<dyn FnOnce() + Send>);
 
 /// A monitor, as returned by `monitor` and carried by its [`Down`] notice.
 #[derive(Clone)]
@@ -816,7 +822,7 @@ pub(crate) unsafe fn take_notice(process: &dyn Run) -> Option<Notice> {
         signals.pop_matching(|s| match s {
             Signal::Down(_) | Signal::Group(_) => true,
             Signal::Exit { .. } => trap,
-            Signal::Kill | Signal::Stop => false,
+            Signal::Kill | Signal::Stop | Signal::Apply(_) => false,
         })
     }?;
     match signal {
@@ -836,6 +842,24 @@ pub(crate) unsafe fn take_notice(process: &dyn Run) -> Option<Notice> {
         }
         Signal::Group(notice) => Some(Notice::Group(notice)),
         Signal::Kill | Signal::Stop => unreachable!("never queued (see queue.rs)"),
+        Signal::Apply(_) => unreachable!("not matched above"),
+    }
+}
+
+/// The running process's next piece of work on itself ([`Signal::Apply`]),
+/// which it runs ahead of its next message.
+///
+/// # Safety
+/// As for [`take_notice`].
+pub(crate) unsafe fn take_apply(process: &dyn Run) -> Option<Apply> {
+    let signals = &process.header().signals;
+    if signals.is_empty() {
+        return None;
+    }
+    // Safety: passed on from the caller.
+    match unsafe { signals.pop_matching(|s| matches!(s, Signal::Apply(_))) } {
+        Some(Signal::Apply(apply)) => Some(apply),
+        _ => None,
     }
 }
 

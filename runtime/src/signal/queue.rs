@@ -121,7 +121,9 @@ impl Signals {
                     self.word.fetch_sub(EXIT_ONE, SeqCst);
                 });
             }
-            Signal::Down(_) | Signal::Group(_) => return self.queue.push(signal),
+            Signal::Down(_) | Signal::Group(_) | Signal::Apply(_) => {
+                return self.queue.push(signal)
+            }
         };
         if self.word.fetch_or(flag, SeqCst) & CLOSED != 0 {
             return Err(signal);
