@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 
 use crate::poller::Direction;
-use crate::socket::{each_addr, Socket};
+use crate::socket::{each_addr, stream_common, Socket};
 
 /// A TCP socket listening for connections.
 ///
@@ -253,101 +253,9 @@ impl TcpStream {
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.socket.open()?.take_error()
     }
-
-    /// Bounds each read (and peek) by `timeout`; `None` waits forever. A zero
-    /// duration is refused, like std.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket.set_timeout(Direction::Read, timeout)
-    }
-
-    /// Bounds each write by `timeout`; `None` waits forever. A zero duration is
-    /// refused, like std.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket.set_timeout(Direction::Write, timeout)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.socket.timeout(Direction::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.socket.timeout(Direction::Write))
-    }
-
-    /// Another handle to the same connection, sharing its descriptor,
-    /// registration and timeouts. Never fails; the `Result` is std's shape.
-    pub fn try_clone(&self) -> io::Result<TcpStream> {
-        Ok(TcpStream {
-            socket: Arc::clone(&self.socket),
-        })
-    }
-
-    /// Closes the connection for every handle: operations suspended on it in other
-    /// processes, and any later call, fail with [`io::ErrorKind::NotConnected`].
-    /// Both directions are shut down, so the peer reads end of stream; the
-    /// descriptor is released when the last handle is dropped. Dropping the only
-    /// handle closes it too.
-    pub fn close(&self) {
-        // Closed first, so a woken reader reports the close rather than the end of
-        // stream the shutdown causes.
-        self.socket.close();
-        // Fails only if the connection is gone already, which is the aim.
-        let _ = self.socket.io().shutdown(Shutdown::Both);
-    }
 }
 
-impl Read for &TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.socket.wait(Direction::Read, |mut io| io.read(buf))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
-        self.socket
-            .wait(Direction::Read, |mut io| io.read_vectored(bufs))
-    }
-}
-
-impl Write for &TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.socket.wait(Direction::Write, |mut io| io.write(buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.socket
-            .wait(Direction::Write, |mut io| io.write_vectored(bufs))
-    }
-
-    /// Nothing is buffered here: a no-op, like std's.
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self).flush()
-    }
-}
+stream_common!(TcpStream);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -359,13 +267,6 @@ impl fmt::Debug for TcpStream {
             out.field("peer", &peer);
         }
         out.finish()
-    }
-}
-
-#[cfg(unix)]
-impl std::os::fd::AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.socket.io().as_raw_fd()
     }
 }
 

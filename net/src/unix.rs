@@ -12,7 +12,7 @@ use std::time::Duration;
 use mio::Interest;
 
 use crate::poller::Direction;
-use crate::socket::Socket;
+use crate::socket::{stream_common, Socket};
 
 /// A Unix-domain socket listening for connections at a path.
 ///
@@ -174,87 +174,9 @@ impl UnixStream {
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.socket.open()?.take_error()
     }
-
-    /// Bounds each read by `timeout`; `None` waits forever. A zero duration is
-    /// refused, like std.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket.set_timeout(Direction::Read, timeout)
-    }
-
-    /// Bounds each write by `timeout`; `None` waits forever. A zero duration is
-    /// refused, like std.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket.set_timeout(Direction::Write, timeout)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.socket.timeout(Direction::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.socket.timeout(Direction::Write))
-    }
-
-    /// Another handle to the same connection, sharing its descriptor,
-    /// registration and timeouts. Never fails; the `Result` is std's shape.
-    pub fn try_clone(&self) -> io::Result<UnixStream> {
-        Ok(UnixStream {
-            socket: Arc::clone(&self.socket),
-        })
-    }
-
-    /// Closes the connection for every handle, as
-    /// [`TcpStream::close`](crate::TcpStream::close) does.
-    pub fn close(&self) {
-        self.socket.close();
-        let _ = self.socket.io().shutdown(Shutdown::Both);
-    }
 }
 
-impl Read for &UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.socket.wait(Direction::Read, |mut io| io.read(buf))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
-        self.socket
-            .wait(Direction::Read, |mut io| io.read_vectored(bufs))
-    }
-}
-
-impl Write for &UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.socket.wait(Direction::Write, |mut io| io.write(buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.socket
-            .wait(Direction::Write, |mut io| io.write_vectored(bufs))
-    }
-
-    /// Nothing is buffered here: a no-op, like std's.
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-}
-
-impl Write for UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+stream_common!(UnixStream);
 
 impl fmt::Debug for UnixStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -266,12 +188,6 @@ impl fmt::Debug for UnixStream {
             out.field("peer", &peer);
         }
         out.finish()
-    }
-}
-
-impl std::os::fd::AsRawFd for UnixStream {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.socket.io().as_raw_fd()
     }
 }
 
