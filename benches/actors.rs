@@ -36,6 +36,7 @@
 //! | `skynet` | 10-ary tree of 1,111,111 processes; leaves send their number, parents sum | `secs`: from spawning the root to the root's sum; `peak_rss_mib`: the child's VmHWM |
 //! | `fan_in` | 4 senders x 1,000,000 messages to one receiver | `msgs_per_sec`: messages / time from spawning the senders to the last receipt |
 //! | `broadcast_ring` | one publisher, 4 subscribers, 10,000,000 `u64`s through a ring (channel) of 1,024; fibra: `channel::broadcast`, the publisher in batches of 64 (`next_n`), subscribers taking up to 64 (`recv_n`); tokio: `sync::broadcast`, the publisher yielding after every 64 sends, subscribers skipping what they lag behind by | `events_per_sec`: the fewest events any subscriber got / time from the first publish to the last subscriber's end; `missed`: events that subscriber did not get (fibra's ring never drops one) |
+//! | `idle_connections` | as many idle connections as the descriptor limit allows (raised to its hard limit; up to 10,000, both ends in this process), each served by a process (task) whose client never sends; fibra: a handler process per connection owning an active socket (`into_active`, `Active::Once`); tokio: a task awaiting a read into a 1 KiB buffer | `connections`; `bytes_per_conn`: RSS growth from before the first connect to after the last accept / connections (the kernel's socket memory is not in RSS); `accepts_per_sec` |
 //! | `shared_read` | fibra only: a handler process owns a published `(u64, u64)` (`Scope::publish`); a thread sends it 10,000 writes a second (`Shared::write`, each bumping both halves) while 2 threads read it (`Shared::read`) for 1 s, checking the halves agree | `reads_per_sec`: both readers' reads / 1 s; `writes_applied` |
 //! | `bounded_fan_in` | `fan_in` into a bounded mailbox of 1,024 (fibra: `set_mailbox_capacity`, senders `send_wait`; tokio: a bounded `mpsc` of 1,024, senders `send().await`) | `msgs_per_sec`, as `fan_in` |
 //! | `spawn_idle` | spawn 100,000 processes that wait for a message, then message each once | `ns_per_spawn`: spawn phase only; `bytes_per_process`: RSS growth over the spawn phase / 100,000 |
@@ -132,6 +133,8 @@ mod blocked;
 mod calls;
 #[path = "actors/channels.rs"]
 mod channels;
+#[path = "actors/idle_conns.rs"]
+mod idle_conns;
 #[path = "actors/io.rs"]
 mod io;
 #[path = "actors/memory.rs"]
@@ -251,7 +254,7 @@ impl Workload {
 }
 
 /// The suite, in the order it runs.
-const WORKLOADS: [Workload; 24] = [
+const WORKLOADS: [Workload; 25] = [
     Workload {
         name: "ping_pong",
         fibra: &[Case::only(|| ping_pong(on_fibra::ping_pong()))],
@@ -284,6 +287,12 @@ const WORKLOADS: [Workload; 24] = [
         tokio: &[Case::only(|| {
             channels::events_per_sec(channels::tokio_broadcast())
         })],
+        crossbeam: &[],
+    },
+    Workload {
+        name: "idle_connections",
+        fibra: &[Case::only(|| idle_conns::report(idle_conns::fibra()))],
+        tokio: &[Case::only(|| idle_conns::report(idle_conns::tokio()))],
         crossbeam: &[],
     },
     Workload {

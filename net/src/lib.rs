@@ -1,5 +1,6 @@
 //! fibra's networking: TCP, UDP and Unix-domain stream sockets for code that runs in
-//! fibra processes.
+//! fibra processes, and active TCP sockets that deliver what they receive as
+//! messages ([`ActiveStream`]).
 //!
 //! A fibra process has a stack of its own, so it can call functions that look
 //! blocking. The sockets here have the shape of `std::net`'s — `accept`, `read`,
@@ -75,6 +76,7 @@
 // The runtime's park primitive does not exist under the model checker.
 #![cfg(not(loom))]
 
+mod active;
 mod poller;
 mod socket;
 mod tcp;
@@ -82,6 +84,7 @@ mod udp;
 #[cfg(unix)]
 mod unix;
 
+pub use active::{Active, ActiveStream, SocketEvent};
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 #[cfg(unix)]

@@ -290,7 +290,11 @@ impl IoState {
     /// Step 4 and the first half of step 5: either consumes a readiness report or
     /// enlists the caller as a waiter.
     fn enlist(&self, direction: Direction) -> Enlist<'_> {
-        let unparker = current_unparker();
+        self.enlist_with(direction, current_unparker())
+    }
+
+    /// [`enlist`](Self::enlist) with a given unparker.
+    fn enlist_with(&self, direction: Direction, unparker: Unparker) -> Enlist<'_> {
         let mut waiting = self.waiting.lock();
         if self.closed.load(Ordering::Acquire) {
             return Enlist::Retry;
@@ -416,6 +420,21 @@ impl Registration {
                 // the deadline check above.
                 let _ = park_until(deadline);
                 drop(enlisted);
+            }
+        }
+    }
+
+    /// Enlists `unparker` (a callback: an active socket's reader) to be run at
+    /// the next readiness to read. Returns false instead if readiness (or the
+    /// close) came since the caller's last attempt: it should try again now.
+    /// The entry stays until the poller takes it; a closed socket drops it.
+    pub(crate) fn arm_read(&self, unparker: Unparker) -> bool {
+        match self.state.enlist_with(Direction::Read, unparker) {
+            Enlist::Retry => false,
+            Enlist::Waiting(enlisted) => {
+                // The guard would take the entry off the list; this one stays.
+                std::mem::forget(enlisted);
+                true
             }
         }
     }

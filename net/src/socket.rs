@@ -80,6 +80,12 @@ impl<S: Source> Socket<S> {
         self.registration.io(direction, deadline, op)
     }
 
+    /// Arms a callback for the next readiness to read; false if the caller
+    /// should try again at once (see `Registration::arm_read`).
+    pub(crate) fn arm_read(&self, unparker: fibra_runtime::park::Unparker) -> bool {
+        self.registration.arm_read(unparker)
+    }
+
     /// Closes the socket for every handle (see the module docs).
     pub(crate) fn close(&self) {
         self.registration.close();

@@ -55,14 +55,27 @@ enum Target {
     Process(Task),
     /// A plain thread.
     Thread(Thread),
+    /// Work to run instead of a wake-up (see [`Unparker::from_fn`]).
+    Callback(std::sync::Arc<dyn Fn() + Send + Sync>),
 }
 
 impl Unparker {
+    /// An unparker that runs `f` on the unparking thread instead of waking
+    /// anyone: for an event source that reacts to readiness itself (an active
+    /// socket reads and sends the data on as a message). `f` must not block:
+    /// it runs on the thread that unparks, an IO poller say.
+    pub fn from_fn(f: impl Fn() + Send + Sync + 'static) -> Unparker {
+        Unparker {
+            target: Target::Callback(std::sync::Arc::new(f)),
+        }
+    }
+
     /// Wakes the waiter, or leaves it a permit if it is not parked right now.
     pub fn unpark(&self) {
         match &self.target {
             Target::Process(task) => Waiter::Process(task.clone()).wake(),
             Target::Thread(thread) => thread.unpark(),
+            Target::Callback(f) => f(),
         }
     }
 }
@@ -72,6 +85,7 @@ impl fmt::Debug for Unparker {
         match &self.target {
             Target::Process(task) => write!(f, "Unparker(process <0.{}>)", task.header().id),
             Target::Thread(thread) => write!(f, "Unparker(thread {:?})", thread.id()),
+            Target::Callback(_) => f.write_str("Unparker(callback)"),
         }
     }
 }
