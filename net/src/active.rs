@@ -225,7 +225,7 @@ fn fire(inner: &Arc<Inner>) {
         match (inner.deliver)(None) {
             Delivery::Sent => reading.held = false,
             Delivery::Held => return,
-            Delivery::Gone => return finish(inner, &mut reading),
+            Delivery::Gone => return finish(inner, reading),
         }
     }
     loop {
@@ -260,7 +260,7 @@ fn fire(inner: &Arc<Inner>) {
         match (inner.deliver)(Some(event)) {
             Delivery::Sent => {}
             Delivery::Held => reading.held = true,
-            Delivery::Gone => return finish(inner, &mut reading),
+            Delivery::Gone => return finish(inner, reading),
         }
         if let Some(quota) = reading.quota.as_mut() {
             *quota -= 1;
@@ -274,9 +274,11 @@ fn fire(inner: &Arc<Inner>) {
     }
 }
 
-/// The owner has ended: the socket closes.
-fn finish(inner: &Inner, reading: &mut Reading) {
+/// The owner has ended: the socket closes, after the reader's lock is
+/// released (closing runs the reader's armed callback, if any, which takes it).
+fn finish(inner: &Inner, mut reading: parking_lot::MutexGuard<'_, Reading>) {
     reading.done = true;
+    drop(reading);
     inner.stream.close();
 }
 
