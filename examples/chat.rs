@@ -19,21 +19,26 @@
 //! ```text
 //! server            supervisor (rest-for-one)
 //! ├── connections   dynamic supervisor: one temporary child per client
-//! │   └── reader    free-running, one per client: reads the client's lines, hands
-//! │       │         each to the room
-//! │       └── writer  handler, linked to its reader, a member of the room: writes
-//! │                 to the client whatever the room sends it
+//! │   └── connection  handler, one per client, owning the client's socket in
+//! │       │           active mode: the client's bytes arrive as messages; it cuts
+//! │       │           them into lines and hands each to the room
+//! │       └── writer  handler, linked to its connection, a member of the room:
+//! │                   writes to the client whatever the room sends it
 //! └── acceptor      free-running: accepts connections, asks `connections` to start
-//!                   a reader for each
+//!                   a connection for each
 //!
 //! room              a process group named after the server's address
 //! ```
 //!
-//! * Code in a process may block, so the reader simply loops over `read`, and the
-//!   writer over `write_all`; only the process waits, never a worker thread. A
-//!   connection has two processes because a process waits for one thing at a time:
-//!   the reader for its client's next line, the writer for the room's next message.
-//!   Each client's writes happen in its own writer, so a client that is slow to read
+//! * The connection reads nothing itself: its socket is active
+//!   ([`TcpStream::into_active`](fibra::net::TcpStream::into_active)), so what the
+//!   client sends, and its leaving, arrive as messages, one chunk at a time
+//!   (`Active::Once`, re-armed after each), and an idle client costs no stack:
+//!   a handler process between messages holds none. Silence is the handler's
+//!   idle timeout. The writer loops over `write_all`, which may block: only the
+//!   process waits, never a worker thread. Writes have a process of their own so
+//!   that a client slow to read holds up only its writer, and each client's
+//!   writes happen in its own writer, so a client that is slow to read
 //!   holds up nobody but itself. A writer's mailbox is bounded ([`MAX_BACKLOG`]
 //!   lines, [`Process::mailbox_capacity`]): a line the room hands to a full one
 //!   is refused, and that client is dropped, so one that stops reading costs a
@@ -41,14 +46,14 @@
 //! * The room is a process group ([`Handle::join_group`]) whose members are the
 //!   writers. The runtime takes a writer out of the group when it ends, however it
 //!   ends, so the room never holds a dead client and needs no process of its own.
-//! * Every connection is supervised. Its reader is a temporary child of the
+//! * Every connection is supervised. It is a temporary child of the
 //!   `connections` dynamic supervisor ([`DynamicSupervisor`]), started by the
-//!   acceptor with the client's socket as its argument ([`ChildSpec::free_once`]:
+//!   acceptor with the client's socket as its argument ([`ChildSpec::handler_once`]:
 //!   a socket cannot be made twice, so a connection is never restarted). Its writer
-//!   is linked to its reader: when either of them crashes, the link takes the other
-//!   one down, their socket closes, and nothing else notices. When the server stops,
-//!   `connections` stops every reader at once, and the links take the writers along:
-//!   no connection outlives its server.
+//!   is linked to it: when either of them crashes, the link takes the other one
+//!   down, their socket closes, and nothing else notices. When the server stops,
+//!   `connections` stops every connection at once, and the links take the writers
+//!   along: no connection outlives its server.
 //! * The acceptor is restarted: if `accept` fails for good it exits with the error,
 //!   and the supervisor starts a fresh acceptor on the same listening socket after a
 //!   growing delay; if that keeps happening, the supervisor gives up and `main`
@@ -63,13 +68,13 @@
 //! [`serve`] is the whole server, so that `tests/chat.rs` can start one and talk to
 //! it; `main` only reads the arguments and waits.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fibra::net::{TcpListener, TcpStream};
+use fibra::net::{Active, ActiveStream, SocketEvent, TcpListener, TcpStream};
 use fibra::prelude::*;
 use fibra::{MonitorRef, Scope};
 
@@ -80,7 +85,6 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// The longest line a client may send, in bytes, not counting its line ending.
 pub const MAX_LINE: usize = 4096;
 /// Bytes taken from a socket per `read`.
-const READ_CHUNK: usize = 4096;
 /// How long a writer waits for its client to take one line before it gives the
 /// client up. A client that reads nothing for this long is gone or stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,20 +101,20 @@ pub const MAX_BACKLOG: usize = 1024;
 /// counts as too slow. A client that reads keeps its writer's mailbox from
 /// staying full for this long; one that has stopped reading does not.
 const SLOW_CLIENT_GRACE: Duration = Duration::from_millis(500);
-/// How long a reader that has said goodbye keeps reading, and throwing away, what
+/// How long a connection that has said goodbye keeps taking, and throwing away, what
 /// the client still sends. Closing a socket with unread input makes the kernel
 /// reset the connection, and a reset can cost the client the goodbye; reading on
 /// until the client closes (or this long) lets the goodbye arrive.
 const LINGER: Duration = Duration::from_secs(2);
-/// The most a lingering reader throws away before it closes anyway.
+/// The most a lingering connection throws away before it closes anyway.
 const LINGER_BYTES: usize = 64 * 1024;
 /// The most clients served at once; more are refused. Each costs two processes
 /// and a socket, so the bound is the descriptor limit's more than memory's.
 pub const MAX_CLIENTS: usize = 10_000;
-/// How long the acceptor waits for `connections` to start a client's reader.
+/// How long the acceptor waits for `connections` to start a client's connection.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a reader told to stop may take before it is killed. It stops at its
-/// next blocking call, so at once unless it is in the middle of a write.
+/// How long a connection told to stop may take before it is killed. A handler
+/// stops between messages, so at once unless it is in the middle of a write.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for the writers to send their goodbyes, and then for
 /// the supervision tree to stop.
@@ -159,7 +163,7 @@ impl Server {
     }
 
     /// The supervisor of its connections, whose children are the connections'
-    /// readers.
+    /// handler processes.
     pub fn connection_supervisor(&self) -> &DynamicSupervisorPid<Client> {
         &self.connections
     }
@@ -199,7 +203,7 @@ impl Server {
     }
 
     /// The writers of the connections in the room, in the order they joined. A
-    /// connection's reader and writer are linked, so killing the writer ends the
+    /// connection's handler and writer are linked, so killing the writer ends the
     /// connection.
     pub fn connections(&self) -> Vec<AnyPid> {
         self.handle
@@ -234,9 +238,10 @@ pub fn serve(
         let room = Arc::clone(&room);
         move |(stream, peer): Client| {
             let room = Arc::clone(&room);
-            ChildSpec::free_once("connection", move |cx: &mut FnContext<()>| {
-                converse(cx, stream, peer, &room, idle_timeout)
-            })
+            ChildSpec::handler_once(
+                "connection",
+                Connection::new(stream, peer, room, idle_timeout),
+            )
             .shutdown(fibra::Shutdown::Timeout(STOP_TIMEOUT))
         }
     };
@@ -323,84 +328,207 @@ fn is_one_connection(e: &io::Error) -> bool {
     )
 }
 
-/// The reader of a connection: sets up its writer and the room membership, hands
-/// the client's lines to the room, and says goodbye.
-fn converse(
-    cx: &mut FnContext<()>,
-    stream: TcpStream,
+/// A connection's handler process: owns the client's socket in active mode,
+/// so the client's bytes arrive as messages and an idle connection holds no
+/// stack; it sets up the writer and the room membership, hands the client's
+/// lines to the room, and says goodbye.
+struct Connection {
+    /// The client's socket until `started` makes it active.
+    stream: Option<TcpStream>,
+    /// The client's socket in active mode.
+    socket: Option<ActiveStream>,
+    /// The client's address.
     peer: SocketAddr,
-    room: &str,
+    /// The room's group name.
+    room: Arc<str>,
+    /// How long the client may stay silent.
     idle: Duration,
-) {
-    let handle = cx.runtime();
-    let setup = stream
-        .set_read_timeout(Some(idle))
-        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
-        .and_then(|()| stream.try_clone());
-    let writer_stream = match setup {
-        Ok(writer_stream) => writer_stream,
-        Err(e) => {
-            tracing::info!("{peer}: lost at once: {e}");
+    /// The connection's writer, once started.
+    writer: Option<Pid<Out>>,
+    /// The client's bytes not yet cut into lines.
+    lines: Lines,
+    /// After a goodbye: how much the client's further input thrown away (see
+    /// [`LINGER`]).
+    lingering: Option<usize>,
+    /// Whether the room was told the client left.
+    left: bool,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, peer: SocketAddr, room: Arc<str>, idle: Duration) -> Self {
+        Connection {
+            stream: Some(stream),
+            socket: None,
+            peer,
+            room,
+            idle,
+            writer: None,
+            lines: Lines::default(),
+            lingering: None,
+            left: false,
+        }
+    }
+
+    /// Ends the conversation: the room is told, the client gets its goodbye
+    /// (if any), and the connection lingers to let it arrive, or stops.
+    fn end(&mut self, end: End, cx: &mut Context<Self>) {
+        let peer = self.peer;
+        self.leave(cx);
+        let goodbye = match end {
+            End::Closed => {
+                tracing::info!("{peer}: left");
+                None
+            }
+            End::TooLong => {
+                tracing::info!("{peer}: sent a line over {MAX_LINE} bytes");
+                Some(format!(
+                    "* line too long (over {MAX_LINE} bytes), closing\n"
+                ))
+            }
+            End::Silent => {
+                tracing::info!("{peer}: timed out");
+                Some(format!("* no word from you for {:?}, closing\n", self.idle))
+            }
+            End::Failed(e) => {
+                tracing::info!("{peer}: lost: {e}");
+                if let Some(socket) = &self.socket {
+                    socket.close();
+                }
+                None
+            }
+        };
+        let lingers = goodbye.is_some();
+        if let Some(writer) = &self.writer {
+            // The writer may have ended already; then there is nobody left to
+            // tell. A full mailbox makes this wait for room: the goodbye comes
+            // after what the client was still owed.
+            let _ = writer.send_timeout(Out::Close(goodbye), WRITE_TIMEOUT);
+        }
+        match (&self.socket, lingers) {
+            (Some(socket), true) => {
+                self.lingering = Some(0);
+                cx.set_idle_timeout(Some(LINGER));
+                socket.set_active(Active::Once);
+            }
+            _ => cx.stop(),
+        }
+    }
+
+    /// Leaves the room and tells it, once.
+    fn leave(&mut self, cx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.left, true) {
             return;
         }
-    };
-    let writer = cx.spawn_link(Writer {
-        stream: writer_stream,
-    });
-    if !handle.join_group(room, &writer) {
-        // The writer has ended already, which before its first message only a kill
-        // does; the link takes this process along.
-        return;
+        if let Some(writer) = &self.writer {
+            cx.runtime().leave_group(&self.room, writer);
+            tell_room(cx, &self.room, writer, format!("* {} left\n", self.peer));
+        }
     }
-    let others = match handle.group_members::<Out>(room).len().saturating_sub(1) {
-        0 => "nobody else here".to_string(),
-        1 => "1 other here".to_string(),
-        n => format!("{n} others here"),
-    };
-    let _ = writer.send(Out::Line(format!("* welcome, {peer}; {others}\n").into()));
-    tell_room(cx, room, &writer, format!("* {peer} joined\n"));
-    tracing::info!("{peer}: joined");
+}
 
-    let mut lines = Lines::default();
-    // One turn per line the client sends; the client's silence ends it.
-    let end = loop {
-        match lines.next(&stream) {
-            Heard::Line(line) if line.is_empty() => {}
-            Heard::Line(line) => tell_room(cx, room, &writer, format!("{peer}: {line}\n")),
-            Heard::End(end) => break end,
-        }
-    };
+impl Process for Connection {
+    type Message = SocketEvent;
 
-    handle.leave_group(room, &writer);
-    tell_room(cx, room, &writer, format!("* {peer} left\n"));
-    let goodbye = match end {
-        End::Closed => {
-            tracing::info!("{peer}: left");
-            None
+    fn started(&mut self, cx: &mut Context<Self>) {
+        let peer = self.peer;
+        let stream = self.stream.take().expect("started once");
+        let writer_stream = match stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .and_then(|()| stream.try_clone())
+        {
+            Ok(writer_stream) => writer_stream,
+            Err(e) => {
+                tracing::info!("{peer}: lost at once: {e}");
+                self.left = true;
+                return cx.stop();
+            }
+        };
+        let writer = cx.spawn_link(Writer {
+            stream: writer_stream,
+        });
+        let handle = cx.runtime();
+        if !handle.join_group(&*self.room, &writer) {
+            // The writer has ended already, which before its first message only
+            // a kill does; the link takes this process along.
+            self.left = true;
+            return cx.stop();
         }
-        End::TooLong => {
-            tracing::info!("{peer}: sent a line over {MAX_LINE} bytes");
-            Some(format!(
-                "* line too long (over {MAX_LINE} bytes), closing\n"
-            ))
+        let others = match handle
+            .group_members::<Out>(&self.room)
+            .len()
+            .saturating_sub(1)
+        {
+            0 => "nobody else here".to_string(),
+            1 => "1 other here".to_string(),
+            n => format!("{n} others here"),
+        };
+        let _ = writer.send(Out::Line(format!("* welcome, {peer}; {others}\n").into()));
+        tell_room(cx, &self.room, &writer, format!("* {peer} joined\n"));
+        tracing::info!("{peer}: joined");
+        self.writer = Some(writer);
+        match stream.into_active(cx.pid(), Active::Once) {
+            Ok(socket) => self.socket = Some(socket),
+            Err(e) => return self.end(End::Failed(e), cx),
         }
-        End::Silent => {
-            tracing::info!("{peer}: timed out");
-            Some(format!("* no word from you for {idle:?}, closing\n"))
+        cx.set_idle_timeout(Some(self.idle));
+    }
+
+    fn handle(&mut self, event: SocketEvent, cx: &mut Context<Self>) {
+        if let Some(thrown_away) = self.lingering.as_mut() {
+            // After the goodbye: throw input away until the client closes, or
+            // for at most LINGER_BYTES (LINGER is the idle timeout now).
+            match event {
+                SocketEvent::Data(bytes) => {
+                    *thrown_away += bytes.len();
+                    match (*thrown_away < LINGER_BYTES, &self.socket) {
+                        (true, Some(socket)) => socket.set_active(Active::Once),
+                        _ => cx.stop(),
+                    }
+                }
+                _ => cx.stop(),
+            }
+            return;
         }
-        End::Failed(e) => {
-            tracing::info!("{peer}: lost: {e}");
-            stream.close();
-            None
+        match event {
+            SocketEvent::Data(bytes) => {
+                self.lines.feed(&bytes);
+                loop {
+                    match self.lines.next_line() {
+                        Some(Ok(line)) if line.is_empty() => {}
+                        Some(Ok(line)) => {
+                            if let Some(writer) = &self.writer {
+                                tell_room(
+                                    cx,
+                                    &self.room,
+                                    writer,
+                                    format!("{}: {line}\n", self.peer),
+                                );
+                            }
+                        }
+                        Some(Err(TooLong)) => return self.end(End::TooLong, cx),
+                        None => break,
+                    }
+                }
+                if let Some(socket) = &self.socket {
+                    socket.set_active(Active::Once);
+                }
+            }
+            SocketEvent::Closed => self.end(End::Closed, cx),
+            SocketEvent::Error(e) => self.end(End::Failed(e), cx),
+            _ => self.end(End::Failed(io::Error::other("unknown socket event")), cx),
         }
-    };
-    let lingers = goodbye.is_some();
-    // The writer may have ended already; then there is nobody left to tell. A
-    // full mailbox makes this wait for room: the goodbye comes after what the
-    // client was still owed.
-    let _ = writer.send_timeout(Out::Close(goodbye), WRITE_TIMEOUT);
-    if lingers {
-        linger(&stream);
+    }
+
+    fn timeout(&mut self, cx: &mut Context<Self>) {
+        match self.lingering {
+            Some(_) => cx.stop(),
+            None => self.end(End::Silent, cx),
+        }
+    }
+
+    fn stopped(&mut self, cx: &mut Context<Self>) {
+        // Stopped by its supervisor (the server stops): the room is told.
+        self.leave(cx);
     }
 }
 
@@ -408,7 +536,7 @@ fn converse(
 /// mailbox is full gets [`SLOW_CLIENT_GRACE`] to make room (so the speaker
 /// slows to the pace of the slowest client that reads); one that stays full is
 /// too slow to read: it gets an exit signal that ends it at once, even in the
-/// middle of a write, and its reader with it (they are linked), as a clean end
+/// middle of a write, and its connection with it (they are linked), as a clean end
 /// ([`Exit::done`]), not a crash.
 fn tell_room(cx: &Scope, room: &str, sender: &Pid<Out>, line: String) {
     let line: Arc<str> = line.into();
@@ -425,34 +553,6 @@ fn tell_room(cx: &Scope, room: &str, sender: &Pid<Out>, line: String) {
     }
 }
 
-/// Reads and throws away what the client still sends, until it closes its end, or
-/// for at most [`LINGER`] or [`LINGER_BYTES`] (see [`LINGER`] for why).
-fn linger(stream: &TcpStream) {
-    let until = Instant::now() + LINGER;
-    let mut chunk = [0u8; READ_CHUNK];
-    let mut thrown_away = 0;
-    while thrown_away < LINGER_BYTES {
-        let Some(left) = until.checked_duration_since(Instant::now()) else {
-            return;
-        };
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match (&*stream).read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => thrown_away += n,
-        }
-    }
-}
-
-/// What a reader heard from its client.
-enum Heard {
-    /// A line, without its line ending.
-    Line(String),
-    /// The end of the conversation.
-    End(End),
-}
-
 /// Why a conversation ended.
 enum End {
     /// The client closed its end.
@@ -465,7 +565,10 @@ enum End {
     Failed(io::Error),
 }
 
-/// Splits what a client sends into lines.
+/// A line longer than [`MAX_LINE`] came (or is coming: no newline within it).
+struct TooLong;
+
+/// Cuts what a client sends into lines.
 #[derive(Default)]
 struct Lines {
     /// Bytes received and not yet returned as a line.
@@ -475,58 +578,40 @@ struct Lines {
 }
 
 impl Lines {
-    /// The next line from `stream`. A last line without a newline is dropped when
-    /// the client closes.
-    fn next(&mut self, stream: &TcpStream) -> Heard {
-        let mut chunk = [0u8; READ_CHUNK];
-        // Every turn returns or reads at least a byte into `buf`, and `buf` over
-        // `MAX_LINE` (and its ending) returns: at most that many turns.
-        loop {
-            if let Some(at) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
-                let end = self.scanned + at;
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                self.scanned = 0;
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if line.len() > MAX_LINE {
-                    return Heard::End(End::TooLong);
-                }
-                return Heard::Line(String::from_utf8_lossy(&line).into_owned());
-            }
-            self.scanned = self.buf.len();
-            // Room for the longest line and a "\r" before its newline.
-            if self.buf.len() > MAX_LINE + 1 {
-                return Heard::End(End::TooLong);
-            }
-            match (&*stream).read(&mut chunk) {
-                Ok(0) => return Heard::End(End::Closed),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => return Heard::End(End::Silent),
-                Err(e) => return Heard::End(End::Failed(e)),
-            }
-        }
+    /// Takes bytes the client sent.
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
-}
 
-/// Whether `e` is a read that ran out of time.
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    )
+    /// The next complete line, without its ending; `None` until one is there.
+    fn next_line(&mut self) -> Option<Result<String, TooLong>> {
+        if let Some(at) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            let end = self.scanned + at;
+            let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+            self.scanned = 0;
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.len() > MAX_LINE {
+                return Some(Err(TooLong));
+            }
+            return Some(Ok(String::from_utf8_lossy(&line).into_owned()));
+        }
+        self.scanned = self.buf.len();
+        // Room for the longest line and a "\r" before its newline.
+        (self.buf.len() > MAX_LINE + 1).then_some(Err(TooLong))
+    }
 }
 
 /// The writer of a connection: writes what the room sends to the client.
 struct Writer {
-    /// The connection, shared with its reader.
+    /// The connection, shared with its handler's active socket.
     stream: TcpStream,
 }
 
 impl Writer {
-    /// Gives up on the client: closes the connection, which also wakes the reader,
+    /// Gives up on the client: closes the connection, which also ends its handler,
     /// and stops.
     fn give_up(&mut self, why: &str, cx: &mut Context<Self>) {
         if let Ok(peer) = self.stream.peer_addr() {
@@ -555,7 +640,7 @@ impl Process for Writer {
                 if let Some(goodbye) = goodbye {
                     let _ = self.stream.write_all(goodbye.as_bytes());
                 }
-                // The reader may still be reading (to linger); end only our half.
+                // The handler may still be taking input (to linger); end only our half.
                 let _ = self.stream.shutdown(Shutdown::Write);
                 cx.stop();
             }

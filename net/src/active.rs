@@ -14,7 +14,9 @@
 //! peer can then fill the mailbox; a bounded one refuses the data, which the
 //! socket keeps, reading no more until the owner asks again with `set_active`).
 //! Writes stay plain calls ([`ActiveStream::stream`]): they suspend the writing
-//! process while the socket's buffer is full.
+//! process while the socket's buffer is full. A socket closed on this side
+//! ([`ActiveStream::close`], or `close` on any handle of the stream) tells its
+//! owner with [`SocketEvent::Error`] (`NotConnected`) the next time it reads.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -249,11 +251,8 @@ fn fire(inner: &Arc<Inner>) {
                 }
                 continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                // Closed on this side: nobody is told, it was asked for.
-                reading.done = true;
-                return;
-            }
+            // Closed on this side (by any handle, a writer that gave up say):
+            // the owner hears of it as an error, `NotConnected`.
             Err(e) => SocketEvent::Error(e),
         };
         let last = !matches!(event, SocketEvent::Data(_));

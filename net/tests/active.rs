@@ -222,3 +222,15 @@ fn the_owners_end_closes_the_socket() {
         assert!(rest.is_empty());
     });
 }
+
+/// Closing the socket on this side (any handle) tells the owner.
+#[test]
+fn a_close_on_this_side_reaches_the_owner() {
+    watchdog(30, || {
+        let rt = runtime();
+        let s = setup(&rt, Active::Once, Active::Once, None);
+        // Whether the owner has armed the socket yet or arms it after: it hears.
+        s.socket.stream().try_clone().unwrap().close();
+        assert_eq!(s.events.recv_timeout(Duration::from_secs(10)), Ok("error"));
+    });
+}
