@@ -102,16 +102,69 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A TCP connection in active mode (see the module docs). Cloning gives
 /// another handle; the connection closes when the last handle is dropped or
 /// on [`close`](ActiveStream::close).
-#[derive(Clone)]
-pub struct ActiveStream {
+pub struct ActiveStream<S: Source = TcpStream> {
     /// What the handles and the poller's callback share.
-    inner: Arc<Inner>,
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Source> Clone for ActiveStream<S> {
+    fn clone(&self) -> Self {
+        ActiveStream {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// A stream that can be active: [`TcpStream`] and
+/// [`UnixStream`](crate::UnixStream). Sealed: its methods are the crate's own.
+pub trait Source: Send + Sync + 'static + private::Sealed {}
+
+mod private {
+    /// Keeps [`Source`](super::Source) to this crate's streams.
+    pub trait Sealed {
+        /// One non-blocking read: the bytes (empty at the end), or `None`.
+        fn read_now(&self, buf: &mut Vec<u8>) -> std::io::Result<Option<Vec<u8>>>;
+        /// Arms `callback` for the next readiness to read; false: retry now.
+        fn arm_read(&self, callback: fibra_runtime::park::Unparker) -> bool;
+        /// Closes the stream for every handle.
+        fn close_stream(&self);
+    }
+}
+
+impl Source for TcpStream {}
+
+impl private::Sealed for TcpStream {
+    fn read_now(&self, buf: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        TcpStream::read_now(self, buf)
+    }
+    fn arm_read(&self, callback: Unparker) -> bool {
+        TcpStream::arm_read(self, callback)
+    }
+    fn close_stream(&self) {
+        self.close();
+    }
+}
+
+#[cfg(unix)]
+impl Source for crate::UnixStream {}
+
+#[cfg(unix)]
+impl private::Sealed for crate::UnixStream {
+    fn read_now(&self, buf: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        crate::UnixStream::read_now(self, buf)
+    }
+    fn arm_read(&self, callback: Unparker) -> bool {
+        crate::UnixStream::arm_read(self, callback)
+    }
+    fn close_stream(&self) {
+        self.close();
+    }
 }
 
 /// An active socket's state.
-struct Inner {
+struct Inner<S> {
     /// The connection.
-    stream: TcpStream,
+    stream: S,
     /// Sends an event (or, given none, a message held back earlier) to the
     /// owner.
     deliver: Box<dyn Fn(Option<SocketEvent>) -> Delivery + Send + Sync>,
@@ -142,56 +195,77 @@ struct Reading {
 }
 
 impl TcpStream {
-    /// Puts the connection in active mode: what it receives goes to `owner`
-    /// as messages (`M: From<SocketEvent>`), at most as much as `active`
-    /// allows before the owner asks again. The returned handle writes and
-    /// re-arms; dropping its last clone closes the connection.
+    /// Puts the connection in active mode: see [`ActiveStream`] and the module
+    /// docs.
     pub fn into_active<M>(self, owner: Pid<M>, active: Active) -> io::Result<ActiveStream>
     where
         M: From<SocketEvent> + Send + 'static,
     {
-        let held: Mutex<Option<M>> = Mutex::new(None);
-        let deliver = move |event: Option<SocketEvent>| {
-            let mut held = held.lock();
-            if let Some(msg) = held.take() {
-                match owner.send(msg) {
-                    Ok(()) => {}
-                    Err(SendError::Full(msg)) => {
-                        *held = Some(msg);
-                        return Delivery::Held;
-                    }
-                    Err(_) => return Delivery::Gone,
-                }
-            }
-            let Some(event) = event else {
-                return Delivery::Sent;
-            };
-            match owner.send(M::from(event)) {
-                Ok(()) => Delivery::Sent,
-                Err(SendError::Full(msg)) => {
-                    *held = Some(msg);
-                    Delivery::Held
-                }
-                Err(_) => Delivery::Gone,
-            }
-        };
-        let stream = ActiveStream {
-            inner: Arc::new(Inner {
-                stream: self,
-                deliver: Box::new(deliver),
-                reading: Mutex::new(Reading {
-                    quota: Some(0),
-                    held: false,
-                    done: false,
-                }),
-            }),
-        };
-        stream.set_active(active);
-        Ok(stream)
+        activate(self, owner, active)
     }
 }
 
-impl ActiveStream {
+#[cfg(unix)]
+impl crate::UnixStream {
+    /// Puts the connection in active mode, as [`TcpStream::into_active`].
+    pub fn into_active<M>(
+        self,
+        owner: Pid<M>,
+        active: Active,
+    ) -> io::Result<ActiveStream<crate::UnixStream>>
+    where
+        M: From<SocketEvent> + Send + 'static,
+    {
+        activate(self, owner, active)
+    }
+}
+
+/// The two streams' `into_active`.
+fn activate<S: Source, M>(stream: S, owner: Pid<M>, active: Active) -> io::Result<ActiveStream<S>>
+where
+    M: From<SocketEvent> + Send + 'static,
+{
+    let held: Mutex<Option<M>> = Mutex::new(None);
+    let deliver = move |event: Option<SocketEvent>| {
+        let mut held = held.lock();
+        if let Some(msg) = held.take() {
+            match owner.send(msg) {
+                Ok(()) => {}
+                Err(SendError::Full(msg)) => {
+                    *held = Some(msg);
+                    return Delivery::Held;
+                }
+                Err(_) => return Delivery::Gone,
+            }
+        }
+        let Some(event) = event else {
+            return Delivery::Sent;
+        };
+        match owner.send(M::from(event)) {
+            Ok(()) => Delivery::Sent,
+            Err(SendError::Full(msg)) => {
+                *held = Some(msg);
+                Delivery::Held
+            }
+            Err(_) => Delivery::Gone,
+        }
+    };
+    let stream = ActiveStream {
+        inner: Arc::new(Inner {
+            stream,
+            deliver: Box::new(deliver),
+            reading: Mutex::new(Reading {
+                quota: Some(0),
+                held: false,
+                done: false,
+            }),
+        }),
+    };
+    stream.set_active(active);
+    Ok(stream)
+}
+
+impl<S: Source> ActiveStream<S> {
     /// Asks for more: sets how much the socket may deliver from now on and
     /// reads what is already there.
     pub fn set_active(&self, active: Active) {
@@ -209,19 +283,19 @@ impl ActiveStream {
 
     /// The connection, for writing (and its options); reading it directly
     /// races with the active reader.
-    pub fn stream(&self) -> &TcpStream {
+    pub fn stream(&self) -> &S {
         &self.inner.stream
     }
 
     /// Closes the connection (see [`TcpStream::close`]).
     pub fn close(&self) {
-        self.inner.stream.close();
+        self.inner.stream.close_stream();
     }
 }
 
 /// Reads and delivers while the quota allows, then arms the poller to call
 /// again at the next readiness. One reader at a time (the lock).
-fn fire(inner: &Arc<Inner>) {
+fn fire<S: Source>(inner: &Arc<Inner<S>>) {
     let mut reading = inner.reading.lock();
     if reading.held {
         match (inner.deliver)(None) {
@@ -240,7 +314,7 @@ fn fire(inner: &Arc<Inner>) {
             Ok(None) => {
                 // Nothing there: the poller calls again at the next readiness,
                 // unless readiness came meanwhile (then read again now).
-                let weak: Weak<Inner> = Arc::downgrade(inner);
+                let weak: Weak<Inner<S>> = Arc::downgrade(inner);
                 let callback = Unparker::from_fn(move || {
                     if let Some(inner) = weak.upgrade() {
                         fire(&inner);
@@ -275,13 +349,13 @@ fn fire(inner: &Arc<Inner>) {
 
 /// The owner has ended: the socket closes, after the reader's lock is
 /// released (closing runs the reader's armed callback, if any, which takes it).
-fn finish(inner: &Inner, mut reading: parking_lot::MutexGuard<'_, Reading>) {
+fn finish<S: Source>(inner: &Inner<S>, mut reading: parking_lot::MutexGuard<'_, Reading>) {
     reading.done = true;
     drop(reading);
-    inner.stream.close();
+    inner.stream.close_stream();
 }
 
-impl fmt::Debug for ActiveStream {
+impl<S: Source + fmt::Debug> fmt::Debug for ActiveStream<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ActiveStream")
             .field(&self.inner.stream)

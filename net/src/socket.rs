@@ -214,6 +214,29 @@ macro_rules! stream_common {
                 // Fails only if the connection is gone already, which is the aim.
                 let _ = self.socket.io().shutdown(std::net::Shutdown::Both);
             }
+
+            /// One non-blocking read into `buf` for an active socket: the bytes
+            /// read (empty at the end of stream), or `None` if nothing is there
+            /// now.
+            pub(crate) fn read_now(&self, buf: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+                let mut io = self.socket.open()?;
+                loop {
+                    match io.read(buf) {
+                        Ok(n) => {
+                            buf.truncate(n);
+                            return Ok(Some(std::mem::take(buf)));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+
+            /// Arms `callback` for the next readiness to read (an active socket).
+            pub(crate) fn arm_read(&self, callback: fibra_runtime::park::Unparker) -> bool {
+                self.socket.arm_read(callback)
+            }
         }
 
         impl Read for &$stream {

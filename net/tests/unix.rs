@@ -125,3 +125,33 @@ fn a_closed_listener_stops_accepting() {
         assert!(UnixListener::bind(&path.0).is_err());
     });
 }
+
+/// A Unix stream in active mode delivers to its owner as a TCP one does.
+#[test]
+fn an_active_unix_stream_delivers_messages() {
+    watchdog(20, || {
+        use fibra_net::{Active, SocketEvent};
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let owner = rt
+            .spawn_fn(move |cx: &mut FnContext<SocketEvent>| {
+                let _ = ready.recv();
+                let mut got = Vec::new();
+                loop {
+                    match cx.receive() {
+                        SocketEvent::Data(bytes) => got.extend(bytes),
+                        SocketEvent::Closed => return Ok(got),
+                        _ => return Err("an error"),
+                    }
+                }
+            })
+            .unwrap();
+        let socket = a.into_active(owner.pid(), Active::Always).unwrap();
+        ready_tx.send(()).unwrap();
+        b.write_all(b"hello over unix").unwrap();
+        drop(b);
+        assert_eq!(owner.join().unwrap(), Ok(b"hello over unix".to_vec()));
+        drop(socket);
+    });
+}
