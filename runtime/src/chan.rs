@@ -520,33 +520,17 @@ impl<T, U: Unpark> Chan<T, U> {
     /// For `select`: puts a receiver's unparker on the receivers' wait list
     /// until the returned guard drops (which passes a wake-up on if this one
     /// was notified but leaves a message queued).
-    pub fn register_receiver(&self, unparker: U) -> ReceiverWait<'_, T, U> {
-        ReceiverWait {
-            chan: self,
-            key: self.recv_waiters.register(unparker),
-        }
+    pub fn register_receiver(&self, unparker: U) -> Registration<'_, U, impl Fn() -> bool + '_> {
+        Registration::new(&self.recv_waiters, unparker, move || {
+            self.is_ready_to_recv()
+        })
     }
 }
 
-/// A receiver's entry on a channel's wait list, for `select`; removed on drop.
-pub struct ReceiverWait<'a, T, U: Unpark> {
-    /// The channel.
-    chan: &'a Chan<T, U>,
-    /// The entry's key.
-    key: WaitKey,
-}
-
-impl<T, U: Unpark> Drop for ReceiverWait<'_, T, U> {
-    fn drop(&mut self) {
-        if !self.chan.recv_waiters.unregister(self.key) && self.chan.is_ready_to_recv() {
-            self.chan.recv_waiters.notify_one();
-        }
-    }
-}
-
-/// The module's waiting loop: `attempt` until it returns a result, parking in
-/// between; `None` once `deadline` passed. `still_ready` says whether the
-/// condition the waiters wait for holds (to pass a wake-up on).
+/// The module's waiting loop on one wait list: `attempt` until it returns a
+/// result, parking in between; `None` once `deadline` passed. `still_ready`
+/// says whether the condition the waiters wait for holds (to pass a wake-up
+/// on).
 pub fn wait<U: Unpark, P: Park<Unparker = U>, R>(
     list: &WaitList<U>,
     park: &P,
@@ -554,30 +538,44 @@ pub fn wait<U: Unpark, P: Park<Unparker = U>, R>(
     attempt: &mut impl FnMut() -> Option<R>,
     still_ready: impl Fn() -> bool,
 ) -> Option<R> {
-    if let Some(done) = attempt() {
+    wait_with(
+        &mut (),
+        park,
+        deadline,
+        |()| attempt(),
+        |(), unparker| Registration::new(list, unparker, &still_ready),
+    )
+}
+
+/// The module's waiting loop, for any registrations (a `select` registers on
+/// several lists at once): `attempt` on `state` until it returns a result; in
+/// between, `register` (what it returns is dropped, unregistering, before the
+/// next round), `attempt` once more, and park; `None` once `deadline` passed.
+/// A thread (`park.spins()`) spins briefly before its first registration.
+pub fn wait_with<S, U: Unpark, P: Park<Unparker = U>, R, G>(
+    state: &mut S,
+    park: &P,
+    deadline: Option<Instant>,
+    mut attempt: impl FnMut(&mut S) -> Option<R>,
+    register: impl Fn(&S, U) -> G,
+) -> Option<R> {
+    if let Some(done) = attempt(state) {
         return Some(done);
     }
     if park.spins() {
         let backoff = crossbeam_utils::Backoff::new();
         while !backoff.is_completed() {
             backoff.snooze();
-            if let Some(done) = attempt() {
+            if let Some(done) = attempt(state) {
                 return Some(done);
             }
         }
     }
     loop {
-        let registration = Registration {
-            list,
-            key: list.register(park.unparker()),
-            still_ready: &still_ready,
-        };
-        let done = attempt();
+        let registration = register(state, park.unparker());
+        let done = attempt(state);
         let in_time = done.is_none() && park.park(deadline);
-        let done = match done {
-            Some(done) => Some(done),
-            None => attempt(),
-        };
+        let done = done.or_else(|| attempt(state));
         drop(registration);
         if done.is_some() || !in_time {
             return done;
@@ -586,21 +584,33 @@ pub fn wait<U: Unpark, P: Park<Unparker = U>, R>(
 }
 
 /// A waiter's entry on a wait list, removed when it drops: also when a process
-/// unwinds out of its park (a kill), so that no entry outlives its wait.
-struct Registration<'a, U: Unpark, F: Fn() -> bool> {
+/// unwinds out of its park (a kill), so that no entry outlives its wait. A
+/// waiter that was notified and leaves with the condition still true passes
+/// the wake-up on (the module's "passing a wake-up on").
+pub struct Registration<'a, U: Unpark, F: Fn() -> bool> {
     /// The list it is on.
     list: &'a WaitList<U>,
     /// Its key there.
     key: WaitKey,
     /// Whether the condition its waiters wait for holds.
-    still_ready: &'a F,
+    still_ready: F,
+}
+
+impl<'a, U: Unpark, F: Fn() -> bool> Registration<'a, U, F> {
+    /// Registers `unparker` on `list`.
+    fn new(list: &'a WaitList<U>, unparker: U, still_ready: F) -> Self {
+        Registration {
+            list,
+            key: list.register(unparker),
+            still_ready,
+        }
+    }
 }
 
 impl<U: Unpark, F: Fn() -> bool> Drop for Registration<'_, U, F> {
     fn drop(&mut self) {
         let notified = !self.list.unregister(self.key);
         if notified && (self.still_ready)() {
-            // The module's "passing a wake-up on".
             self.list.notify_one();
         }
     }

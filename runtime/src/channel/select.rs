@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use super::{deadline_after, Current, Receiver, RecvError};
-use crate::chan::{Park, ReceiverWait, RecvFailure, Unpark};
+use crate::chan::{wait_with, RecvFailure, Registration, Unpark};
 use crate::free::FnContext;
 use crate::park::{consume_budget, Unparker};
 
@@ -64,7 +64,7 @@ trait Branch<'a, R> {
 /// A registration kept alive for its `Drop`.
 trait Registered {}
 
-impl<T, U: Unpark> Registered for ReceiverWait<'_, T, U> {}
+impl<U: Unpark, F: Fn() -> bool> Registered for Registration<'_, U, F> {}
 
 /// A receiver and its mapping.
 struct RecvBranch<'a, T, K, F> {
@@ -250,36 +250,22 @@ impl<'a, R> Select<'a, R> {
     /// wake-up they did not use) before the next look.
     fn wait_until(&mut self, deadline: Option<Instant>) -> Option<R> {
         consume_budget();
-        if let Some(fired) = self.try_fire() {
-            return Some(fired);
-        }
         let park = match self.mailbox {
             true => Current::or_message(),
             false => Current::new(),
         };
-        if park.spins() {
-            let backoff = crossbeam_utils::Backoff::new();
-            while !backoff.is_completed() {
-                backoff.snooze();
-                if let Some(fired) = self.try_fire() {
-                    return Some(fired);
-                }
-            }
-        }
-        loop {
-            let unparker = park.unparker();
-            let registered: Vec<Box<dyn Registered + 'a>> = self
-                .branches
-                .iter()
-                .map(|branch| branch.register(unparker.clone()))
-                .collect();
-            let fired = self.try_fire();
-            let in_time = fired.is_none() && park.park(deadline);
-            let fired = fired.or_else(|| self.try_fire());
-            drop(registered);
-            if fired.is_some() || !in_time {
-                return fired;
-            }
-        }
+        wait_with(
+            self,
+            &park,
+            deadline,
+            |select| select.try_fire(),
+            |select, unparker: Unparker| {
+                select
+                    .branches
+                    .iter()
+                    .map(|branch| branch.register(unparker.clone()))
+                    .collect::<Vec<_>>()
+            },
+        )
     }
 }
